@@ -1,0 +1,29 @@
+# Each target builds its own virtual environment, so a fresh clone needs only
+# python3 (with venv) and make.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: test bench speed clean
+
+$(VENV)/.core: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+$(VENV)/.bench: $(VENV)/.core
+	$(BIN)/python -m pip install -q -e ".[dev,bench]"
+	touch $@
+
+test: $(VENV)/.core          ## the test suite (fast; slow tests are marked)
+	$(BIN)/python -m pytest
+
+bench: $(VENV)/.core         ## the main job: end-to-end demo, prints the results table
+	$(BIN)/python benchmarks/synthetic_demo.py
+
+speed: $(VENV)/.bench        ## speed benchmark against numpy, scikit-learn, pytorch-ood
+	$(BIN)/python benchmarks/speed.py
+
+clean:
+	rm -rf $(VENV)

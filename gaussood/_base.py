@@ -1,0 +1,233 @@
+"""What every gaussood scorer shares: the scikit-learn outlier contract,
+chunked scoring, p-values, and the two kinds of threshold.
+
+Thresholds. ``contamination`` keeps scikit-learn's meaning: ``offset_`` is the
+``100 * contamination`` percentile of the training scores, so that fraction of
+the training set is flagged. ``alpha`` is a target false-alarm rate on
+in-distribution data: ``offset_`` is set so that ``pvalue(x) < alpha`` exactly
+when ``predict(x) == -1``. The p-value comes from the scorer's null law
+(parametric) or from a held-out calibration set (split conformal, valid
+without any distributional assumption). The two never share a parameter; give
+at most one of them (``alpha`` defaults to 0.05 when neither is given).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+
+import numpy as np
+from sklearn.base import BaseEstimator, OutlierMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+
+from ._validation import check_features, check_fraction, check_positive_int, raise_nonfinite
+
+DEFAULT_ALPHA = 0.05
+
+
+@contextlib.contextmanager
+def atomic_update(estimator):
+    """Restore the estimator's previous state if the block raises."""
+    saved = dict(estimator.__dict__)
+    try:
+        yield
+    except BaseException:
+        estimator.__dict__.clear()
+        estimator.__dict__.update(saved)
+        raise
+
+
+def conformal_offset(calibration_scores: np.ndarray, alpha: float) -> float:
+    """Score below which a sample's conformal p-value is <= alpha.
+
+    With m sorted calibration scores c_(1) <= ... <= c_(m), the split-conformal
+    p-value of a score s is (1 + #{c <= s}) / (m + 1); it is <= alpha exactly when
+    s < c_(j+1) with j = floor(alpha (m + 1)) - 1.
+    """
+    m = calibration_scores.shape[0]
+    j = math.floor(alpha * (m + 1) + 1e-12) - 1
+    if j < 0:
+        warnings.warn(
+            f"{m} calibration samples cannot certify alpha={alpha}: at least "
+            f"{math.ceil(1 / alpha - 1)} are needed. Nothing will be flagged.",
+            UserWarning, stacklevel=3)
+        return -np.inf
+    return float(calibration_scores[j])
+
+
+class BaseScorer(OutlierMixin, BaseEstimator):
+    """Base class of the gaussood scorers (not for direct use).
+
+    Subclasses implement ``_fit_state(X, y) -> dict`` (the fitted attributes,
+    computed without touching ``self``), ``_score_chunk(X, cache)`` (float64
+    scores, higher = more in-distribution) and, for a parametric null law,
+    ``_null_pvalue(scores)`` and ``_null_offset(alpha)``.
+    """
+
+    _calibrations: tuple = ("conformal",)
+
+    # ------------------------------------------------------------------ params
+    def _resolve_threshold(self):
+        if self.alpha is not None and self.contamination is not None:
+            raise ValueError(
+                "Give either alpha (target false-alarm rate on in-distribution data) or "
+                "contamination (fraction of training samples to flag), not both.")
+        if self.contamination is not None:
+            check_fraction(self.contamination, "contamination", high=0.5, high_inclusive=True)
+            rule = "contamination"
+        else:
+            rule = "alpha"
+        alpha = DEFAULT_ALPHA if self.alpha is None else check_fraction(self.alpha, "alpha")
+        if self.calibration not in self._calibrations + ("auto",):
+            raise ValueError(
+                f"calibration must be one of {self._calibrations + ('auto',)}; "
+                f"got {self.calibration!r}.")
+        check_fraction(self.calibration_size, "calibration_size")
+        check_positive_int(self.chunk_size, "chunk_size")
+        return rule, alpha
+
+    def _auto_calibration(self, n_samples: int, n_features: int) -> str:
+        return self._calibrations[0]
+
+    # --------------------------------------------------------------------- fit
+    def fit(self, X, y=None):
+        """Fit the scorer on in-distribution samples ``X`` of shape (n, d).
+
+        Returns self. On any error the estimator keeps its previous state.
+        """
+        with atomic_update(self):
+            rule, alpha = self._resolve_threshold()
+            self._clear_fitted()
+            X = check_features(self, X, reset=True, ensure_min_samples=2)
+            n = X.shape[0]
+            calibration = self.calibration
+            if calibration == "auto":
+                calibration = self._auto_calibration(n, X.shape[1])
+            cal_idx = None
+            fit_idx = np.arange(n)
+            if calibration == "conformal":
+                perm = check_random_state(self.random_state).permutation(n)
+                m = max(1, int(round(self.calibration_size * n)))
+                if n - m < 2:
+                    raise ValueError(
+                        f"calibration='conformal' holds out {m} of {n} samples, which "
+                        "leaves fewer than 2 to fit on; give more samples.")
+                cal_idx, fit_idx = np.sort(perm[:m]), np.sort(perm[m:])
+            y_fit = None if y is None else np.asarray(y)
+            if y_fit is not None and y_fit.shape[:1] == (n,):
+                y_fit = y_fit[fit_idx]
+            X_fit = X if cal_idx is None else X[fit_idx]
+            self.__dict__.update(self._fit_state(X_fit, y_fit))
+            self.alpha_ = alpha
+            self.threshold_rule_ = rule
+            self.calibration_ = calibration
+            self.calibration_scores_ = None
+            if cal_idx is not None:
+                self.calibration_scores_ = np.sort(self.score_samples(X[cal_idx]))
+            if rule == "contamination":
+                self.offset_ = float(np.percentile(self.score_samples(X),
+                                                   100.0 * self.contamination))
+            else:
+                self.offset_ = self._alpha_offset(alpha)
+        return self
+
+    def _clear_fitted(self):
+        for key in [k for k in vars(self) if k.endswith("_") and not k.startswith("__")]:
+            delattr(self, key)
+        for key in [k for k in vars(self) if k.startswith("_cache")]:
+            delattr(self, key)
+
+    def _alpha_offset(self, alpha: float) -> float:
+        if self.calibration_ == "conformal":
+            return conformal_offset(self.calibration_scores_, alpha)
+        return float(self._null_offset(alpha))
+
+    def calibrate(self, X):
+        """Calibrate p-values and the alpha threshold on held-out ID samples.
+
+        Switches ``calibration_`` to ``"conformal"``: p-values become
+        (1 + #{calibration scores <= s}) / (m + 1), valid for exchangeable data
+        without any Gaussian assumption. With ``contamination`` set, only the
+        p-values change. Returns self.
+        """
+        check_is_fitted(self)
+        with atomic_update(self):
+            scores = np.sort(self.score_samples(X))
+            if scores.shape[0] < 1:
+                raise ValueError("calibrate needs at least one sample.")
+            self.calibration_scores_ = scores
+            self.calibration_ = "conformal"
+            if self.threshold_rule_ == "alpha":
+                self.offset_ = conformal_offset(scores, self.alpha_)
+        return self
+
+    # ----------------------------------------------------------------- scoring
+    def _scoring_cache(self, dtype) -> dict:
+        return {}
+
+    def score_samples(self, X) -> np.ndarray:
+        """Score of each sample, shape (n,): higher means more in-distribution.
+
+        Works in chunks of ``chunk_size`` rows, so the extra memory is
+        O(chunk_size x d) whatever the number of rows.
+        """
+        check_is_fitted(self)
+        X = check_features(self, X, reset=False, ensure_all_finite=False)
+        cache = self._scoring_cache(X.dtype)
+        out = np.empty(X.shape[0], dtype=np.float64)
+        step = self.chunk_size
+        for start in range(0, X.shape[0], step):
+            chunk = X[start:start + step]
+            scores = self._score_chunk(chunk, cache)
+            if not np.all(np.isfinite(scores)):
+                raise_nonfinite(chunk)
+            out[start:start + step] = scores
+        return out
+
+    def decision_function(self, X) -> np.ndarray:
+        """``score_samples(X) - offset_``: negative for flagged samples."""
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X) -> np.ndarray:
+        """+1 for inliers, -1 for outliers (``decision_function < 0``)."""
+        decision = self.decision_function(X)
+        labels = np.ones(decision.shape[0], dtype=int)
+        labels[decision < 0] = -1
+        return labels
+
+    def pvalue(self, X) -> np.ndarray:
+        """P-value of each sample under the in-distribution null, shape (n,).
+
+        Small values mean "unlikely to be in-distribution". ``predict`` flags a
+        sample exactly when its p-value is below ``alpha_`` (for the alpha rule).
+        """
+        scores = self.score_samples(X)
+        if self.calibration_ == "conformal":
+            if self.calibration_scores_ is None:
+                raise ValueError("No calibration scores: call calibrate(X_cal) first.")
+            cal = self.calibration_scores_
+            return (1.0 + np.searchsorted(cal, scores, side="right")) / (cal.shape[0] + 1.0)
+        return self._null_pvalue(scores)
+
+    def _null_pvalue(self, scores):  # pragma: no cover - overridden where a law exists
+        raise NotImplementedError
+
+    def _null_offset(self, alpha):  # pragma: no cover
+        raise NotImplementedError
+
+    # ------------------------------------------------------------- persistence
+    def save(self, path) -> None:
+        """Write the fitted scorer to ``path`` (npz, no pickle); see ``gaussood.load``."""
+        from .persistence import save
+        save(self, path)
+
+    @classmethod
+    def load(cls, path):
+        """Read a scorer written by ``save``; it must be of this class."""
+        from .persistence import load
+        return load(path, expected=cls)
+
+    def _after_load(self) -> None:
+        """Rebuild derived, non-persisted state after loading."""

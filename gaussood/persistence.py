@@ -1,0 +1,118 @@
+"""Pickle-free saving and loading of fitted scorers (one .npz file each).
+
+Layout: one JSON header stored as a 0-d unicode array under ``__gaussood__``
+({"format", "version", "class", "params", "scalars"}) and each fitted array
+under ``attr/<name>``. Files are written to a temporary name and renamed, so a
+failed save never leaves a half-written file; loading never unpickles
+(``allow_pickle=False``) and checks the header, the version and the class.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+FORMAT = "gaussood.scorer"
+FORMAT_VERSION = 1
+_HEADER = "__gaussood__"
+
+
+def _registry() -> dict:
+    from .gaussian import GaussianScorer
+    from .knn import KNNScorer
+    from .norm_shell import NormShellScorer
+
+    return {cls.__name__: cls for cls in (GaussianScorer, NormShellScorer, KNNScorer)}
+
+
+def _fitted_attributes(scorer) -> dict:
+    return {k: v for k, v in vars(scorer).items()
+            if k.endswith("_") and not k.startswith("_")}
+
+
+def _jsonable(name, value):
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    raise TypeError(f"Cannot save {name}={value!r}: only None, bool, int, float and str "
+                    "parameters can be stored without pickle (pass an int random_state).")
+
+
+def save(scorer, path) -> None:
+    """Write a fitted gaussood scorer to ``path`` (the name is used as given)."""
+    from sklearn.utils.validation import check_is_fitted
+
+    if type(scorer).__name__ not in _registry():
+        raise TypeError(f"save() takes a gaussood scorer; got {type(scorer).__name__}.")
+    check_is_fitted(scorer)
+    params = {k: _jsonable(k, v) for k, v in scorer.get_params(deep=False).items()}
+    scalars, arrays = {}, {}
+    for name, value in _fitted_attributes(scorer).items():
+        if isinstance(value, np.ndarray):
+            if value.dtype.hasobject:
+                raise TypeError(f"Cannot save {name}: an object array needs pickle.")
+            arrays[f"attr/{name}"] = value
+        else:
+            scalars[name] = _jsonable(name, value)
+    header = {"format": FORMAT, "version": FORMAT_VERSION,
+              "class": type(scorer).__name__, "params": params, "scalars": scalars}
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".gaussood-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **{_HEADER: np.array(json.dumps(header))}, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load(path, expected=None):
+    """Read a scorer written by :func:`save`.
+
+    Raises ``ValueError`` for a truncated, corrupted or foreign file and for a
+    file from a newer format version; ``TypeError`` when ``expected`` (a
+    class) does not match the stored class.
+    """
+    path = os.fspath(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if _HEADER not in data.files:
+                raise ValueError(f"{path} is not a gaussood scorer file (no {_HEADER} header).")
+            header = json.loads(str(data[_HEADER]))
+            arrays = {k[len("attr/"):]: data[k] for k in data.files if k.startswith("attr/")}
+    except FileNotFoundError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not a readable gaussood file (truncated or corrupted): "
+                         f"{exc}") from exc
+    except ValueError as exc:
+        if "gaussood" in str(exc):
+            raise
+        raise ValueError(f"{path} is not a readable gaussood file: {exc}") from exc
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a gaussood scorer file (format "
+                         f"{header.get('format') if isinstance(header, dict) else header!r}).")
+    version = header.get("version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(f"{path} has format version {version}; this gaussood reads up to "
+                         f"version {FORMAT_VERSION}. Upgrade gaussood to read it.")
+    cls = _registry().get(header.get("class"))
+    if cls is None:
+        raise ValueError(f"{path} holds an unknown scorer class {header.get('class')!r}.")
+    if expected is not None and cls is not expected:
+        raise TypeError(f"{path} holds a {cls.__name__}, not a {expected.__name__}.")
+    scorer = cls(**header["params"])
+    for name, value in {**header["scalars"], **arrays}.items():
+        setattr(scorer, name, value)
+    scorer._after_load()
+    return scorer

@@ -1,0 +1,21 @@
+"""The whole scikit-learn estimator contract, for every scorer and structure."""
+
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from gaussood import GaussianScorer, KNNScorer, NormShellScorer
+
+ESTIMATORS = [
+    GaussianScorer(),
+    GaussianScorer(covariance="oas", calibration="chi2"),
+    GaussianScorer(covariance=0.1, n_clusters=3, random_state=0),
+    GaussianScorer(calibration="conformal"),
+    NormShellScorer(),
+    NormShellScorer(whiten=True),
+    KNNScorer(n_neighbors=5),
+    KNNScorer(n_neighbors=5, index="ivf", n_lists=4, n_probe=4),
+]
+
+
+@parametrize_with_checks(ESTIMATORS)
+def test_sklearn_contract(estimator, check):
+    check(estimator)
