@@ -181,8 +181,9 @@ class GaussianScorer(BaseScorer):
         """Update the fit with a new batch; equals ``fit`` on all batches.
 
         Means and covariances merge exactly (Chan et al. 1979, extended to the
-        fourth moment that Ledoit-Wolf needs). Needs the alpha rule with a
-        parametric law ("auto" means "f" here); class labels, if used, must be
+        fourth moment that Ledoit-Wolf needs). Uses the alpha rule with a
+        parametric law ("auto" means "f", or "chi2" while n is too small for
+        F); class labels, if used, must be
         given with every batch. Not available with ``n_clusters`` (k-means
         needs all data), ``contamination`` or conformal calibration (they need
         all training scores at once: use ``fit``, or ``calibrate`` afterwards).
@@ -205,7 +206,11 @@ class GaussianScorer(BaseScorer):
                 raise ValueError("Need more samples than components before the first fit completes.")
             self.__dict__.update(self._state_from_moments(new, classes, structure))
             self.alpha_, self.threshold_rule_ = alpha, rule
-            self.calibration_ = "f" if self.calibration == "auto" else self.calibration
+            calibration = self.calibration
+            if calibration == "auto":  # streaming: the exact law once it is defined
+                dfd = self.n_samples_fit_ - classes.shape[0] - X.shape[1] + 1
+                calibration = "f" if dfd >= 1 else "chi2"
+            self.calibration_ = calibration
             self.calibration_scores_ = None
             self.offset_ = self._alpha_offset(alpha)
         return self

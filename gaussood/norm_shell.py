@@ -11,25 +11,12 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._base import BaseScorer, atomic_update
 from ._moments import compute_moments, merge_component
+from ._quadform import deviate_table, normal_deviate
 from ._validation import check_features
-from .covariance import check_covariance_param
+from .covariance import check_covariance_param, pooled_covariance
 from .gaussian import GaussianScorer
 
 _MOMENT_KEYS = ("count", "mean", "scatter", "third", "fourth")
-
-
-def shell_law(mean_r2: float, var_r2: float) -> tuple[float, float]:
-    """Scaled chi-square g * chi2_h with the given mean and variance of ||x - m||^2.
-
-    Moment matching (Welch-Satterthwaite): g h = mean, 2 g^2 h = var.
-    """
-    return var_r2 / (2.0 * mean_r2), 2.0 * mean_r2**2 / var_r2
-
-
-def wilson_hilferty_z(r2: np.ndarray, scale: float, dof: float) -> np.ndarray:
-    """Standard-normal deviate of r2 ~ scale * chi2_dof (Wilson & Hilferty 1931)."""
-    v = 2.0 / (9.0 * dof)
-    return (np.cbrt(r2 / (scale * dof)) - (1.0 - v)) / np.sqrt(v)
 
 
 class NormShellScorer(BaseScorer):
@@ -37,45 +24,49 @@ class NormShellScorer(BaseScorer):
 
     InfoNCE embeddings concentrate on a thin shell: ||x - mu|| stays close to a
     radius r0 with a small coefficient of variation (Betser et al., ICLR 2026).
-    If x ~ N(mu, Sigma), ||x - mu||^2 is a weighted sum of chi-square variables,
-    well matched by a scaled chi-square g * chi2_h with the same mean and
-    variance. The Wilson-Hilferty cube-root transform turns it into a standard
-    normal deviate z, and
+    If x ~ N(mu, Sigma), Q = ||x - mu||^2 = sum_i lambda_i chi2_1 with lambda
+    the eigenvalues of Sigma. Its saddlepoint approximation (``_quadform``)
+    gives a standard normal deviate z(Q), and
 
         score_samples(x) = -|z(||x - mu||^2)|,
 
     minus the standardised deviation from the shell (inside or outside it).
-    With ``whiten=True`` the norm is taken after whitening, so ||.||^2 is the
-    squared Mahalanobis distance (chi-square-like with d degrees of freedom).
+    With ``whiten=True`` the norm is taken after whitening, so Q is the
+    squared Mahalanobis distance (about chi-square with d degrees of freedom).
 
     Parameters
     ----------
     whiten : bool, default=False
         Use the whitened norm (needs a covariance; no ``partial_fit``).
     covariance : str or float, default="ledoit_wolf"
-        Covariance estimator for ``whiten=True`` (see ``GaussianScorer``).
+        Covariance estimator (see ``GaussianScorer``): its eigenvalues define
+        the null law of Q, and with ``whiten=True`` it whitens.
     alpha, contamination, calibration_size, random_state, chunk_size
         As in ``GaussianScorer``.
     calibration : {"auto", "shell", "conformal"}, default="auto"
-        "shell": two-sided p-value 2 * Phi(-|z|) under the fitted scaled
-        chi-square; "conformal": split calibration. "auto" means "shell".
+        "shell": two-sided p-value 2 * Phi(-|z|) under the Gaussian law of Q;
+        "conformal": split calibration. "auto" means "shell".
 
     Attributes
     ----------
     location_ : ndarray (d,)   centre of the shell (training mean).
-    radius_ : float            sqrt(E ||x - mu||^2), the shell radius r0.
+    radius_ : float            sqrt(mean ||x - mu||^2) on the training data, r0.
     spread_ : float            standard deviation of the norm (delta method).
     norm_cv_ : float           spread_ / radius_, the shell's thinness.
-    shell_scale_, shell_dof_ : float   g and h of the scaled chi-square.
+    law_eigenvalues_ : ndarray (d,)   lambda of the null law of Q.
+    law_log_grid_, law_z_grid_ : ndarray   the tabulated deviate z(Q).
     whitener_ : ndarray (d, d) or None
 
     Notes
     -----
-    The p-value needs the shell to be Gaussian-like: h large (h >= 30 makes the
-    Wilson-Hilferty error negligible at alpha = 0.05). L2-normalised inputs sit
-    on the unit sphere by construction; their norm says nothing, and ``fit``
-    warns. The radius and spread come from moments that merge exactly, so
-    ``partial_fit`` equals a batch fit.
+    The p-value is exact up to the saddlepoint error (far below sampling noise
+    at alpha >= 0.001) when the embeddings are Gaussian; the diagnostics tell
+    whether they are. Otherwise use ``calibration="conformal"``. The spread of
+    the sample eigenvalues inflates the law when n is not much larger than d;
+    Ledoit-Wolf shrinkage (the default) corrects most of it. L2-normalised
+    inputs sit on the unit sphere by construction; their norm says nothing,
+    and ``fit`` warns. All fitted quantities come from moments that merge
+    exactly, so ``partial_fit`` equals a batch fit.
 
     Examples
     --------
@@ -113,43 +104,48 @@ class NormShellScorer(BaseScorer):
                 "norm-shell score is meaningless on a sphere: pass unnormalised "
                 "embeddings, or use GaussianScorer / KNNScorer.", UserWarning, stacklevel=4)
 
-    def _state(self, mean_r2, var_r2, location, whitener, moments=None):
-        if not (mean_r2 > 0 and var_r2 > 1e-12 * mean_r2**2):
+    def _state(self, location, r2_mean, r2_var, law_eigenvalues, whitener, moments=None):
+        if not (r2_mean > 0 and r2_var > 1e-12 * r2_mean**2):
             raise ValueError(
                 "All centred training norms are equal (or zero): a shell with "
                 "no spread cannot be fitted. Give more, or more varied, samples.")
-        scale, dof = shell_law(mean_r2, var_r2)
-        radius = float(np.sqrt(mean_r2))
-        spread = float(np.sqrt(var_r2) / (2.0 * radius))
+        log_grid, z_grid, lam_max = deviate_table(law_eigenvalues)
+        radius = float(np.sqrt(r2_mean))
+        spread = float(np.sqrt(r2_var) / (2.0 * radius))
         state = {"location_": location, "whitener_": whitener, "radius_": radius,
                  "spread_": spread, "norm_cv_": spread / radius,
-                 "shell_scale_": float(scale), "shell_dof_": float(dof)}
+                 "law_eigenvalues_": np.asarray(law_eigenvalues, dtype=np.float64),
+                 "law_log_grid_": log_grid, "law_z_grid_": z_grid}
         if moments is not None:
             state.update({f"moment_{k}_": np.asarray(v, dtype=np.float64)
                           for k, v in zip(_MOMENT_KEYS, moments)})
         return state
 
-    @staticmethod
-    def _moment_state(moments):
+    def _state_from_moments(self, moments):
         n, mean, m2, _, q4 = moments
-        mean_r2 = float(np.trace(m2)) / n
-        return mean_r2, q4 / n - mean_r2**2, mean
+        r2_mean = float(np.trace(m2)) / n
+        cov, _ = pooled_covariance({k: np.asarray(v)[None] for k, v in zip(_MOMENT_KEYS, moments)},
+                                   self.covariance)
+        # a fresh x has x - mean ~ N(0, (1 + 1/n) Sigma)
+        law = np.clip(np.linalg.eigvalsh(cov), 0.0, None) * (1.0 + 1.0 / n)
+        return self._state(mean, r2_mean, q4 / n - r2_mean**2, law, None, moments)
 
     def _fit_state(self, X, y=None):
         if not isinstance(self.whiten, (bool, np.bool_)):
             raise TypeError(f"whiten must be True or False; got {self.whiten!r}.")
+        check_covariance_param(self.covariance)
         self._warn_if_normalised(X)
         if self.whiten:
-            check_covariance_param(self.covariance)
             gauss = GaussianScorer(self.covariance, calibration="chi2").fit(X)
             Z = (X - gauss.location_) @ gauss.whitener_
             r2 = np.einsum("ij,ij->i", Z, Z)
-            return self._state(float(r2.mean()), float(r2.var()), gauss.location_,
-                               gauss.whitener_)
+            n, d = X.shape
+            # Hotelling: a fresh D^2 has mean d (n + 1) / (n - d - 2)
+            inflation = (n + 1.0) / (n - d - 2.0) if n > d + 2 else 1.0 + 1.0 / n
+            return self._state(gauss.location_, float(r2.mean()), float(r2.var()),
+                               np.full(d, inflation), gauss.whitener_)
         m = compute_moments(X, None, 1)
-        moments = tuple(m[k][0] for k in _MOMENT_KEYS)
-        mean_r2, var_r2, location = self._moment_state(moments)
-        return self._state(mean_r2, var_r2, location, None, moments)
+        return self._state_from_moments(tuple(m[k][0] for k in _MOMENT_KEYS))
 
     def _streamable(self):
         return (not self.whiten and self.contamination is None
@@ -175,8 +171,7 @@ class NormShellScorer(BaseScorer):
                 moments = merge_component(old, moments)
             if moments[0] < 2:
                 raise ValueError("NormShellScorer needs at least 2 samples.")
-            mean_r2, var_r2, location = self._moment_state(moments)
-            self.__dict__.update(self._state(mean_r2, var_r2, location, None, moments))
+            self.__dict__.update(self._state_from_moments(moments))
             self.alpha_, self.threshold_rule_ = alpha, rule
             self.calibration_, self.calibration_scores_ = "shell", None
             self.offset_ = self._alpha_offset(alpha)
@@ -193,7 +188,8 @@ class NormShellScorer(BaseScorer):
         if "W" in cache:
             Z = Z @ cache["W"]
         r2 = np.einsum("ij,ij->i", Z, Z).astype(np.float64)
-        return -np.abs(wilson_hilferty_z(r2, self.shell_scale_, self.shell_dof_))
+        return -np.abs(normal_deviate(r2, self.law_log_grid_, self.law_z_grid_,
+                                      float(self.law_eigenvalues_.max())))
 
     def norms(self, X) -> np.ndarray:
         """Centred (or whitened) norm ||x - mu|| of each sample, shape (n,)."""
