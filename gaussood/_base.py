@@ -107,7 +107,7 @@ class BaseScorer(OutlierMixin, BaseEstimator):
                 calibration = self._auto_calibration(n, X.shape[1])
             cal_idx = None
             fit_idx = np.arange(n)
-            if calibration == "conformal":
+            if calibration == "conformal" and rule == "alpha":
                 perm = check_random_state(self.random_state).permutation(n)
                 m = max(1, int(round(self.calibration_size * n)))
                 if n - m < 2:
@@ -180,7 +180,8 @@ class BaseScorer(OutlierMixin, BaseEstimator):
         step = self.chunk_size
         for start in range(0, X.shape[0], step):
             chunk = X[start:start + step]
-            scores = self._score_chunk(chunk, cache)
+            with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+                scores = self._score_chunk(chunk, cache)
             if not np.all(np.isfinite(scores)):
                 raise_nonfinite(chunk)
             out[start:start + step] = scores

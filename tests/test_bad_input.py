@@ -1,0 +1,104 @@
+"""Bad input gets a clear error, and a failed fit leaves the scorer as it was."""
+
+import numpy as np
+import pytest
+
+from gaussood import GaussianScorer, KNNScorer, NormShellScorer
+
+SCORERS = [GaussianScorer, NormShellScorer, lambda: KNNScorer(n_neighbors=3)]
+IDS = ["gaussian", "shell", "knn"]
+
+
+@pytest.fixture(params=SCORERS, ids=IDS)
+def make(request):
+    return request.param
+
+
+def _X(n=40, d=3, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, d))
+
+
+@pytest.mark.parametrize("bad, exc, match", [
+    (np.array([[1.0, np.nan, 2.0]] * 10), ValueError, "NaN"),
+    (np.array([[1.0, np.inf, 2.0]] * 10), ValueError, "infinity"),
+    (np.ones(10), ValueError, "2D array"),
+    (np.ones((2, 3, 4)), ValueError, "dim"),
+    (np.ones((1, 3)), ValueError, "minimum of 2"),
+    (np.ones((0, 3)), ValueError, "0 sample"),
+    (np.array([["a", "b"], ["c", "d"]]), TypeError, "real numbers"),
+    (np.array([[1 + 2j, 1], [2, 3j]]), ValueError, "Complex"),
+])
+def test_fit_rejects(make, bad, exc, match):
+    with pytest.raises(exc, match=match):
+        make().fit(bad)
+
+
+def test_score_rejects_nan_and_feature_mismatch(make):
+    scorer = make().fit(_X())
+    bad = _X(5)
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        scorer.score_samples(bad)
+    with pytest.raises(ValueError, match="features"):
+        scorer.score_samples(_X(5, 4))
+
+
+def test_float32_overflow_is_explained():
+    scorer = GaussianScorer().fit(_X())
+    with pytest.raises(ValueError, match="too large"):
+        scorer.score_samples(np.full((2, 3), 3e38, dtype=np.float32))
+
+
+def test_labels_of_wrong_length():
+    with pytest.raises(ValueError, match="same length"):
+        GaussianScorer().fit(_X(), np.zeros(39))
+    with pytest.raises(ValueError, match="1-D"):
+        GaussianScorer().fit(_X(), np.zeros((40, 2)))
+
+
+def test_bad_parameters(make):
+    X = _X()
+    with pytest.raises(ValueError, match="alpha"):
+        make().set_params(alpha=1.5).fit(X)
+    with pytest.raises(ValueError, match="contamination"):
+        make().set_params(contamination=0.7).fit(X)
+    with pytest.raises(ValueError, match="calibration"):
+        make().set_params(calibration="magic").fit(X)
+    with pytest.raises(TypeError, match="chunk_size"):
+        make().set_params(chunk_size=2.5).fit(X)
+
+
+def test_failed_fit_keeps_the_previous_fit(make):
+    scorer = make().fit(_X())
+    before = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in vars(scorer).items()}
+    with pytest.raises(ValueError):
+        scorer.fit(_X(30, 5) * np.nan)
+    assert set(vars(scorer)) == set(before)
+    for key, value in before.items():
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(getattr(scorer, key), value)
+        else:
+            assert getattr(scorer, key) is value or getattr(scorer, key) == value
+    assert scorer.n_features_in_ == 3
+
+
+def test_failed_first_fit_leaves_nothing():
+    scorer = GaussianScorer()
+    with pytest.raises(ValueError):
+        scorer.fit(_X(), np.zeros(5))
+    assert not [k for k in vars(scorer) if k.endswith("_")]
+
+
+def test_failed_partial_fit_keeps_state():
+    scorer = GaussianScorer().partial_fit(_X())
+    n = scorer.n_samples_fit_
+    with pytest.raises(ValueError):
+        scorer.partial_fit(_X(5, 3) * np.inf)
+    assert scorer.n_samples_fit_ == n
+
+
+def test_too_many_components():
+    with pytest.raises(ValueError, match="more samples than components"):
+        GaussianScorer().fit(_X(4), np.arange(4))
+    with pytest.raises(ValueError, match="n_clusters"):
+        GaussianScorer(n_clusters=50).fit(_X())

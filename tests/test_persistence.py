@@ -1,0 +1,107 @@
+"""Pickle-free save/load: exact round trips and clear errors on bad files."""
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+import gaussood
+from gaussood import GaussianScorer, KNNScorer, NormShellScorer
+from gaussood.persistence import FORMAT_VERSION
+
+
+def _fitted(rng):
+    X = rng.normal(size=(600, 6))
+    y = np.array(["a", "b", "c"])[rng.integers(0, 3, 600)]
+    return [
+        GaussianScorer(random_state=0).fit(X),
+        GaussianScorer(covariance=0.2, calibration="chi2").fit(X, y),
+        GaussianScorer(n_clusters=3, calibration="conformal", random_state=1).fit(X),
+        NormShellScorer(contamination=0.02).fit(X),
+        NormShellScorer(whiten=True, random_state=3).fit(X),
+        KNNScorer(n_neighbors=7, random_state=2).fit(X),
+        KNNScorer(n_neighbors=7, index="ivf", n_lists=10, random_state=2).fit(X),
+    ]
+
+
+def test_round_trip_is_exact(rng, tmp_path):
+    Xt = rng.normal(size=(200, 6)) * 1.3
+    for i, scorer in enumerate(_fitted(rng)):
+        path = tmp_path / f"scorer{i}.npz"
+        scorer.save(path)
+        loaded = gaussood.load(path)
+        assert type(loaded) is type(scorer)
+        assert loaded.get_params() == scorer.get_params()
+        np.testing.assert_array_equal(loaded.score_samples(Xt), scorer.score_samples(Xt))
+        np.testing.assert_array_equal(loaded.predict(Xt), scorer.predict(Xt))
+        if scorer.calibration_ != "conformal" or scorer.calibration_scores_ is not None:
+            np.testing.assert_array_equal(loaded.pvalue(Xt), scorer.pvalue(Xt))
+        assert loaded.offset_ == scorer.offset_
+
+
+def test_loaded_scorer_keeps_streaming(rng, tmp_path):
+    X = rng.normal(size=(900, 5))
+    whole = GaussianScorer().fit(X)
+    first = GaussianScorer().partial_fit(X[:400])
+    first.save(tmp_path / "s.npz")
+    resumed = GaussianScorer.load(tmp_path / "s.npz").partial_fit(X[400:])
+    np.testing.assert_allclose(resumed.covariance_, whole.covariance_, rtol=1e-10)
+
+
+def test_truncated_file(rng, tmp_path):
+    path = tmp_path / "s.npz"
+    GaussianScorer().fit(rng.normal(size=(100, 3))).save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated or corrupted"):
+        gaussood.load(path)
+
+
+def test_foreign_files(rng, tmp_path):
+    np.savez(tmp_path / "other.npz", weights=np.ones(3))
+    with pytest.raises(ValueError, match="not a gaussood scorer file"):
+        gaussood.load(tmp_path / "other.npz")
+    (tmp_path / "text.npz").write_text("hello")
+    with pytest.raises(ValueError, match="not a readable gaussood file"):
+        gaussood.load(tmp_path / "text.npz")
+    with pytest.raises(FileNotFoundError):
+        gaussood.load(tmp_path / "missing.npz")
+
+
+def _rewrite_header(path, **changes):
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    header = json.loads(str(arrays["__gaussood__"]))
+    header.update(changes)
+    arrays["__gaussood__"] = np.array(json.dumps(header))
+    np.savez(path, **arrays)
+
+
+def test_newer_version_and_wrong_class(rng, tmp_path):
+    path = tmp_path / "s.npz"
+    NormShellScorer().fit(rng.normal(size=(100, 3))).save(path)
+    with pytest.raises(TypeError, match="holds a NormShellScorer"):
+        GaussianScorer.load(path)
+    _rewrite_header(path, version=FORMAT_VERSION + 1)
+    with pytest.raises(ValueError, match="Upgrade gaussood"):
+        gaussood.load(path)
+
+
+def test_files_contain_no_pickle(rng, tmp_path):
+    path = tmp_path / "s.npz"
+    GaussianScorer().fit(rng.normal(size=(100, 3)), np.arange(100) % 2).save(path)
+    with zipfile.ZipFile(path) as zf:
+        for name in zf.namelist():
+            with zf.open(name) as fh:
+                np.lib.format.read_array(fh, allow_pickle=False)  # raises on pickled data
+
+
+def test_unfitted_and_unsaveable(rng, tmp_path):
+    from sklearn.exceptions import NotFittedError
+    with pytest.raises(NotFittedError):
+        GaussianScorer().save(tmp_path / "s.npz")
+    scorer = GaussianScorer(random_state=np.random.RandomState(0)).fit(rng.normal(size=(50, 2)))
+    with pytest.raises(TypeError, match="int random_state"):
+        scorer.save(tmp_path / "s.npz")
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
