@@ -4,10 +4,12 @@ chunked scoring, p-values, and the two kinds of threshold.
 Thresholds. ``contamination`` keeps scikit-learn's meaning: ``offset_`` is the
 ``100 * contamination`` percentile of the training scores, so that fraction of
 the training set is flagged. ``alpha`` is a target false-alarm rate on
-in-distribution data: ``offset_`` is set so that ``pvalue(x) < alpha`` exactly
-when ``predict(x) == -1``. The p-value comes from the scorer's null law
-(parametric) or from a held-out calibration set (split conformal, valid
-without any distributional assumption). The two never share a parameter; give
+in-distribution data: ``offset_`` is set so that the p-value is below alpha
+exactly when ``predict(x) == -1``. The p-value comes from the scorer's null law
+(parametric) or from calibration scores (conformal, no distributional
+assumption): out-of-fold scores of the training data (cross-conformal, Vovk
+2015; the final model still uses all the data), or the scores of a held-out ID
+set given to ``calibrate`` (split conformal, exact in finite samples). The two never share a parameter; give
 at most one of them (``alpha`` defaults to 0.05 when neither is given).
 """
 
@@ -19,6 +21,7 @@ import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin
+from sklearn.model_selection import KFold
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
@@ -84,11 +87,11 @@ class BaseScorer(OutlierMixin, BaseEstimator):
             raise ValueError(
                 f"calibration must be one of {self._calibrations + ('auto',)}; "
                 f"got {self.calibration!r}.")
-        check_fraction(self.calibration_size, "calibration_size")
+        check_positive_int(self.calibration_folds, "calibration_folds", minimum=2)
         check_positive_int(self.chunk_size, "chunk_size")
         return rule, alpha
 
-    def _auto_calibration(self, n_samples: int, n_features: int) -> str:
+    def _auto_calibration(self, n_samples: int, n_features: int, y=None) -> str:
         return self._calibrations[0]
 
     # --------------------------------------------------------------------- fit
@@ -104,34 +107,41 @@ class BaseScorer(OutlierMixin, BaseEstimator):
             n = X.shape[0]
             calibration = self.calibration
             if calibration == "auto":
-                calibration = self._auto_calibration(n, X.shape[1])
-            cal_idx = None
-            fit_idx = np.arange(n)
-            if calibration == "conformal" and rule == "alpha":
-                perm = check_random_state(self.random_state).permutation(n)
-                m = max(1, int(round(self.calibration_size * n)))
-                if n - m < 2:
-                    raise ValueError(
-                        f"calibration='conformal' holds out {m} of {n} samples, which "
-                        "leaves fewer than 2 to fit on; give more samples.")
-                cal_idx, fit_idx = np.sort(perm[:m]), np.sort(perm[m:])
-            y_fit = None if y is None else np.asarray(y)
-            if y_fit is not None and y_fit.shape[:1] == (n,):
-                y_fit = y_fit[fit_idx]
-            X_fit = X if cal_idx is None else X[fit_idx]
-            self.__dict__.update(self._fit_state(X_fit, y_fit))
+                calibration = self._auto_calibration(n, X.shape[1], y)
+            self.__dict__.update(self._fit_state(X, y))
             self.alpha_ = alpha
             self.threshold_rule_ = rule
             self.calibration_ = calibration
             self.calibration_scores_ = None
-            if cal_idx is not None:
-                self.calibration_scores_ = np.sort(self.score_samples(X[cal_idx]))
+            if calibration == "conformal":
+                self.calibration_scores_ = np.sort(self._out_of_fold_scores(X, y))
             if rule == "contamination":
                 self.offset_ = float(np.percentile(self.score_samples(X),
                                                    100.0 * self.contamination))
             else:
                 self.offset_ = self._alpha_offset(alpha)
         return self
+
+    def _fold_states(self, X, y, folds):
+        """Fitted state on each fold's complement (subclasses may do it faster)."""
+        for train, _ in folds:
+            yield self._fit_state(X[train], None if y is None else np.asarray(y)[train])
+
+    def _out_of_fold_scores(self, X, y):
+        """Score of every training row by a model fitted without its fold."""
+        n_folds = min(self.calibration_folds, X.shape[0])
+        folds = list(KFold(n_folds, shuffle=True,
+                           random_state=check_random_state(self.random_state)).split(X))
+        scores = np.empty(X.shape[0])
+        with warnings.catch_warnings():  # the full fit has already warned
+            warnings.simplefilter("ignore", UserWarning)
+            states = list(self._fold_states(X, y, folds))
+        for (_, test), state in zip(folds, states):
+            fold_model = object.__new__(type(self))
+            fold_model.__dict__.update(self.__dict__)
+            fold_model.__dict__.update(state)
+            scores[test] = fold_model.score_samples(X[test])
+        return scores
 
     def _clear_fitted(self):
         for key in [k for k in vars(self) if k.endswith("_") and not k.startswith("__")]:

@@ -42,11 +42,13 @@ class KNNScorer(BaseScorer):
         IVF cells; ``round(sqrt(n))`` by default.
     n_probe : int, default=16
         IVF cells visited per query (more: slower, closer to exact).
-    alpha, contamination, calibration_size, random_state, chunk_size
+    alpha, contamination, calibration_folds, random_state, chunk_size
         As in ``GaussianScorer``.
     calibration : {"auto", "conformal"}, default="auto"
         There is no parametric law for k-NN distances: p-values and the alpha
-        threshold are split-conformal ("auto" means "conformal").
+        threshold are conformal, from leave-one-out scores of the training
+        rows ("auto" means "conformal"); ``calibrate(X_cal)`` switches to
+        split conformal on a held-out set.
 
     Attributes
     ----------
@@ -74,7 +76,7 @@ class KNNScorer(BaseScorer):
 
     def __init__(self, n_neighbors=50, *, index="flat", n_lists=None, n_probe=16,
                  alpha=None, contamination=None, calibration="auto",
-                 calibration_size=0.2, random_state=None, chunk_size=4096):
+                 calibration_folds=5, random_state=None, chunk_size=4096):
         self.n_neighbors = n_neighbors
         self.index = index
         self.n_lists = n_lists
@@ -82,7 +84,7 @@ class KNNScorer(BaseScorer):
         self.alpha = alpha
         self.contamination = contamination
         self.calibration = calibration
-        self.calibration_size = calibration_size
+        self.calibration_folds = calibration_folds
         self.random_state = random_state
         self.chunk_size = chunk_size
 
@@ -131,6 +133,22 @@ class KNNScorer(BaseScorer):
         sims, ids = self._index.search(l2_normalise(X), self.n_neighbors_)
         kth = np.where(ids[:, -1] >= 0, sims[:, -1], -1.0)  # IVF may find fewer than k
         return np.clip(kth.astype(np.float64), -1.0, 1.0) - 1.0
+
+    def _out_of_fold_scores(self, X, y):
+        """Leave-one-out scores: each training row against all the others.
+
+        Refitting on folds would shrink the index and push every k-NN
+        distance up; dropping the row itself keeps the calibration on the
+        scale of the final model (jackknife+, Barber et al. 2021).
+        """
+        k = self.n_neighbors_
+        if k + 1 > self.embeddings_.shape[0]:
+            return super()._out_of_fold_scores(X, y)
+        scores = np.empty(X.shape[0])
+        for start in range(0, X.shape[0], self.chunk_size):
+            sims, _ = self._index.search(self.embeddings_[start:start + self.chunk_size], k + 1)
+            scores[start:start + self.chunk_size] = np.clip(sims[:, k], -1.0, 1.0) - 1.0
+        return scores
 
     def _after_load(self):
         self._index = self._build_index(self.embeddings_)

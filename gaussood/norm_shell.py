@@ -41,11 +41,11 @@ class NormShellScorer(BaseScorer):
     covariance : str or float, default="ledoit_wolf"
         Covariance estimator (see ``GaussianScorer``): its eigenvalues define
         the null law of Q, and with ``whiten=True`` it whitens.
-    alpha, contamination, calibration_size, random_state, chunk_size
+    alpha, contamination, calibration_folds, random_state, chunk_size
         As in ``GaussianScorer``.
     calibration : {"auto", "shell", "conformal"}, default="auto"
         "shell": two-sided p-value 2 * Phi(-|z|) under the Gaussian law of Q;
-        "conformal": split calibration. "auto" means "shell".
+        "conformal": cross-conformal from out-of-fold scores. "auto" means "shell".
 
     Attributes
     ----------
@@ -83,14 +83,14 @@ class NormShellScorer(BaseScorer):
     _calibrations = ("shell", "conformal")
 
     def __init__(self, whiten=False, *, covariance="ledoit_wolf", alpha=None,
-                 contamination=None, calibration="auto", calibration_size=0.2,
+                 contamination=None, calibration="auto", calibration_folds=5,
                  random_state=None, chunk_size=4096):
         self.whiten = whiten
         self.covariance = covariance
         self.alpha = alpha
         self.contamination = contamination
         self.calibration = calibration
-        self.calibration_size = calibration_size
+        self.calibration_folds = calibration_folds
         self.random_state = random_state
         self.chunk_size = chunk_size
 

@@ -102,7 +102,7 @@ def test_conformal_offset_closed_form():
 def test_calibrate_switches_to_conformal():
     rng = np.random.default_rng(4)
     X = rng.standard_t(df=4, size=(3000, 10))
-    scorer = GaussianScorer(alpha=0.1).fit(X)
+    scorer = GaussianScorer("empirical", alpha=0.1).fit(X)
     assert scorer.calibration_ == "f"
     scorer.calibrate(rng.standard_t(df=4, size=(10_000, 10)))  # sd of the rate ~0.003
     assert scorer.calibration_ == "conformal"

@@ -108,8 +108,8 @@ def test_partial_fit_equals_batch_fit(rng, method, labels):
     d = 16
     X = anisotropic_gaussian(rng, 3000, d) + 100.0  # an offset stresses the merge
     y = rng.integers(0, 3, size=3000) if labels else None
-    batch = GaussianScorer(covariance=method).fit(X, y)
-    stream = GaussianScorer(covariance=method)
+    batch = GaussianScorer(covariance=method, calibration="chi2").fit(X, y)
+    stream = GaussianScorer(covariance=method, calibration="chi2")
     bounds = [0, 17, 500, 501, 1800, 3000]
     for a, b in zip(bounds[:-1], bounds[1:]):
         stream.partial_fit(X[a:b], None if y is None else y[a:b])

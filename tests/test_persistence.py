@@ -42,7 +42,7 @@ def test_round_trip_is_exact(rng, tmp_path):
 
 def test_loaded_scorer_keeps_streaming(rng, tmp_path):
     X = rng.normal(size=(900, 5))
-    whole = GaussianScorer().fit(X)
+    whole = GaussianScorer(calibration="f").fit(X)
     first = GaussianScorer().partial_fit(X[:400])
     first.save(tmp_path / "s.npz")
     resumed = GaussianScorer.load(tmp_path / "s.npz").partial_fit(X[400:])
