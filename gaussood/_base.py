@@ -108,13 +108,17 @@ class BaseScorer(OutlierMixin, BaseEstimator):
             calibration = self.calibration
             if calibration == "auto":
                 calibration = self._auto_calibration(n, X.shape[1], y)
-            self.__dict__.update(self._fit_state(X, y))
+            calibration_scores = None
+            if calibration == "conformal":
+                state, calibration_scores = self._fit_with_calibration(X, y)
+                calibration_scores = np.sort(calibration_scores)
+            else:
+                state = self._fit_state(X, y)
+            self.__dict__.update(state)
             self.alpha_ = alpha
             self.threshold_rule_ = rule
             self.calibration_ = calibration
-            self.calibration_scores_ = None
-            if calibration == "conformal":
-                self.calibration_scores_ = np.sort(self._out_of_fold_scores(X, y))
+            self.calibration_scores_ = calibration_scores
             if rule == "contamination":
                 self.offset_ = float(np.percentile(self.score_samples(X),
                                                    100.0 * self.contamination))
@@ -122,21 +126,29 @@ class BaseScorer(OutlierMixin, BaseEstimator):
                 self.offset_ = self._alpha_offset(alpha)
         return self
 
-    def _fold_states(self, X, y, folds):
-        """Fitted state on each fold's complement (subclasses may do it faster)."""
-        for train, _ in folds:
-            yield self._fit_state(X[train], None if y is None else np.asarray(y)[train])
-
-    def _out_of_fold_scores(self, X, y):
-        """Score of every training row by a model fitted without its fold."""
+    def _folds(self, X):
         n_folds = min(self.calibration_folds, X.shape[0])
-        folds = list(KFold(n_folds, shuffle=True,
-                           random_state=check_random_state(self.random_state)).split(X))
-        scores = np.empty(X.shape[0])
-        with warnings.catch_warnings():  # the full fit has already warned
+        return list(KFold(n_folds, shuffle=True,
+                          random_state=check_random_state(self.random_state)).split(X))
+
+    def _fit_with_calibration(self, X, y):
+        """(fitted state, out-of-fold score of every training row).
+
+        Each fold is scored by a model fitted without it (cross-conformal).
+        Subclasses override this when they can share work with the full fit.
+        """
+        folds = self._folds(X)
+        fold_states = []
+        with warnings.catch_warnings():  # the full fit warns; its folds need not
             warnings.simplefilter("ignore", UserWarning)
-            states = list(self._fold_states(X, y, folds))
-        for (_, test), state in zip(folds, states):
+            for train, _ in folds:
+                fold_states.append(
+                    self._fit_state(X[train], None if y is None else np.asarray(y)[train]))
+        return self._fit_state(X, y), self._score_folds(X, folds, fold_states)
+
+    def _score_folds(self, X, folds, fold_states):
+        scores = np.empty(X.shape[0])
+        for (_, test), state in zip(folds, fold_states):
             fold_model = object.__new__(type(self))
             fold_model.__dict__.update(self.__dict__)
             fold_model.__dict__.update(state)

@@ -150,34 +150,42 @@ class GaussianScorer(BaseScorer):
             return km.labels_, np.arange(k), "cluster"
         return None, np.array([0]), "single"
 
-    def _fit_state(self, X, y):
+    def _prepare(self, X, y):
         self._check_params()
         codes, classes, structure = self._components(X, y)
         if X.shape[0] <= classes.shape[0]:
             raise ValueError(
                 f"A tied covariance needs more samples than components: got "
                 f"{X.shape[0]} samples for {classes.shape[0]} components.")
+        return codes, classes, structure
+
+    def _fit_state(self, X, y):
+        codes, classes, structure = self._prepare(X, y)
         moments = compute_moments(X, codes, classes.shape[0])
         return self._state_from_moments(moments, classes, structure)
 
-    def _fold_states(self, X, y, folds):
-        """Fold complements by merging per-fold moments: one pass over X in all."""
-        codes, classes, structure = self._components(X, y)
-        fold_of = np.empty(X.shape[0], dtype=int)
-        for i, (_, test) in enumerate(folds):
-            fold_of[test] = i
-        per_fold = [compute_moments(X[fold_of == i], None if codes is None else codes[fold_of == i],
-                                    classes.shape[0]) for i in range(len(folds))]
-        for i in range(len(folds)):
-            merged, keys = None, None
-            for j in range(len(folds)):
-                if j == i:
-                    continue
-                if merged is None:
-                    merged, keys = per_fold[j], classes
-                else:
-                    merged, keys = merge_moments(merged, keys, per_fold[j], classes)
-            yield self._state_from_moments(merged, keys, structure)
+    def _fit_with_calibration(self, X, y):
+        """One pass over X: per-fold moments, merged for the folds and the whole."""
+        codes, classes, structure = self._prepare(X, y)
+        folds = self._folds(X)
+        per_fold = [compute_moments(X[test], None if codes is None else codes[test],
+                                    classes.shape[0]) for _, test in folds]
+
+        def merged(parts):
+            total, keys = parts[0], classes
+            for part in parts[1:]:
+                total, keys = merge_moments(total, keys, part, classes)
+            return total, keys
+
+        fold_states = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            for i in range(len(folds)):
+                moments, keys = merged(per_fold[:i] + per_fold[i + 1:])
+                fold_states.append(self._state_from_moments(moments, keys, structure))
+        moments, keys = merged(per_fold)
+        state = self._state_from_moments(moments, keys, structure)
+        return state, self._score_folds(X, folds, fold_states)
 
     def _state_from_moments(self, moments, classes, structure):
         present = moments["count"] > 0  # a fold may miss a class

@@ -134,21 +134,22 @@ class KNNScorer(BaseScorer):
         kth = np.where(ids[:, -1] >= 0, sims[:, -1], -1.0)  # IVF may find fewer than k
         return np.clip(kth.astype(np.float64), -1.0, 1.0) - 1.0
 
-    def _out_of_fold_scores(self, X, y):
+    def _fit_with_calibration(self, X, y):
         """Leave-one-out scores: each training row against all the others.
 
         Refitting on folds would shrink the index and push every k-NN
         distance up; dropping the row itself keeps the calibration on the
         scale of the final model (jackknife+, Barber et al. 2021).
         """
-        k = self.n_neighbors_
-        if k + 1 > self.embeddings_.shape[0]:
-            return super()._out_of_fold_scores(X, y)
+        state = self._fit_state(X, y)
+        k, embeddings, index = state["n_neighbors_"], state["embeddings_"], state["_index"]
+        if k + 1 > embeddings.shape[0]:
+            return super()._fit_with_calibration(X, y)
         scores = np.empty(X.shape[0])
         for start in range(0, X.shape[0], self.chunk_size):
-            sims, _ = self._index.search(self.embeddings_[start:start + self.chunk_size], k + 1)
+            sims, _ = index.search(embeddings[start:start + self.chunk_size], k + 1)
             scores[start:start + self.chunk_size] = np.clip(sims[:, k], -1.0, 1.0) - 1.0
-        return scores
+        return state, scores
 
     def _after_load(self):
         self._index = self._build_index(self.embeddings_)
