@@ -134,6 +134,28 @@ class KNNScorer(BaseScorer):
         kth = np.where(ids[:, -1] >= 0, sims[:, -1], -1.0)  # IVF may find fewer than k
         return np.clip(kth.astype(np.float64), -1.0, 1.0) - 1.0
 
+    def kneighbors(self, X, n_neighbors: int | None = None):
+        """Cosine similarities and indices of the nearest training rows.
+
+        Returns ``(similarities, indices)``, each of shape (n, k), nearest
+        first; indices point into ``embeddings_`` (-1 where an IVF search
+        found fewer than k).
+        """
+        from sklearn.utils.validation import check_is_fitted
+
+        from ._validation import check_features
+
+        check_is_fitted(self)
+        X = check_features(self, X, reset=False)
+        k = self.n_neighbors_ if n_neighbors is None else check_positive_int(n_neighbors, "n_neighbors")
+        k = min(k, self.embeddings_.shape[0])
+        sims = np.empty((X.shape[0], k), dtype=np.float32)
+        ids = np.empty((X.shape[0], k), dtype=np.int64)
+        for start in range(0, X.shape[0], self.chunk_size):
+            stop = start + self.chunk_size
+            sims[start:stop], ids[start:stop] = self._index.search(l2_normalise(X[start:stop]), k)
+        return sims, ids
+
     def _fit_with_calibration(self, X, y):
         """Leave-one-out scores: each training row against all the others.
 

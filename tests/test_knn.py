@@ -58,3 +58,14 @@ def test_pickle_rebuilds_the_index(rng, index):
     knn = KNNScorer(n_neighbors=5, index=index, n_lists=8, random_state=0).fit(X)
     clone = pickle.loads(pickle.dumps(knn))
     np.testing.assert_array_equal(clone.score_samples(Xt), knn.score_samples(Xt))
+
+
+def test_kneighbors_matches_brute_force(rng):
+    train, test = rng.normal(size=(500, 8)), rng.normal(size=(30, 8))
+    knn = KNNScorer(n_neighbors=5, contamination=0.1).fit(train)
+    sims, ids = knn.kneighbors(test, n_neighbors=7)
+    a = train / np.linalg.norm(train, axis=1, keepdims=True)
+    b = test / np.linalg.norm(test, axis=1, keepdims=True)
+    expected = np.argsort(-(b @ a.T), axis=1)[:, :7]
+    np.testing.assert_array_equal(ids, expected)
+    np.testing.assert_allclose(sims, np.take_along_axis(b @ a.T, expected, axis=1), atol=1e-6)
