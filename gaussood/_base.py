@@ -4,12 +4,13 @@ chunked scoring, p-values, and the two kinds of threshold.
 Thresholds. ``contamination`` keeps scikit-learn's meaning: ``offset_`` is the
 ``100 * contamination`` percentile of the training scores, so that fraction of
 the training set is flagged. ``alpha`` is a target false-alarm rate on
-in-distribution data: ``offset_`` is set so that the p-value is below alpha
-exactly when ``predict(x) == -1``. The p-value comes from the scorer's null law
+in-distribution data: ``offset_`` is set so that ``predict(x) == -1`` exactly
+when the p-value is below alpha (at most alpha for conformal p-values). The p-value comes from the scorer's null law
 (parametric) or from calibration scores (conformal, no distributional
 assumption): out-of-fold scores of the training data (cross-conformal, Vovk
 2015; the final model still uses all the data), or the scores of a held-out ID
-set given to ``calibrate`` (split conformal, exact in finite samples). The two never share a parameter; give
+set given to ``calibrate`` (split conformal, exact in finite samples).
+The two never share a parameter; give
 at most one of them (``alpha`` defaults to 0.05 when neither is given).
 """
 
@@ -224,7 +225,8 @@ class BaseScorer(OutlierMixin, BaseEstimator):
         """P-value of each sample under the in-distribution null, shape (n,).
 
         Small values mean "unlikely to be in-distribution". ``predict`` flags a
-        sample exactly when its p-value is below ``alpha_`` (for the alpha rule).
+        sample exactly when its p-value is below ``alpha_`` (at most ``alpha_``
+        for conformal p-values), under the alpha rule.
         """
         scores = self.score_samples(X)
         if self.calibration_ == "conformal":

@@ -83,7 +83,10 @@ class GaussianScorer(BaseScorer):
     Ledoit-Wolf at n = 2,000, d = 128 flags about 3.3% at alpha = 5% (chi2
     flags about 11%). Hence "auto" uses conformal calibration with shrinkage.
     With several components the score takes the nearest one, which makes the
-    p-value conservative as well (false alarms <= alpha).
+    p-value conservative as well (false alarms <= alpha); the F law uses
+    1 + K/n for the 1 + 1/n_k of each class (exact for equal class sizes).
+    With ``n_clusters``, k-means runs once on all of X and the calibration
+    folds reuse its clusters, so those scores are not fully out of fold.
 
     Examples
     --------
@@ -226,8 +229,10 @@ class GaussianScorer(BaseScorer):
 
         Means and covariances merge exactly (Chan et al. 1979, extended to the
         fourth moment that Ledoit-Wolf needs). Uses the alpha rule with a
-        parametric law ("auto" means "f", or "chi2" while n is too small for
-        F); class labels, if used, must be
+        parametric law: "auto" means "f" here (or "chi2" while n is too small
+        for F), whatever the covariance, so with shrinkage the threshold is
+        conservative; call ``calibrate(X_cal)`` after streaming for an exact
+        rate. Class labels, if used, must be
         given with every batch. Not available with ``n_clusters`` (k-means
         needs all data), ``contamination`` or conformal calibration (they need
         all training scores at once: use ``fit``, or ``calibrate`` afterwards).

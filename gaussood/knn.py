@@ -161,7 +161,7 @@ class KNNScorer(BaseScorer):
 
         Refitting on folds would shrink the index and push every k-NN
         distance up; dropping the row itself keeps the calibration on the
-        scale of the final model (jackknife+, Barber et al. 2021).
+        scale of the final model (leave-one-out, i.e. jackknife, conformal).
         """
         state = self._fit_state(X, y)
         k, embeddings, index = state["n_neighbors_"], state["embeddings_"], state["_index"]

@@ -58,7 +58,8 @@ def test_class_conditional_is_conservative():
     means = 6.0 * rng.normal(size=(K, d))
     y = rng.integers(0, K, size=5000)
     X = means[y] + rng.normal(size=(5000, d))
-    scorer = GaussianScorer(alpha=0.05).fit(X, y)
+    scorer = GaussianScorer("empirical", alpha=0.05).fit(X, y)
+    assert scorer.calibration_ == "f"
     yf = rng.integers(0, K, size=N_FRESH)
     rate = np.mean(scorer.predict(means[yf] + rng.normal(size=(N_FRESH, d))) == -1)
     assert 0.04 <= rate <= 0.06  # well-separated classes: nearest mean = own mean

@@ -1,0 +1,19 @@
+"""The torch side of gaussood: datasets, augmentations, InfoNCE loss, encoders,
+training and embedding extraction. Imports torch; the numpy core does not.
+
+Data flow: ``load_dataset`` -> ``train_encoder`` -> ``extract_embeddings`` ->
+numpy arrays for the scorers in ``gaussood``.
+"""
+
+from .augment import SimCLRAugment, eval_transform, two_views
+from .checkpoint import load_encoder, save_encoder
+from .data import ImageSet, jpeg_reencode, load_dataset
+from .embed import embed_images, extract_embeddings
+from .loss import InfoNCELoss
+from .models import Encoder
+from .train import TrainConfig, TrainResult, knn_top1, train_encoder
+
+__all__ = ["ImageSet", "load_dataset", "jpeg_reencode", "SimCLRAugment", "two_views",
+           "eval_transform", "InfoNCELoss", "Encoder", "TrainConfig", "TrainResult",
+           "train_encoder", "knn_top1", "embed_images", "extract_embeddings",
+           "load_encoder", "save_encoder"]

@@ -1,0 +1,98 @@
+"""Saving and loading encoders and training checkpoints.
+
+Two kinds of file, both written atomically (temporary name, then rename) and
+read with ``torch.load(weights_only=True)`` (tensors and plain containers only,
+no arbitrary unpickling):
+
+- an *encoder file* ``{"format": "gaussood.encoder", "version", "config",
+  "state_dict"}``: what ships and what ``extract_embeddings`` needs;
+- a *training checkpoint* ``{"format": "gaussood.checkpoint", ..., "encoder":
+  <encoder file dict>, "optimizer", "scheduler", "epoch", "history", "rng"}``:
+  everything needed to resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .models import Encoder
+
+ENCODER_FORMAT, CHECKPOINT_FORMAT, VERSION = "gaussood.encoder", "gaussood.checkpoint", 1
+
+
+def atomic_torch_save(obj, path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="tmp-", suffix=".partial.pt", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def encoder_payload(model: Encoder, dtype: torch.dtype | None = None) -> dict:
+    state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu()
+             for k, v in model.state_dict().items()}
+    return {"format": ENCODER_FORMAT, "version": VERSION, "config": model.config(),
+            "state_dict": state}
+
+
+def save_encoder(model: Encoder, path, *, half: bool = False) -> None:
+    """Write an encoder file (fp16 weights with ``half=True``)."""
+    atomic_torch_save(encoder_payload(model, torch.float16 if half else None), path)
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_payload(path) -> dict:
+    """Load a gaussood encoder file or checkpoint, with clear errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No encoder or checkpoint file at {path}.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, foreign pickle, ...
+        raise ValueError(f"{path} is not a readable gaussood encoder/checkpoint: {exc}") from exc
+    if not isinstance(payload, dict) or payload.get("format") not in (ENCODER_FORMAT,
+                                                                      CHECKPOINT_FORMAT):
+        raise ValueError(f"{path} is not a gaussood encoder or checkpoint file.")
+    if payload.get("version", 0) > VERSION:
+        raise ValueError(f"{path} has version {payload['version']}; upgrade gaussood to read it.")
+    return payload
+
+
+def load_encoder(path, *, expected_model: str | None = None,
+                 device: str | torch.device = "cpu") -> Encoder:
+    """Rebuild the encoder stored in an encoder file or a training checkpoint.
+
+    Raises ``ValueError`` if the weights do not fit the architecture named in
+    the file, or if ``expected_model`` names another architecture.
+    """
+    payload = read_payload(path)
+    enc = payload["encoder"] if payload["format"] == CHECKPOINT_FORMAT else payload
+    config = enc["config"]
+    if expected_model is not None and config.get("model") != expected_model:
+        raise ValueError(f"{path} holds a '{config.get('model')}' encoder, not '{expected_model}'.")
+    model = Encoder(**config)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in enc["state_dict"].items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"The weights in {path} do not match a '{config.get('model')}' "
+                         f"encoder: {str(exc).splitlines()[0]}") from exc
+    return model.to(device).eval()
