@@ -56,6 +56,8 @@ def save(scorer, path) -> None:
     scalars, arrays = {}, {}
     for name, value in _fitted_attributes(scorer).items():
         if isinstance(value, np.ndarray):
+            if name == "feature_names_in_":  # scikit-learn keeps column names as objects
+                value = value.astype(str)
             if value.dtype.hasobject:
                 raise TypeError(f"Cannot save {name}: an object array needs pickle.")
             arrays[f"attr/{name}"] = value
@@ -98,12 +100,15 @@ def load(path, expected=None):
     except ValueError as exc:
         if "gaussood" in str(exc):
             raise
-        raise ValueError(f"{path} is not a readable gaussood file: {exc}") from exc
+        raise ValueError(f"{path} is not a readable gaussood file (not an .npz archive, "
+                         "or one that needs pickle).") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ValueError(f"{path} is not a gaussood scorer file (format "
                          f"{header.get('format') if isinstance(header, dict) else header!r}).")
     version = header.get("version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"{path} has an invalid format version {version!r}.")
+    if version > FORMAT_VERSION:
         raise ValueError(f"{path} has format version {version}; this gaussood reads up to "
                          f"version {FORMAT_VERSION}. Upgrade gaussood to read it.")
     cls = _registry().get(header.get("class"))
@@ -111,8 +116,20 @@ def load(path, expected=None):
         raise ValueError(f"{path} holds an unknown scorer class {header.get('class')!r}.")
     if expected is not None and cls is not expected:
         raise TypeError(f"{path} holds a {cls.__name__}, not a {expected.__name__}.")
-    scorer = cls(**header["params"])
+    try:
+        scorer = cls(**header["params"])
+    except TypeError as exc:
+        raise ValueError(f"{path} has parameters this {cls.__name__} does not take: {exc}") from exc
     for name, value in {**header["scalars"], **arrays}.items():
+        if not (name.endswith("_") and name.isidentifier() and not name.startswith("_")):
+            raise ValueError(f"{path} holds an unexpected attribute {name!r}.")
+        if name == "feature_names_in_":
+            value = value.astype(object)
         setattr(scorer, name, value)
-    scorer._after_load()
+    try:  # a file with missing or reshaped arrays fails here, not at first use
+        scorer._after_load()
+        scorer.score_samples(np.zeros((1, int(scorer.n_features_in_))))
+    except Exception as exc:
+        raise ValueError(f"{path} holds an incomplete or inconsistent {cls.__name__}: "
+                         f"{type(exc).__name__}: {exc}") from exc
     return scorer

@@ -105,3 +105,22 @@ def test_unfitted_and_unsaveable(rng, tmp_path):
     with pytest.raises(TypeError, match="int random_state"):
         scorer.save(tmp_path / "s.npz")
     assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+def test_missing_or_reshaped_arrays(rng, tmp_path):
+    path = tmp_path / "s.npz"
+    GaussianScorer().fit(rng.normal(size=(100, 3))).save(path)
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    broken = dict(arrays)
+    del broken["attr/whitener_"]
+    np.savez(tmp_path / "missing.npz", **broken)
+    with pytest.raises(ValueError, match="incomplete or inconsistent"):
+        gaussood.load(tmp_path / "missing.npz")
+    broken = dict(arrays, **{"attr/whitener_": np.ones((2, 2))})
+    np.savez(tmp_path / "reshaped.npz", **broken)
+    with pytest.raises(ValueError, match="incomplete or inconsistent"):
+        gaussood.load(tmp_path / "reshaped.npz")
+    _rewrite_header(path, version=0)
+    with pytest.raises(ValueError, match="invalid format version"):
+        gaussood.load(path)
