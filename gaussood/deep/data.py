@@ -1,0 +1,399 @@
+"""Image datasets for OOD benchmarks: uint8 arrays plus a line saying what they are.
+
+Files are parsed in torchvision's on-disk layouts (torchvision only downloads); CIFAR-10
+comes first from the JPEG archive ``cifar10_jpeg_q75.tar.xz`` (decoded once, cached). Re-encode
+OOD sets alike (``jpeg_quality=75``) so that a detector cannot key on JPEG compression.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import re
+import struct
+import tarfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+__all__ = ["ImageSet", "load_dataset", "jpeg_reencode", "data_root", "cache_dir", "DATASETS"]
+
+DATASETS = ("cifar10", "cifar100", "svhn", "mnist", "fashion-mnist",
+            "uniform-noise", "gaussian-noise")
+SPLITS = ("train", "test")
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck"]
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+DIGITS = [str(i) for i in range(10)]
+CIFAR10_ARCHIVE = "cifar10_jpeg_q75.tar.xz"
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+@dataclass(repr=False)
+class ImageSet:
+    """A set of 32x32 RGB images with labels and a provenance line.
+
+    Attributes
+    ----------
+    images : ndarray of uint8, shape (N, 32, 32, 3)
+        RGB images (height, width, channel).
+    labels : ndarray of int64, shape (N,)
+        Class ids indexing ``classes`` (original ids, also after a subset); -1 if unlabelled.
+    name : str
+        Dataset name as given to :func:`load_dataset`.
+    classes : list of str
+        Names of all classes of the dataset (empty for unlabelled sets).
+    source : str
+        One line: dataset, split, file(s), class subset, JPEG re-encoding, ending ``; N=<N>``.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    name: str
+    classes: list[str] = field(default_factory=list)
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        self.images = np.ascontiguousarray(self.images)
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        if (self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[3] != 3
+                or self.labels.shape != (len(self.images),)):
+            raise ValueError(f"want uint8 images (N, H, W, 3) and labels (N,), got "
+                             f"{self.images.dtype} {self.images.shape}, {self.labels.shape}")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __repr__(self) -> str:
+        return f"ImageSet(name={self.name!r}, n={len(self)}, source={self.source!r})"
+
+    def subset(self, classes: Iterable[int | str]) -> ImageSet:
+        """A new ImageSet with the images of some classes (ids or names). Labels keep their
+        original ids; ``source`` names the classes kept and the new ``N``."""
+        ids = [_class_id(c, self.classes) for c in classes]
+        keep = np.isin(self.labels, ids)
+        names = ", ".join(f"{i} {self.classes[i]}" for i in ids)
+        return self._derive(self.images[keep], self.labels[keep], f"classes [{names}]")
+
+    def _derive(self, images: np.ndarray, labels: np.ndarray, step: str) -> ImageSet:
+        base = re.sub(r"; N=\d+$", "", self.source)
+        return ImageSet(images, labels, self.name, list(self.classes),
+                        f"{base}; {step}; N={len(images)}")
+
+
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    """Data folder: ``root``, else ``$GAUSSOOD_DATA``, else ``~/.cache/gaussood/data``."""
+    root = root if root is not None else os.environ.get("GAUSSOOD_DATA")
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "gaussood" / "data"
+
+
+def cache_dir(create: bool = True) -> Path:
+    """Writable folder for decoded arrays (the data root may be read-only):
+    ``$GAUSSOOD_CACHE``, else ``~/.cache/gaussood/cache``, created unless ``create=False``."""
+    env = os.environ.get("GAUSSOOD_CACHE")
+    path = Path(env).expanduser() if env else Path.home() / ".cache" / "gaussood" / "cache"
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def jpeg_reencode(images: np.ndarray, quality: int = 75) -> np.ndarray:
+    """Compress every image with Pillow JPEG at ``quality`` (4:2:0) and decode it back.
+
+    Parameters
+    ----------
+    images : ndarray of uint8, shape (N, H, W, 3)
+    quality : int
+        JPEG quality, 1 to 100 (75: the settings of the CIFAR-10 JPEG archive).
+
+    Returns
+    -------
+    ndarray of uint8, same shape as ``images``
+    """
+    from PIL import Image
+    from tqdm.auto import tqdm
+    if not 1 <= int(quality) <= 100:
+        raise ValueError(f"jpeg quality must be in 1..100, got {quality}")
+    out = np.empty_like(images)
+    for i in tqdm(range(len(images)), desc=f"JPEG q{quality}", disable=len(images) < 1000):
+        buf = io.BytesIO()
+        Image.fromarray(images[i]).save(buf, format="JPEG", quality=int(quality),
+                                        subsampling="4:2:0")
+        out[i] = np.asarray(Image.open(buf).convert("RGB"))
+    return out
+
+
+def _class_id(c: int | str, names: Sequence[str]) -> int:
+    if isinstance(c, str) and c in names:
+        return list(names).index(c)
+    if not isinstance(c, str) and 0 <= int(c) < len(names):
+        return int(c)
+    raise ValueError(f"unknown class {c!r}; valid: ids 0..{len(names) - 1} or {list(names)}")
+
+
+def _missing(what: str, searched: Sequence[Path], extra: str = "") -> FileNotFoundError:
+    return FileNotFoundError(f"{what} not found; searched: {', '.join(map(str, searched))}. "
+                             f"To get it, pass "
+                             f"download=True on a machine with network access{extra}.")
+
+
+def _decode_jpeg_tree(members: Iterable[tuple[str, bytes]]) -> dict:
+    """Decode ``(path, bytes)`` pairs ``cifar10-jpeg/<split>/<class>/NNNN.jpg`` and put
+    each split in the official order: class by class, file name order within a class."""
+    from PIL import Image
+    found: dict[str, list] = {s: [] for s in SPLITS}
+    for rel, data in members:
+        parts = rel.split("/")
+        if len(parts) != 4 or not parts[3].lower().endswith((".jpg", ".jpeg")):
+            continue
+        if parts[1] not in found or parts[2] not in CIFAR10_CLASSES:
+            raise ValueError(f"unexpected member {rel!r}: want cifar10-jpeg/{{train,test}}/"
+                             f"<one of {CIFAR10_CLASSES}>/NNNN.jpg")
+        img = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        found[parts[1]].append((CIFAR10_CLASSES.index(parts[2]), parts[3], img))
+    arrays = {}
+    for split, items in found.items():
+        items.sort(key=lambda t: t[:2])
+        imgs = np.stack([t[2] for t in items]) if items else np.zeros((0, 32, 32, 3), np.uint8)
+        arrays[split] = (imgs, np.array([t[0] for t in items], dtype=np.int64))
+    return arrays
+
+
+def _iter_tar(path: Path) -> Iterator[tuple[str, bytes]]:
+    """Stream the members of a .tar.xz (no extraction), with a progress bar in bytes."""
+    from tqdm.auto import tqdm
+    with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|xz") as tf, \
+            tqdm(total=path.stat().st_size, unit="B", unit_scale=True,
+                 desc=f"decoding {path.name}") as bar:
+        for member in tf:
+            if member.isfile():
+                yield member.name.removeprefix("./"), tf.extractfile(member).read()
+            bar.update(raw.tell() - bar.n)
+
+
+def _load_cifar10_jpeg(src: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Decode the JPEG archive (or extracted folder) ``src``, or read it back from the cache
+    (keyed by name, path, size and mtime). Both splits are decoded and cached in one pass."""
+    st = src.stat()
+    key = (f"{src.name}-{hashlib.sha1(str(src.resolve()).encode()).hexdigest()[:8]}"
+           f"-{st.st_size}-{st.st_mtime_ns}")
+    cached = {s: [cache_dir(create=False) / f"cifar10-jpeg-{key}-{s}-{a}.npy"
+                  for a in ("images", "labels")] for s in SPLITS}
+    if all(p.exists() for p in cached[split]):
+        return np.load(cached[split][0]), np.load(cached[split][1])
+    if src.is_dir():
+        from tqdm.auto import tqdm
+        files = tqdm(sorted(src.glob("*/*/*.jp*g")), desc=f"decoding {src}")
+        arrays = _decode_jpeg_tree(
+            (f"cifar10-jpeg/{f.relative_to(src).as_posix()}", f.read_bytes()) for f in files)
+    else:
+        arrays = _decode_jpeg_tree(_iter_tar(src))
+    for s, pair in arrays.items():
+        for path, arr in zip(cached[s], pair):
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            try:
+                cache_dir()
+                with open(tmp, "wb") as fh:
+                    np.save(fh, arr)
+                os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+            except OSError as err:  # read-only cache: still return the arrays
+                warnings.warn(f"could not cache decoded CIFAR-10 in {path}: {err}")
+    return arrays[split]
+
+
+def _unpickle(path: Path) -> dict:
+    with open(path, "rb") as fh:
+        d = pickle.load(fh, encoding="latin1")
+    return {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
+
+
+def _load_cifar_pickles(root: Path, split: str, download: bool, hundred: bool):
+    """CIFAR-10 batches or CIFAR-100 (fine labels) in torchvision's pickled layout."""
+    title = "CIFAR-100" if hundred else "CIFAR-10"
+    base = root / ("cifar-100-python" if hundred else "cifar-10-batches-py")
+    names = ([split, "meta"] if hundred else ["test_batch"] if split == "test"
+             else [f"data_batch_{i}" for i in range(1, 6)])
+    if download and not all((base / f).exists() for f in names):
+        import torchvision  # only to download
+        tv_class = getattr(torchvision.datasets, title.replace("-", ""))
+        tv_class(str(root), train=split == "train", download=True)
+    if missing := [base / f for f in names if not (base / f).exists()]:
+        if hundred:
+            raise _missing(title, missing)
+        raise _missing(title, [root / CIFAR10_ARCHIVE, root / "cifar10-jpeg", *missing],
+                       f", or put {CIFAR10_ARCHIVE} in {root}")
+    batches = [_unpickle(base / f) for f in names]
+    if hundred:
+        classes = [c.decode() if isinstance(c, bytes) else str(c)
+                   for c in batches.pop()["fine_label_names"]]
+    imgs = np.concatenate([np.asarray(b["data"], np.uint8).reshape(-1, 3, 32, 32)
+                           for b in batches]).transpose(0, 2, 3, 1)
+    key = "fine_labels" if hundred else "labels"
+    labels = np.concatenate([np.asarray(b[key], dtype=np.int64) for b in batches])
+    note = (f"{title} {split} split{', fine labels' if hundred else ''}, torchvision "
+            f"pickle ({base}/{{{','.join(names)}}})")
+    return imgs, labels, classes if hundred else CIFAR10_CLASSES, note
+
+
+def _load_svhn(root: Path, split: str, download: bool):
+    path = root / f"{split}_32x32.mat"
+    if download and not path.exists():
+        import torchvision  # only to download
+        torchvision.datasets.SVHN(str(root), split=split, download=True)
+    if not path.exists():
+        raise _missing("SVHN", [path])
+    from scipy.io import loadmat
+    mat = loadmat(str(path))
+    imgs = np.ascontiguousarray(np.asarray(mat["X"], dtype=np.uint8).transpose(3, 0, 1, 2))
+    labels = np.asarray(mat["y"], dtype=np.int64).ravel()
+    labels[labels == 10] = 0  # SVHN stores digit 0 as 10; torchvision maps it to 0
+    return imgs, labels, DIGITS, f"SVHN {split} split, cropped digits ({path}, label 10 -> 0)"
+
+
+def _read_idx(path: Path, magic: int) -> np.ndarray:
+    """Parse an idx file (gzip or raw): magic 2051 for images (N, rows, cols), 2049 labels."""
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as fh:
+        data = fh.read()
+    got = struct.unpack(">I", data[:4])[0] if len(data) >= 4 else None
+    if got != magic:
+        raise ValueError(f"{path}: bad idx magic number {got}, expected {magic} "
+                         f"({'images' if magic == 2051 else 'labels'})")
+    ndim = 3 if magic == 2051 else 1
+    shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if arr.size != int(np.prod(shape)):
+        raise ValueError(f"{path}: idx header says {shape} but holds {arr.size} bytes")
+    return arr.reshape(shape)
+
+
+def _gray_to_rgb32(gray: np.ndarray) -> np.ndarray:
+    from PIL import Image
+    out = np.empty((len(gray), 32, 32), np.uint8)
+    for i, g in enumerate(gray):
+        out[i] = np.asarray(Image.fromarray(g).resize((32, 32), Image.BILINEAR))
+    return np.repeat(out[..., None], 3, axis=3)
+
+
+def _load_idx_set(root: Path, split: str, download: bool, fashion: bool):
+    title, folder, names = (("Fashion-MNIST", "FashionMNIST", FASHION_CLASSES) if fashion
+                            else ("MNIST", "MNIST", DIGITS))
+    prefix = "train" if split == "train" else "t10k"
+    stems = [f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"]
+    dirs = [root / folder / "raw"] + ([DEBIAN_FASHION] if fashion else [])
+
+    def find() -> list[Path] | None:
+        for d in dirs:
+            hits = [next((d / (s + e) for e in ("", ".gz") if (d / (s + e)).exists()), None)
+                    for s in stems]
+            if all(hits):
+                return hits
+        return None
+
+    if (files := find()) is None and download:
+        import torchvision  # only to download
+        getattr(torchvision.datasets, folder)(str(root), train=split == "train", download=True)
+        files = find()
+    if files is None:
+        extra = ", or apt-get install dataset-fashion-mnist" if fashion else ""
+        raise _missing(title, [d / (s + "[.gz]") for d in dirs for s in stems], extra)
+    gray, labels = _read_idx(files[0], 2051), _read_idx(files[1], 2049)
+    note = (f"{title} {split} split ({files[0]}, {files[1].name}), 28x28 gray resized to "
+            f"32x32 with Pillow bilinear and replicated to 3 channels")
+    return _gray_to_rgb32(gray), labels.astype(np.int64), names, note
+
+
+def _noise(name: str, size: int, seed: int) -> tuple[np.ndarray, str]:
+    rng, shape = np.random.default_rng(seed), (size, 32, 32, 3)
+    if name == "uniform-noise":
+        return (rng.integers(0, 256, size=shape, dtype=np.uint8),
+                f"uniform-noise: i.i.d. integers 0..255 per pixel and channel, seed {seed}")
+    z = rng.standard_normal(size=shape, dtype=np.float32) * 64.0 + 127.5
+    return (np.clip(np.rint(z), 0, 255).astype(np.uint8),
+            f"gaussian-noise: i.i.d. N(127.5, 64^2) per pixel and channel, rounded and "
+            f"clipped to 0..255, seed {seed}")
+
+
+def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None = None, *,
+                 download: bool = False, jpeg_quality: int | None = None,
+                 classes: Sequence[int | str] | None = None, n: int | None = None,
+                 seed: int = 0) -> ImageSet:
+    """Load an image dataset as uint8 arrays.
+
+    Parameters
+    ----------
+    name : str
+        One of ``DATASETS``: cifar10, cifar100, svhn, mnist, fashion-mnist, uniform-noise,
+        gaussian-noise.
+    split : {"train", "test"}
+        Ignored by the noise sets.
+    root : path, optional
+        Data folder, see :func:`data_root`.
+    download : bool
+        Fetch missing files with torchvision (needs network access).
+    jpeg_quality : int, optional
+        Re-encode every image with :func:`jpeg_reencode` at this quality (applied last);
+        75 is a no-op for CIFAR-10 read from the q75 archive.
+    classes : sequence of int or str, optional
+        Keep only these classes (ids or names); labels keep their original ids.
+    n : int, optional
+        Keep the first ``n`` images (after ``classes``) of a permutation seeded by ``seed``,
+        in that order. Noise sets: the number of images (default 10000).
+    seed : int
+        Seed of that permutation, and of the noise.
+
+    Returns
+    -------
+    ImageSet
+
+    Raises
+    ------
+    ValueError
+        Unknown name, split or class; ``n`` larger than the set; a malformed file.
+    FileNotFoundError
+        Files missing; the message lists the paths searched and how to get them.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+    base = data_root(root)
+    reencode = jpeg_quality is not None
+    if name.endswith("-noise"):
+        if classes is not None:
+            raise ValueError(f"{name} is unlabelled; classes= does not apply")
+        imgs, note = _noise(name, 10000 if n is None else int(n), seed)
+        labels, names, n = np.full(len(imgs), -1, np.int64), [], None
+    elif name == "cifar10" and (src := next((p for p in (base / CIFAR10_ARCHIVE,
+                                base / "cifar10-jpeg") if p.exists()), None)) is not None:
+        imgs, labels = _load_cifar10_jpeg(src, split)
+        names, note = CIFAR10_CLASSES, (f"CIFAR-10 JPEG q75 archive ({src}, cifar10-jpeg/{split}"
+                                        f"/<class>/NNNN.jpg, decoded with Pillow), {split} split")
+        if jpeg_quality == 75:  # never compress twice
+            reencode, note = False, note + "; jpeg_quality=75 is a no-op (already JPEG q75)"
+    elif name in ("cifar10", "cifar100"):
+        imgs, labels, names, note = _load_cifar_pickles(base, split, download, name == "cifar100")
+    elif name == "svhn":
+        imgs, labels, names, note = _load_svhn(base, split, download)
+    else:
+        imgs, labels, names, note = _load_idx_set(base, split, download, name == "fashion-mnist")
+    out = ImageSet(imgs, labels, name, list(names), f"{note}; N={len(imgs)}")
+    if classes is not None:
+        out = out.subset(classes)
+    if n is not None:
+        if n > len(out):
+            raise ValueError(f"n={n} but {name} {split} has only {len(out)} images")
+        idx = np.random.default_rng(seed).permutation(len(out))[:n]
+        out = out._derive(out.images[idx], out.labels[idx],
+                          f"first {n} of a permutation with seed {seed}")
+    if reencode:
+        out = out._derive(jpeg_reencode(out.images, jpeg_quality), out.labels,
+                          f"JPEG re-encoded with Pillow at quality {jpeg_quality} (4:2:0) "
+                          "and decoded back")
+    return out
