@@ -61,6 +61,8 @@ class KNNScorer(BaseScorer):
     neighbours; ``contamination`` thresholds use exactly that score path, as
     scikit-learn requires. The faiss index is rebuilt from ``embeddings_`` on
     unpickling and loading (for IVF, k-means is re-run with the same seed).
+    faiss's bundled OpenBLAS may not recognise the CPU; see ``gaussood._faiss``
+    for the ``OPENBLAS_CORETYPE`` hint set before faiss is first imported.
 
     Examples
     --------
@@ -110,7 +112,9 @@ class KNNScorer(BaseScorer):
         return int(rs) if isinstance(rs, (int, np.integer)) else 1234
 
     def _build_index(self, embeddings):
-        import faiss
+        from ._faiss import import_faiss
+
+        faiss = import_faiss()
 
         n, d = embeddings.shape
         if self.index == "flat":
