@@ -4,7 +4,10 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test bench speed clean
+.PHONY: test bench speed train train-speed clean
+
+# The CIFAR-10 archive of this project's machines, when it is there.
+export GAUSSOOD_DATA ?= $(if $(wildcard ../shared/data/cifar10_jpeg_q75.tar.xz),$(abspath ../shared/data),)
 
 $(VENV)/.core: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -24,6 +27,12 @@ bench: $(VENV)/.core         ## the main job: end-to-end demo, prints the result
 
 speed: $(VENV)/.bench        ## speed benchmark against numpy, scikit-learn, pytorch-ood
 	$(BIN)/python benchmarks/speed.py
+
+train: $(VENV)/.core         ## CPU-default contrastive encoder on CIFAR-10 (~25 min on 2 cores)
+	$(BIN)/python benchmarks/train_encoder.py --threads 1
+
+train-speed: $(VENV)/.core   ## views/s of both encoders; tensor vs PIL augmentation
+	$(BIN)/python benchmarks/train_speed.py
 
 clean:
 	rm -rf $(VENV)

@@ -62,6 +62,7 @@ def make_data(seed: int, cfg=CONFIG):
 def scorers(seed: int, alpha: float):
     return {
         "Gaussian (one)": (GaussianScorer(alpha=alpha), False),
+        "Gaussian (one, empirical covariance, F law)": (GaussianScorer("empirical", alpha=alpha), False),
         "Gaussian (class-conditional)": (GaussianScorer(alpha=alpha), True),
         "Gaussian (10 clusters, SSD)": (GaussianScorer(n_clusters=10, alpha=alpha, random_state=seed), False),
         "Norm shell": (NormShellScorer(alpha=alpha), False),

@@ -9,8 +9,8 @@ after every epoch, and writes
   benchmarks/results/<name>.json/.md   k-NN accuracy and loss against wall time.
 The run checkpoints every epoch under --work-dir and resumes there if cut short.
 
-Run (CPU default, about 30 minutes on 2 cores):
-    python benchmarks/train_encoder.py --root ../shared/data
+Run (CPU default, under 30 minutes on 2 cores):
+    python benchmarks/train_encoder.py --root ../shared/data --threads 1
 GPU (ResNet-18): python benchmarks/train_encoder.py --model resnet18 --epochs 30 --batch-size 512
 """
 
@@ -48,12 +48,17 @@ def main(argv=None):
     parser.add_argument("--steps-per-epoch", type=int, default=None, help="cap (smoke runs)")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice; 1 is faster when "
+                             "another process keeps a core busy)")
     parser.add_argument("--name", default=None, help="output name (default: cifar10-<model>)")
     parser.add_argument("--work-dir", type=Path, default=None)
     parser.add_argument("--checkpoint-dir", type=Path, default=HERE / "checkpoints")
     parser.add_argument("--results-dir", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     name = args.name or f"cifar10-{args.model}"
     config = dataclasses.replace(defaults, model=args.model, epochs=args.epochs,
                                  batch_size=args.batch_size, lr=args.lr, seed=args.seed,
@@ -104,5 +109,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(torch.get_num_threads())
     main()

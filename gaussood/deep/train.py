@@ -31,7 +31,7 @@ class TrainConfig:
     """Hyperparameters of one contrastive run (the defaults are the CPU default)."""
 
     model: str = "small"
-    epochs: int = 6
+    epochs: int = 4
     batch_size: int = 256
     lr: float | None = None          # None: 0.06 * batch_size / 128 (SGD, as lightly's benchmarks)
     momentum: float = 0.9
