@@ -71,6 +71,7 @@ def save(scorer, path) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **{_HEADER: np.array(json.dumps(header))}, **arrays)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
