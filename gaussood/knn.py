@@ -51,7 +51,8 @@ class KNNScorer(BaseScorer):
     calibration : {"auto", "conformal"}, default="auto"
         There is no parametric law for k-NN distances: p-values and the alpha
         threshold are conformal, from leave-one-out scores of the training
-        rows (of 20,000 of them, drawn with ``random_state``, when n is larger) ("auto" means "conformal"); ``calibrate(X_cal)`` switches to
+        rows (of 20,000 of them, drawn with ``random_state``, when n is
+        larger); "auto" means "conformal". ``calibrate(X_cal)`` switches to
         split conformal on a held-out set.
 
     Attributes
