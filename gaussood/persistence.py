@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
+
+from ._atomic import atomic_path
 
 FORMAT = "gaussood.scorer"
 FORMAT_VERSION = 1
@@ -65,18 +66,8 @@ def save(scorer, path) -> None:
             scalars[name] = _jsonable(name, value)
     header = {"format": FORMAT, "version": FORMAT_VERSION,
               "class": type(scorer).__name__, "params": params, "scalars": scalars}
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".gaussood-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **{_HEADER: np.array(json.dumps(header))}, **arrays)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **{_HEADER: np.array(json.dumps(header))}, **arrays)
 
 
 def load(path, expected=None):

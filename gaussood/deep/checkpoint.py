@@ -14,30 +14,19 @@ no arbitrary unpickling):
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from .._atomic import atomic_path
 from .models import Encoder
 
 ENCODER_FORMAT, CHECKPOINT_FORMAT, VERSION = "gaussood.encoder", "gaussood.checkpoint", 1
 
 
 def atomic_torch_save(obj, path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="tmp-", suffix=".partial.pt", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".partial.pt") as tmp:
         torch.save(obj, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def encoder_payload(model: Encoder, dtype: torch.dtype | None = None) -> dict:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .._atomic import atomic_path
 from .augment import eval_transform
 from .checkpoint import file_sha256, load_encoder
 from .models import Encoder
@@ -85,9 +84,6 @@ def extract_embeddings(checkpoint, dataset, *, layer: str = "backbone", batch_si
     feats = embed_images(model, dataset.images, layer=layer, batch_size=batch_size,
                          device=device, progress=progress)
     if target is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=folder)
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_path(target, suffix=".npy") as tmp, open(tmp, "wb") as fh:
             np.save(fh, feats)
-        os.replace(tmp, target)
     return feats
