@@ -1,0 +1,66 @@
+"""Gaussianity diagnostics: nominal on Gaussian data, failing where they should.
+
+Tolerances: with d = 100 independent coordinates at a 5% test, the pass share has
+standard deviation sqrt(0.05 * 0.95 / 100) = 0.022; [0.85, 1.0] is 4.5 sd below 0.95.
+"""
+
+import numpy as np
+import pytest
+
+from gaussood.diagnostics import (GaussianityReport, diagnose, effective_rank,
+                                  mahalanobis_beta_ks, norm_cv)
+
+
+def test_gaussian_data_pass_at_about_the_nominal_rate():
+    X = np.random.default_rng(0).normal(size=(2000, 100)) * np.linspace(0.5, 2, 100)
+    report = diagnose(X, reference=False)
+    for share in (report.ad_pass_coordinates, report.dp_pass_coordinates,
+                  report.ad_pass_projections, report.ad_pass_whitened):
+        assert 0.85 <= share <= 1.0
+    assert report.mahalanobis_ks < 0.04  # KS 1% critical value at n = 2000 is 0.036
+    assert report.n == 2000 and report.d == 100
+
+
+def test_sphere_shows_the_thin_shell():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(3000, 256))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    assert norm_cv(X, center=False) < 1e-12  # on the sphere by construction
+    assert norm_cv(X) < 0.01  # the mean is near 0, so centring barely moves the shell
+    gauss = rng.normal(size=(3000, 256))  # a Gaussian's shell is thicker: CV ~ 1/sqrt(2d)
+    assert norm_cv(gauss) == pytest.approx(1 / np.sqrt(2 * 256), rel=0.1)
+
+
+def test_heavy_tails_and_clusters_fail():
+    rng = np.random.default_rng(2)
+    heavy = diagnose(rng.standard_t(df=3, size=(3000, 50)), reference=False)
+    assert heavy.ad_pass_coordinates < 0.3 and heavy.mahalanobis_ks > 0.05
+    centers = 8 * rng.normal(size=(4, 50))
+    clusters = diagnose(centers[rng.integers(0, 4, 3000)] + rng.normal(size=(3000, 50)),
+                        reference=False)
+    assert clusters.ad_pass_projections < 0.5
+
+
+def test_reference_is_an_exact_gaussian_of_the_same_shape():
+    X = np.random.default_rng(3).standard_t(df=3, size=(1500, 20))
+    report = diagnose(X)
+    assert report.reference["n"] == 1500 and report.reference["d"] == 20
+    assert report.reference["ad_pass_coordinates"] > report.ad_pass_coordinates
+    assert "exact Gaussian" in report.to_markdown()
+    assert isinstance(report, GaussianityReport) and report.to_dict()["reference"]
+
+
+def test_effective_rank_closed_forms():
+    rng = np.random.default_rng(4)
+    assert effective_rank(rng.normal(size=(20000, 10))) == pytest.approx(10, rel=0.01)
+    line = np.outer(rng.normal(size=500), rng.normal(size=5))
+    assert effective_rank(line) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_subsampling_and_errors():
+    X = np.random.default_rng(5).normal(size=(12000, 8))
+    assert diagnose(X, max_samples=3000, reference=False).n == 3000
+    with pytest.raises(ValueError, match="n > d \\+ 1"):
+        mahalanobis_beta_ks(np.random.default_rng(6).normal(size=(30, 40)))
+    with pytest.raises(ValueError):
+        diagnose(np.ones((5, 3)))
