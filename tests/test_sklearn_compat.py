@@ -2,7 +2,7 @@
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from gaussood import GaussianScorer, KNNScorer, NormShellScorer
+from gaussood import GaussianScorer, KNNScorer, NormShellScorer, PValueCombination
 
 ESTIMATORS = [
     GaussianScorer(),
@@ -13,6 +13,9 @@ ESTIMATORS = [
     NormShellScorer(whiten=True),
     KNNScorer(n_neighbors=5),
     KNNScorer(n_neighbors=5, index="ivf", n_lists=4, n_probe=4),
+    PValueCombination(random_state=0),
+    PValueCombination([GaussianScorer(calibration="chi2"), KNNScorer(n_neighbors=3)],
+                      method="min", calibration_folds=3),
 ]
 
 

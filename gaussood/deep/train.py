@@ -20,7 +20,14 @@ import torch
 from tqdm.auto import tqdm
 
 from .augment import SimCLRAugment, two_views
-from .checkpoint import CHECKPOINT_FORMAT, VERSION, atomic_torch_save, encoder_payload, read_payload
+from .checkpoint import (
+    CHECKPOINT_FORMAT,
+    VERSION,
+    atomic_torch_save,
+    encoder_payload,
+    read_payload,
+    save_encoder,
+)
 from .embed import embed_images, pick_device
 from .loss import InfoNCELoss
 from .models import Encoder
@@ -48,6 +55,8 @@ class TrainConfig:
     knn_queries: int = 2_000
     channels_last: bool = True
     compile: bool = False
+    objective: str = "infonce"       # or "supervised": cross-entropy on the labels, same
+                                     # architecture, head output = one logit per class
 
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else 0.06 * self.batch_size / 128
@@ -95,8 +104,14 @@ def _subset(n_total: int, n: int, seed: int) -> np.ndarray:
 
 def train_encoder(train_set, config: TrainConfig | None = None, *, eval_set=None,
                   checkpoint_dir=None, device="auto", resume: bool = True,
-                  progress: bool = True, stop_after: int | None = None) -> TrainResult:
+                  progress: bool = True, stop_after: int | None = None,
+                  snapshots: bool = False) -> TrainResult:
     """Train an encoder with InfoNCE on ``train_set`` (an ``ImageSet``).
+
+    With ``config.objective == "supervised"`` the same architecture is trained
+    with cross-entropy on the labels instead (the head outputs one logit per
+    class; both augmented views of each image are used, so the budget in views
+    matches the contrastive run). This is the baseline of the Gaussianity study.
 
     Parameters
     ----------
@@ -108,6 +123,9 @@ def train_encoder(train_set, config: TrainConfig | None = None, *, eval_set=None
         run continues from it.
     stop_after : int, optional
         Stop after this many epochs in this call (simulates an interruption).
+    snapshots : bool
+        Also write ``epoch<N>.pt`` (an fp16 encoder file) after every epoch into
+        ``checkpoint_dir``, for studies across epochs.
     """
     config = config or TrainConfig()
     device = pick_device(device)
@@ -118,15 +136,28 @@ def train_encoder(train_set, config: TrainConfig | None = None, *, eval_set=None
     if config.steps_per_epoch:
         steps = min(steps, config.steps_per_epoch)
 
+    if config.objective not in ("infonce", "supervised"):
+        raise ValueError(f"objective must be 'infonce' or 'supervised'; got {config.objective!r}.")
+    if snapshots and checkpoint_dir is None:
+        raise ValueError("snapshots=True needs a checkpoint_dir.")
+    supervised = config.objective == "supervised"
+    proj_dim = config.proj_dim
+    if supervised:
+        if train_set.labels is None or train_set.labels.min() < 0:
+            raise ValueError("objective='supervised' needs a labelled training set.")
+        proj_dim = int(train_set.labels.max()) + 1
+        labels = torch.from_numpy(train_set.labels.astype(np.int64)).to(device)
+
     torch.manual_seed(config.seed)
-    model = Encoder(config.model, config.proj_dim).to(device)
+    model = Encoder(config.model, proj_dim).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.learning_rate(),
                                 momentum=config.momentum, weight_decay=config.weight_decay,
                                 nesterov=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, steps))
-    criterion = InfoNCELoss(config.temperature, norm_weight=config.norm_weight)
+    criterion = (torch.nn.CrossEntropyLoss() if supervised
+                 else InfoNCELoss(config.temperature, norm_weight=config.norm_weight))
     augment = SimCLRAugment()
     step_fn = torch.compile(model) if config.compile else model
 
@@ -162,19 +193,21 @@ def train_encoder(train_set, config: TrainConfig | None = None, *, eval_set=None
         t0, total = time.perf_counter(), 0.0
         bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress)
         for step in bar:
-            batch = images[perm[step * config.batch_size:(step + 1) * config.batch_size]]
+            index = perm[step * config.batch_size:(step + 1) * config.batch_size]
+            batch = images[index]
             v1, v2 = two_views(augment, batch, gen)
             views = torch.cat([v1, v2])
             if config.channels_last:
                 views = views.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 _, z = step_fn(views)
-            loss = criterion(*z.float().chunk(2))
+            loss = (criterion(z.float(), labels[index].repeat(2)) if supervised
+                    else criterion(*z.float().chunk(2)))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            total += float(loss)
+            total += float(loss.detach())
             bar.set_postfix(loss=f"{float(loss):.3f}")
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -198,4 +231,6 @@ def train_encoder(train_set, config: TrainConfig | None = None, *, eval_set=None
                 "encoder": encoder_payload(model), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "history": history,
                 "rng": torch.get_rng_state()}, path)
+            if snapshots:
+                save_encoder(model, path.parent / f"epoch{epoch + 1}.pt", half=True)
     return TrainResult(model.eval(), history, path)

@@ -1,0 +1,73 @@
+"""PValueCombination: calibrated false alarms, both methods, labels, errors."""
+
+import numpy as np
+import pytest
+
+from gaussood import (
+    GaussianScorer,
+    KNNScorer,
+    NormShellScorer,
+    PValueCombination,
+    auroc,
+    save,
+)
+
+SCALES = np.linspace(1.0, 0.2, 24)
+
+
+def draw(rng, n):
+    return rng.normal(size=(n, SCALES.size)) * SCALES
+
+
+@pytest.mark.parametrize("method", ["fisher", "min"])
+@pytest.mark.parametrize("alpha", [0.05, 0.1])
+def test_false_alarm_rate_matches_alpha(method, alpha):
+    rng = np.random.default_rng(1)
+    combo = PValueCombination(method=method, alpha=alpha, random_state=0).fit(draw(rng, 4000))
+    fresh = draw(rng, 20000)
+    rate = np.mean(combo.predict(fresh) == -1)
+    assert abs(rate - alpha) < 0.012          # conformal: about alpha (4000 calibration scores)
+    p = combo.pvalue(fresh)
+    assert np.all((p > 0) & (p <= 1))
+    assert np.mean(p <= 0.5) == pytest.approx(0.5, abs=0.02)
+
+
+def test_combination_sees_both_departures():
+    rng = np.random.default_rng(2)
+    X = draw(rng, 5000)
+    test = draw(rng, 3000)
+    # off the shell only (same direction, 1.4x radius) and a Mahalanobis-type shift
+    shell_ood = 1.4 * draw(rng, 3000)
+    shifted = draw(rng, 3000)
+    shifted[:, -1] += 1.0
+    combo = PValueCombination(random_state=0).fit(X)
+    gauss = GaussianScorer(random_state=0).fit(X)
+    shell = NormShellScorer(random_state=0).fit(X)
+    for ood in (shell_ood, shifted):
+        scores = [auroc(m.score_samples(test), m.score_samples(ood)) for m in (combo, gauss, shell)]
+        assert scores[0] >= min(scores[1:]) + 0.01   # better than the weaker component
+    assert combo.component_pvalues(test).shape == (2, 3000)
+
+
+def test_labels_reach_components_and_custom_list():
+    rng = np.random.default_rng(3)
+    means = 3 * rng.normal(size=(3, SCALES.size))
+    y = rng.integers(0, 3, 3000)
+    X = draw(rng, 3000) + means[y]
+    combo = PValueCombination([GaussianScorer(), KNNScorer(n_neighbors=5)], method="min",
+                              random_state=0).fit(X, y)
+    assert combo.scorers_[0].classes_.tolist() == [0, 1, 2]
+    assert isinstance(combo.scorers_[1], KNNScorer)
+    assert combo.scorers[0] is not combo.scorers_[0]   # templates are cloned
+
+
+def test_errors():
+    X = np.random.default_rng(0).normal(size=(200, 4))
+    with pytest.raises(ValueError, match="method"):
+        PValueCombination(method="mean").fit(X)
+    with pytest.raises(TypeError, match="gaussood scorers"):
+        PValueCombination([object()]).fit(X)
+    with pytest.raises(ValueError, match="calibration"):
+        PValueCombination(calibration="chi2").fit(X)
+    with pytest.raises(TypeError, match="gaussood scorer"):
+        save(PValueCombination(random_state=0).fit(X), "/tmp/never-written.npz")
