@@ -7,6 +7,7 @@ here needs only numpy, scipy, scikit-learn and faiss (never torch).
 """
 
 from .combine import PValueCombination
+from .filter import AbstainingClassifier, FilterResult, OODFilter
 from .gaussian import GaussianScorer
 from .knn import KNNScorer
 from .metrics import (aupr_in, aupr_out, auroc, fpr95_id_positive, fpr95_ood_positive,
@@ -17,7 +18,8 @@ from .persistence import load, save
 __version__ = "0.1.0"
 
 __all__ = [
-    "GaussianScorer", "NormShellScorer", "KNNScorer", "PValueCombination", "save", "load",
+    "GaussianScorer", "NormShellScorer", "KNNScorer", "PValueCombination", "OODFilter",
+    "AbstainingClassifier", "FilterResult", "save", "load",
     "auroc", "aupr_in", "aupr_out", "fpr_at_tpr", "fpr95_id_positive",
     "fpr95_ood_positive", "ood_report", "__version__",
 ]

@@ -1,0 +1,74 @@
+"""OODFilter with a real encoder (the shipped CIFAR-10 checkpoint) on real images:
+numpy images, a map-style Dataset (drop and flag) and a DataLoader stream."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from torch.utils.data import DataLoader, TensorDataset
+
+from gaussood import GaussianScorer, OODFilter
+from gaussood.deep import load_dataset
+
+REPO = Path(__file__).resolve().parents[2]
+ROOT = os.environ.get("GAUSSOOD_DATA") or str(REPO.parent / "shared" / "data")
+SHIPPED = REPO / "benchmarks" / "checkpoints" / "cifar10-small.pt"
+
+
+@pytest.fixture(scope="module")
+def data():
+    try:
+        train = load_dataset("cifar10", "train", root=ROOT, n=3000)
+        test = load_dataset("cifar10", "test", root=ROOT, n=1000)
+    except FileNotFoundError:
+        pytest.skip("CIFAR-10 archive not found")
+    noise = load_dataset("uniform-noise", n=200, seed=1)
+    return train, test, noise
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    train, _, _ = data
+    return OODFilter(GaussianScorer(random_state=0), encoder=SHIPPED, alpha=0.05).fit(train.images)
+
+
+def test_images_drop_rate_at_alpha(fitted, data):
+    _, test, noise = data
+    kept, result = fitted.filter(test.images)
+    # 1,000 held-out ID images; conformal alpha = 0.05 -> binomial sd 0.7%
+    assert 0.02 <= result.flagged_share <= 0.08
+    assert kept.shape[1:] == (32, 32, 3)
+    assert fitted.evaluate(noise.images).flagged_share > 0.9
+
+
+def test_dataset_subset_and_flag(fitted, data):
+    _, test, noise = data
+    images = torch.from_numpy(np.concatenate([test.images[:300], noise.images[:100]]))
+    chw = images.permute(0, 3, 1, 2).float() / 255.0        # ToTensor()-style input
+    dataset = TensorDataset(chw, torch.arange(400))
+    subset = fitted.subset(dataset)
+    kept = np.array(subset.indices)
+    assert np.mean(kept < 300) > 0.95 and np.sum(kept < 300) >= 270
+    assert len(subset) == int(fitted.last_result_.keep.sum())
+    flagging = OODFilter.from_fitted(fitted.scorer_, encoder=SHIPPED, action="flag")
+    flagged = flagging.subset(dataset)
+    x, idx, score, pvalue = flagged[350]
+    assert x.shape == (3, 32, 32) and int(idx) == 350 and float(pvalue) <= 0.05
+    assert float(score) == pytest.approx(flagging.last_result_.score[350])
+
+
+def test_loader_stream(fitted, data):
+    _, test, noise = data
+    images = torch.from_numpy(np.concatenate([test.images[:200], noise.images[:56]]))
+    loader = DataLoader(TensorDataset(images, torch.arange(256)), batch_size=64)
+    batches = list(fitted.stream(loader))
+    ids = torch.cat([b[1] for b in batches]).numpy()
+    assert np.mean(ids < 200) > 0.98          # noise rows are dropped
+    assert len(ids) >= 180
+    flagging = OODFilter.from_fitted(fitted.scorer_, encoder=SHIPPED, action="flag")
+    out = list(flagging.stream(loader))
+    assert len(out) == 4 and len(out[0]) == 4 and out[0][2].shape == (64,)

@@ -1,0 +1,88 @@
+"""OODFilter and AbstainingClassifier on numpy embeddings (no torch needed)."""
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from gaussood import (
+    AbstainingClassifier,
+    GaussianScorer,
+    KNNScorer,
+    NormShellScorer,
+    OODFilter,
+)
+
+D = 12
+
+
+def id_data(rng, n):
+    y = rng.integers(0, 3, n)
+    return rng.normal(size=(n, D)) + 3.0 * np.eye(3, D)[y], y
+
+
+@pytest.mark.parametrize("scorer", [GaussianScorer(), NormShellScorer(), KNNScorer(n_neighbors=10)],
+                         ids=["gaussian", "shell", "knn"])
+def test_drop_rate_on_id_matches_alpha(scorer):
+    rng = np.random.default_rng(0)
+    X, _ = id_data(rng, 5000)
+    filt = OODFilter(scorer, alpha=0.05).fit(X)
+    fresh, _ = id_data(rng, 20000)
+    kept, result = filt.filter(fresh)
+    assert abs(result.flagged_share - 0.05) < 0.012   # conformal thresholds: about alpha
+    assert kept.shape == (int(result.keep.sum()), D)
+    assert np.array_equal(filt.predict(fresh) == 1, result.keep)
+    assert filt.scorer is scorer and filt.scorer_ is not scorer  # the template is cloned
+
+
+def test_far_points_are_dropped_and_pvalues_small():
+    rng = np.random.default_rng(1)
+    X, _ = id_data(rng, 3000)
+    filt = OODFilter(GaussianScorer(), alpha=0.01).fit(X)
+    far = rng.normal(size=(200, D)) + 8.0
+    result = filt.evaluate(far)
+    assert not result.keep.any()
+    assert result.pvalue.max() <= 0.01
+
+
+def test_contamination_and_from_fitted():
+    rng = np.random.default_rng(2)
+    X, _ = id_data(rng, 4000)
+    filt = OODFilter(GaussianScorer(), contamination=0.1).fit(X)
+    assert filt.predict(X).tolist().count(-1) == pytest.approx(400, abs=2)
+    fitted = GaussianScorer(alpha=0.2).fit(X)
+    wrap = OODFilter.from_fitted(fitted)
+    assert wrap.scorer_ is fitted
+    assert abs(np.mean(wrap.predict(id_data(rng, 10000)[0]) == -1) - 0.2) < 0.02
+    with pytest.raises(ValueError, match="threshold"):
+        OODFilter.from_fitted(fitted, alpha=0.1)
+
+
+def test_abstaining_classifier_in_place_of_a_pipeline():
+    rng = np.random.default_rng(3)
+    X, y = id_data(rng, 3000)
+    clf = AbstainingClassifier(OODFilter(GaussianScorer(), alpha=0.05),
+                               LogisticRegression(max_iter=500)).fit(X, y)
+    test, ty = id_data(rng, 2000)
+    pred = clf.predict(test)
+    answered = pred != -1
+    assert abs(1 - answered.mean() - 0.05) < 0.02
+    assert np.mean(pred[answered] == ty[answered]) > 0.9
+    assert np.all(clf.predict(rng.normal(size=(50, D)) + 9.0) == -1)
+
+
+def test_bad_input():
+    rng = np.random.default_rng(4)
+    X, _ = id_data(rng, 500)
+    with pytest.raises(ValueError, match="action"):
+        OODFilter(GaussianScorer(), action="delete").fit(X)
+    with pytest.raises(ValueError, match="not both"):
+        OODFilter(GaussianScorer(), alpha=0.1, contamination=0.1).fit(X)
+    with pytest.raises(TypeError, match="gaussood scorer"):
+        OODFilter(object()).fit(X)
+    filt = OODFilter(GaussianScorer()).fit(X)
+    with pytest.raises(ValueError, match="no encoder"):
+        filt.evaluate(np.zeros((2, 32, 32, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match="dimensions"):
+        filt.evaluate(np.zeros(5))
+    with pytest.raises(ValueError, match="features"):
+        filt.evaluate(np.zeros((3, D + 1)))
