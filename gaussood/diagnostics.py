@@ -9,7 +9,8 @@ as n grows. The norm CV of a Gaussian cannot fall below about 1/sqrt(2 d_eff).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 from scipy import stats
@@ -22,6 +23,40 @@ def norm_cv(X: np.ndarray, center: bool = True) -> float:
     X = np.asarray(X, dtype=np.float64)
     norms = np.linalg.norm(X - X.mean(axis=0) if center else X, axis=1)
     return float(norms.std() / norms.mean())
+
+
+def anderson_statistics(X: np.ndarray) -> np.ndarray:
+    """Anderson-Darling statistic (normal law, estimated mean and variance) of each
+    column, shape (d,); the 5% critical value at large n is about 0.75."""
+    X = np.asarray(X, dtype=np.float64)
+
+    def one(x):
+        try:  # SciPy >= 1.17 wants a p-value method; the statistic is the same
+            return stats.anderson(x, dist="norm", method="interpolate").statistic
+        except TypeError:
+            return stats.anderson(x, dist="norm").statistic
+    return np.array([one(X[:, j]) for j in range(X.shape[1])])
+
+
+QQ_PROBABILITIES = np.linspace(0.005, 0.995, 199)
+
+
+def mahalanobis_qq(X: np.ndarray, probabilities=QQ_PROBABILITIES) -> dict:
+    """QQ data of in-sample squared Mahalanobis distances against their exact law.
+
+    ``theoretical`` are quantiles of (n - 1)^2 / n * Beta(d/2, (n - d - 1)/2) (the exact
+    law for Gaussian rows, about chi-square(d) for large n); ``sample`` the empirical
+    quantiles. Points on the diagonal mean Gaussian.
+    """
+    Z = whitened(X)
+    n, d = Z.shape
+    if n <= d + 1:
+        raise ValueError(f"the Mahalanobis law needs n > d + 1; got n={n}, d={d}.")
+    d2 = np.einsum("ij,ij->i", Z, Z)
+    p = np.asarray(probabilities, dtype=np.float64)
+    theory = (n - 1) ** 2 / n * stats.beta(d / 2, (n - d - 1) / 2).ppf(p)
+    return {"probabilities": p.tolist(), "theoretical": theory.tolist(),
+            "sample": np.quantile(d2, p).tolist(), "chi2": stats.chi2(d).ppf(p).tolist()}
 
 
 def _anderson_passes(x: np.ndarray, level: float) -> bool:
@@ -105,9 +140,96 @@ class GaussianityReport:
     mahalanobis_ks: float | None
     effective_rank: float
     reference: dict | None = None
+    qq_mahalanobis: dict | None = None
+    arrays: dict = field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """JSON-ready numbers (the raw arrays behind the figures are left out)."""
+        out = asdict(self)
+        out.pop("arrays")
+        return out
+
+    def save_figures(self, folder, prefix: str = "gaussianity") -> list[Path]:
+        """Write three PNG figures into ``folder`` and return their paths:
+        ``<prefix>_norms.png`` (histogram of centred norms, embeddings vs the
+        Gaussian reference), ``<prefix>_qq.png`` (QQ of squared Mahalanobis
+        distances against their exact law, and of one standardised random
+        projection against the normal), ``<prefix>_ad.png`` (Anderson-Darling
+        statistics of the coordinates and of the reference, with the 5% critical
+        value)."""
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from ._atomic import atomic_path
+
+        if not self.arrays:
+            raise ValueError("This report holds no arrays (loaded from JSON?); rerun diagnose().")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        a, paths = self.arrays, []
+
+        def save(fig, name):
+            path = folder / f"{prefix}_{name}.png"
+            with atomic_path(path, suffix=".png") as tmp:
+                fig.savefig(tmp, dpi=110, format="png")
+            plt.close(fig)
+            paths.append(path)
+
+        fig, ax = plt.subplots(figsize=(5, 3.4))
+        bins = np.linspace(0, max(a["norms"].max(), a.get("ref_norms", a["norms"]).max()), 80)
+        ax.hist(a["norms"], bins, alpha=0.6, density=True,
+                label=f"embeddings (CV {self.norm_cv_centered:.3f})")
+        if "ref_norms" in a:
+            ax.hist(a["ref_norms"], bins, alpha=0.6, density=True,
+                    label=f"Gaussian reference (CV {self.reference['norm_cv_centered']:.3f})")
+        ax.set_xlabel("||x - mean||")
+        ax.set_title(f"Norm shell (n = {self.n}, d = {self.d})", fontsize=9)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        save(fig, "norms")
+
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+        if self.qq_mahalanobis is not None:
+            qq = self.qq_mahalanobis
+            axes[0].plot(qq["theoretical"], qq["sample"], ".", ms=3, label="embeddings")
+            if self.reference and self.reference.get("qq_mahalanobis"):
+                ref = self.reference["qq_mahalanobis"]
+                axes[0].plot(ref["theoretical"], ref["sample"], ".", ms=3,
+                             label="Gaussian reference")
+            lim = [min(qq["theoretical"]), max(qq["theoretical"])]
+            axes[0].plot(lim, lim, "k-", lw=0.8)
+            axes[0].set_xlabel("exact-law quantile (Beta, about chi-square(d))")
+            axes[0].set_ylabel("sample quantile of squared Mahalanobis")
+            axes[0].legend(fontsize=7)
+        axes[0].set_title(f"Mahalanobis QQ (KS {self.mahalanobis_ks or float('nan'):.3f})",
+                          fontsize=9)
+        proj = np.sort(a["projection"])
+        theory = stats.norm.ppf((np.arange(1, proj.size + 1) - 0.5) / proj.size)
+        axes[1].plot(theory, proj, ".", ms=2)
+        axes[1].plot(theory[[0, -1]], theory[[0, -1]], "k-", lw=0.8)
+        axes[1].set_xlabel("normal quantile")
+        axes[1].set_ylabel("standardised random projection")
+        axes[1].set_title("QQ of one random projection", fontsize=9)
+        fig.tight_layout()
+        save(fig, "qq")
+
+        fig, ax = plt.subplots(figsize=(5, 3.4))
+        hi = np.percentile(np.concatenate([a["ad"], a.get("ref_ad", a["ad"])]), 99)
+        bins = np.linspace(0, max(hi, 1.5), 60)
+        ax.hist(np.clip(a["ad"], 0, bins[-1]), bins, alpha=0.6, label="coordinates")
+        if "ref_ad" in a:
+            ax.hist(np.clip(a["ref_ad"], 0, bins[-1]), bins, alpha=0.6,
+                    label="Gaussian reference")
+        ax.axvline(0.752, color="k", lw=0.8, label="5% critical value (0.752)")
+        ax.set_xlabel("Anderson-Darling statistic (clipped at the 99th percentile)")
+        ax.set_title(f"AD pass share {100 * self.ad_pass_coordinates:.1f}% "
+                     f"(reference {100 * (self.reference or {}).get('ad_pass_coordinates', np.nan):.1f}%)",
+                     fontsize=9)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        save(fig, "ad")
+        return paths
 
     def to_markdown(self) -> str:
         rows = [("norm CV (centred)", "norm_cv_centered"), ("norm CV (uncentred)", "norm_cv_uncentered"),
@@ -146,16 +268,24 @@ def diagnose(X, *, max_samples: int = 5000, n_projections: int = 128, seed: int 
     if reference:
         gauss = rng.multivariate_normal(X.mean(axis=0), np.cov(X, rowvar=False).reshape(
             X.shape[1], X.shape[1]), size=X.shape[0], method="eigh")
-        report.reference = asdict(_statistics(gauss, n_projections, seed))
+        ref = _statistics(gauss, n_projections, seed)
+        report.arrays.update({"ref_norms": ref.arrays["norms"], "ref_ad": ref.arrays["ad"]})
+        report.reference = ref.to_dict()
     return report
 
 
 def _statistics(X, n_projections, seed) -> GaussianityReport:
     n, d = X.shape
     ks = mahalanobis_beta_ks(X) if n > d + 1 else None
+    projections = random_projections(X, n_projections, seed)
+    first = projections[:, 0]
+    arrays = {"norms": np.linalg.norm(X - X.mean(axis=0), axis=1),
+              "ad": anderson_statistics(X),
+              "projection": (first - first.mean()) / (first.std() or 1.0)}
     return GaussianityReport(
         n=n, d=d, norm_cv_centered=norm_cv(X), norm_cv_uncentered=norm_cv(X, center=False),
         ad_pass_coordinates=anderson_pass_share(X), dp_pass_coordinates=dagostino_pass_share(X),
-        ad_pass_projections=anderson_pass_share(random_projections(X, n_projections, seed)),
+        ad_pass_projections=anderson_pass_share(projections),
         ad_pass_whitened=anderson_pass_share(whitened(X)), mahalanobis_ks=ks,
-        effective_rank=effective_rank(X))
+        effective_rank=effective_rank(X),
+        qq_mahalanobis=mahalanobis_qq(X) if n > d + 1 else None, arrays=arrays)

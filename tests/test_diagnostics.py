@@ -64,3 +64,29 @@ def test_subsampling_and_errors():
         mahalanobis_beta_ks(np.random.default_rng(6).normal(size=(30, 40)))
     with pytest.raises(ValueError):
         diagnose(np.ones((5, 3)))
+
+
+def test_qq_data_and_figures(tmp_path):
+    rng = np.random.default_rng(5)
+    gauss = diagnose(rng.normal(size=(3000, 16)), seed=1)
+    qq = gauss.qq_mahalanobis
+    theory, sample = np.array(qq["theoretical"]), np.array(qq["sample"])
+    # Gaussian rows: sample quantiles on the exact-law quantiles (inner 90%, 5% tolerance)
+    inner = (np.array(qq["probabilities"]) > 0.05) & (np.array(qq["probabilities"]) < 0.95)
+    assert np.allclose(sample[inner], theory[inner], rtol=0.05)
+    heavy = diagnose(rng.standard_t(3, size=(3000, 16)), seed=1).qq_mahalanobis
+    assert heavy["sample"][-1] > 1.3 * heavy["theoretical"][-1]   # heavy upper tail
+    paths = gauss.save_figures(tmp_path / "figs", prefix="g")
+    assert [p.name for p in paths] == ["g_norms.png", "g_qq.png", "g_ad.png"]
+    assert all(p.stat().st_size > 5000 and p.read_bytes()[:4] == b"\x89PNG" for p in paths)
+    assert "arrays" not in gauss.to_dict() and "qq_mahalanobis" in gauss.to_dict()
+
+
+def test_anderson_statistics_match_scipy():
+    from scipy import stats
+
+    from gaussood.diagnostics import anderson_statistics
+    X = np.random.default_rng(6).normal(size=(500, 3))
+    expected = [stats.anderson(X[:, j], dist="norm", method="interpolate").statistic
+                for j in range(3)]
+    assert np.allclose(anderson_statistics(X), expected)
