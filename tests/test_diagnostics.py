@@ -76,6 +76,7 @@ def test_qq_data_and_figures(tmp_path):
     assert np.allclose(sample[inner], theory[inner], rtol=0.05)
     heavy = diagnose(rng.standard_t(3, size=(3000, 16)), seed=1).qq_mahalanobis
     assert heavy["sample"][-1] > 1.3 * heavy["theoretical"][-1]   # heavy upper tail
+    pytest.importorskip("matplotlib")
     paths = gauss.save_figures(tmp_path / "figs", prefix="g")
     assert [p.name for p in paths] == ["g_norms.png", "g_qq.png", "g_ad.png"]
     assert all(p.stat().st_size > 5000 and p.read_bytes()[:4] == b"\x89PNG" for p in paths)

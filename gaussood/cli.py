@@ -1,0 +1,703 @@
+"""The ``gaussood`` command line: train, embed, fit, score, diagnose, bench.
+
+Each subcommand reads and writes plain files (``.npy`` arrays, ``.npz`` scorers,
+``.pt`` encoders), so a pipeline is a few shell lines::
+
+    gaussood train --out enc.pt
+    gaussood embed --encoder enc.pt --dataset cifar10 --split train --out id.npy
+    gaussood fit --embeddings id.npy --scorer gaussian --alpha 0.05 --out scorer.npz
+    gaussood embed --encoder enc.pt --dataset svhn --split test --out new.npy
+    gaussood score --scorer scorer.npz --embeddings new.npy --out scores.csv
+
+torch is imported only by ``train``, ``embed`` and ``bench``; the other commands
+need numpy, scipy, scikit-learn and faiss only. Errors are one line on stderr,
+``gaussood <command>: error: <message>``; exit status 2 for bad arguments, 1 for
+errors while running (missing or unreadable files, invalid data), 0 otherwise.
+Every output is written to a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shlex
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+PROG = "gaussood"
+SCORERS = {"gaussian": "GaussianScorer", "shell": "NormShellScorer", "knn": "KNNScorer"}
+CALIBRATIONS = {"gaussian": ("auto", "f", "chi2", "conformal"),
+                "shell": ("auto", "shell", "conformal"),
+                "knn": ("auto", "conformal")}
+COVARIANCES = ("ledoit_wolf", "oas", "empirical")
+# Errors of a run (not of the command line): one line on stderr, exit status 1.
+RUNTIME_ERRORS = (FileNotFoundError, ValueError, TypeError, OSError, ImportError,
+                  RuntimeError, MemoryError, KeyError)
+
+
+class CommandError(Exception):
+    """A usage error found after parsing (exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but errors are one line (no usage block) and never exit the process."""
+
+    def error(self, message):
+        raise CommandError(f"{self.prog}: error: {_one_line(message)}")
+
+    def exit(self, status=0, message=None):
+        if message:
+            sys.stderr.write(message)
+        raise SystemExit(status)
+
+
+class _Help(argparse.HelpFormatter):
+    """Shows defaults that say something (not None, not False)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if (default is not None and default is not False and default != argparse.SUPPRESS
+                and "%(default)" not in text
+                and action.option_strings and "default" not in text):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _one_line(text) -> str:
+    return " ".join(str(text).split())
+
+
+# --------------------------------------------------------------------- helpers
+def _existing_file(path, what: str) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} is not a file: {path}")
+    return path
+
+
+def _load_npy(path, what: str) -> np.ndarray:
+    path = _existing_file(path, what)
+    with open(path, "rb") as fh:
+        if fh.read(6) != b"\x93NUMPY":
+            raise ValueError(f"{what} {path} is not a .npy file (write it with numpy.save)")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise ValueError(f"{what} {path} is not a readable .npy array: {_one_line(exc)}") from None
+    except (OSError, EOFError) as exc:
+        raise OSError(f"cannot read {what} {path}: {_one_line(exc)}") from None
+
+
+def _load_embeddings(path) -> np.ndarray:
+    X = _load_npy(path, "embeddings file")
+    if X.ndim != 2:
+        raise ValueError(f"embeddings in {path} must be a 2-D array (n_samples, n_features); "
+                         f"got shape {X.shape}")
+    if X.dtype.kind not in "biuf":
+        raise ValueError(f"embeddings in {path} must be numbers; got dtype {X.dtype}")
+    return X
+
+
+def _save_npy(path, array) -> None:
+    from ._atomic import atomic_path
+
+    with atomic_path(path, suffix=".partial.npy") as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array)
+
+
+def _write_text(path, text: str) -> None:
+    from ._atomic import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+def _json_default(value):
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return repr(value)
+
+
+def _labels_path(out: Path) -> Path:
+    """``emb.npy`` -> ``emb.labels.npy``."""
+    return out.with_name(out.name[:-len(".npy")] + ".labels.npy")
+
+
+def parse_classes(text):
+    """``"0-5"`` or ``"0,1,2"`` or ``"cat,dog"`` -> [0, 1, 2, 3, 4, 5] etc. (None stays None)."""
+    if text is None:
+        return None
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if (match := re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)) is not None:
+            lo, hi = int(match[1]), int(match[2])
+            if hi < lo:
+                raise ValueError(f"empty class range {part!r} in --classes")
+            out.extend(range(lo, hi + 1))
+        elif part.isdigit():
+            out.append(int(part))
+        else:
+            out.append(part)  # a class name, checked by load_dataset
+    if not out:
+        raise ValueError(f"--classes {text!r} names no class")
+    return out
+
+
+def _classes_arg(text, parser):
+    try:
+        return parse_classes(text)
+    except ValueError as exc:
+        parser.error(f"argument --classes: {exc}")
+
+
+def _covariance(text):
+    if text in COVARIANCES:
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be one of {', '.join(COVARIANCES)} or a shrinkage in [0, 1]; "
+            f"got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a fixed shrinkage must lie in [0, 1]; got {text}")
+    return value
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"want a positive integer; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"want a positive integer; got {text}")
+    return value
+
+
+def _fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"want a number in (0, 1); got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"want a number in (0, 1); got {text}")
+    return value
+
+
+def _contamination(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"want a number in (0, 0.5]; got {text!r}") from None
+    if not 0.0 < value <= 0.5:
+        raise argparse.ArgumentTypeError(f"want a number in (0, 0.5]; got {text}")
+    return value
+
+
+def _load_dataset(name, split, **kwargs):
+    """``load_dataset`` with the command line's words in its 'how to get it' hint."""
+    from .deep import load_dataset
+
+    try:
+        return load_dataset(name, split, **kwargs)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(str(exc).replace("pass download=True", "pass --download")
+                                .replace("download=True", "--download")) from None
+
+
+def _torch(command: str):
+    try:
+        import torch
+    except ImportError as exc:
+        raise ImportError(f"'{command}' needs torch: pip install 'gaussood[torch]' "
+                          f"({_one_line(exc)})") from None
+    return torch
+
+
+@contextlib.contextmanager
+def _one_line_warnings(prog: str):
+    """Show warnings as ``gaussood <command>: warning: <message>`` (one line each)."""
+    with warnings.catch_warnings():
+        def show(message, category, filename, lineno, file=None, line=None):
+            sys.stderr.write(f"{prog}: warning: {_one_line(message)}\n")
+        warnings.showwarning = show
+        yield
+
+
+# -------------------------------------------------------------------- commands
+def cmd_train(args, parser) -> int:
+    if args.out.suffix == ".json":
+        parser.error("--out names the encoder file (.pt); the .json provenance goes beside it")
+    if args.snapshots and args.work_dir is None:
+        parser.error("--snapshots needs --work-dir")
+    classes = _classes_arg(args.classes, parser)
+    torch = _torch("train")
+    import dataclasses
+
+    from ._atomic import atomic_path
+    from .deep import TrainConfig, save_encoder, train_encoder
+    from .deep.checkpoint import file_sha256
+    from .deep.embed import pick_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = dataclasses.replace(
+        TrainConfig(), model=args.model, epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, seed=args.seed, objective=args.objective,
+        steps_per_epoch=args.steps_per_epoch)
+    device = pick_device(args.device)
+    start = time.perf_counter()
+    train = _load_dataset(args.dataset, "train", root=args.data_root, download=args.download,
+                         classes=classes, n=args.n, seed=args.seed)
+    labelled = len(train) > 0 and int(train.labels.min()) >= 0
+    test = None
+    if labelled and not args.no_eval:
+        test = _load_dataset(args.dataset, "test", root=args.data_root, download=args.download,
+                            classes=classes)
+    load_s = time.perf_counter() - start
+    result = train_encoder(train, config, eval_set=test, checkpoint_dir=args.work_dir,
+                           device=device, progress=not args.quiet, snapshots=args.snapshots)
+    if not result.history:
+        raise ValueError("no epoch was trained (--epochs 0?)")
+    wall = time.perf_counter() - start
+
+    out = args.out
+    json_path = out.with_suffix(".json")
+    final = result.history[-1]
+    import platform
+
+    import gaussood
+    with atomic_path(out, suffix=".partial.pt") as tmp_pt, atomic_path(json_path) as tmp_json:
+        save_encoder(result.model, tmp_pt, half=True)
+        size = os.path.getsize(tmp_pt)
+        provenance = {
+            "command": "gaussood " + shlex.join(args.argv),
+            "config": dataclasses.asdict(config),
+            "epochs": len(result.history), "history": result.history,
+            "device": str(device),
+            "data": {"train": train.source, "eval": None if test is None else test.source,
+                     "n_train": len(train), "classes": classes, "dataset": args.dataset},
+            "knn_top1": final.get("knn_top1"),
+            "train_seconds": sum(h["seconds"] for h in result.history),
+            "wall_seconds_this_call": wall, "data_load_seconds": load_s,
+            "work_dir": None if args.work_dir is None else str(args.work_dir),
+            "encoder_file": out.name, "sha256": file_sha256(tmp_pt), "size_bytes": size,
+            "weights": "float16",
+            "environment": {"python": platform.python_version(), "numpy": np.__version__,
+                            "torch": torch.__version__, "gaussood": gaussood.__version__,
+                            "torch_threads": torch.get_num_threads()},
+        }
+        with open(tmp_json, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(provenance, indent=2, default=_json_default) + "\n")
+    knn = "" if final.get("knn_top1") is None else f", kNN top-1 {100 * final['knn_top1']:.1f}%"
+    print(f"trained {config.model} ({config.objective}) for {len(result.history)} epoch(s) on "
+          f"{len(train)} images, final loss {final['loss']:.4f}{knn}; wrote {out} "
+          f"(fp16, {size / 2**20:.1f} MiB) and {json_path}")
+    return 0
+
+
+def cmd_embed(args, parser) -> int:
+    if (args.dataset is None) == (args.images is None):
+        parser.error("give exactly one of --dataset NAME and --images FILE.npy")
+    if args.out.suffix != ".npy":
+        parser.error(f"--out must end in .npy; got {args.out}")
+    if args.images is not None:
+        dataset_only = [flag for flag, value in (("--split", args.split), ("--n", args.n),
+                                                 ("--classes", args.classes),
+                                                 ("--jpeg-quality", args.jpeg_quality))
+                        if value is not None]
+        if dataset_only:
+            parser.error(f"{', '.join(dataset_only)} apply to --dataset only")
+    _existing_file(args.encoder, "encoder file")
+    classes = _classes_arg(args.classes, parser)
+    images = None
+    if args.images is not None:
+        images = _load_npy(args.images, "images file")
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"images in {args.images} must be uint8 of shape (N, H, W, 3); "
+                             f"got {images.dtype} {images.shape}")
+    _torch("embed")
+    from .deep import embed_images, extract_embeddings, load_encoder
+    from .deep.embed import pick_device
+
+    labels, what = None, None
+    if images is not None:
+        model = load_encoder(args.encoder, device=pick_device(args.device))
+        feats = embed_images(model, images, layer=args.layer, batch_size=args.batch_size,
+                             device=args.device, progress=not args.quiet)
+        what = f"{len(images)} images from {args.images}"
+    else:
+        dataset = _load_dataset(args.dataset, args.split or "test", root=args.data_root,
+                               download=args.download, jpeg_quality=args.jpeg_quality,
+                               classes=classes, n=args.n, seed=args.seed)
+        cache = False if args.no_cache else args.cache_dir
+        feats = extract_embeddings(args.encoder, dataset, layer=args.layer,
+                                   batch_size=args.batch_size, device=args.device,
+                                   cache_dir=cache, progress=not args.quiet)
+        if len(dataset) and int(dataset.labels.min()) >= 0:
+            labels = dataset.labels
+        what = dataset.source
+    feats = np.ascontiguousarray(feats, dtype=np.float32)
+    out, labels_out = args.out, _labels_path(args.out)
+    if labels is None:
+        _save_npy(out, feats)
+        if labels_out.exists():  # from an earlier run: it no longer matches
+            labels_out.unlink()
+            print(f"{PROG} embed: removed stale {labels_out}", file=sys.stderr)
+        wrote = f"{out}"
+    else:
+        from ._atomic import atomic_path
+        with atomic_path(out, suffix=".partial.npy") as t1, \
+                atomic_path(labels_out, suffix=".partial.npy") as t2:
+            with open(t1, "wb") as fh:
+                np.save(fh, feats)
+            with open(t2, "wb") as fh:
+                np.save(fh, np.asarray(labels, dtype=np.int64))
+        wrote = f"{out} and {labels_out}"
+    print(f"embedded {what}: {feats.shape[0]} x {feats.shape[1]} float32 ({args.layer}); "
+          f"wrote {wrote}")
+    return 0
+
+
+def cmd_fit(args, parser) -> int:
+    scorer_name = args.scorer
+    only = {"--labels": ("gaussian", args.labels), "--n-clusters": ("gaussian", args.n_clusters),
+            "--covariance": (("gaussian", "shell"), args.covariance),
+            "--whiten": ("shell", args.whiten or None),
+            "--n-neighbors": ("knn", args.n_neighbors)}
+    for flag, (scorers, value) in only.items():
+        scorers = (scorers,) if isinstance(scorers, str) else scorers
+        if value is not None and scorer_name not in scorers:
+            parser.error(f"{flag} applies to --scorer {' or '.join(scorers)} only")
+    if args.calibration not in CALIBRATIONS[scorer_name]:
+        parser.error(f"--calibration for --scorer {scorer_name} must be one of "
+                     f"{', '.join(CALIBRATIONS[scorer_name])}; got {args.calibration!r}")
+    X = _load_embeddings(args.embeddings)
+    y = None
+    if args.labels is not None:
+        y = _load_npy(args.labels, "labels file")
+        if y.ndim != 1 or y.shape[0] != X.shape[0]:
+            raise ValueError(f"labels in {args.labels} must be a 1-D array of {X.shape[0]} "
+                             f"labels (one per embedding row); got shape {y.shape}")
+        if y.dtype.kind in "iu" and y.size and int(y.min()) < 0:
+            raise ValueError(f"labels in {args.labels} contain -1 (unlabelled rows); fit "
+                             "without --labels")
+
+    import gaussood
+    params = {"alpha": args.alpha, "contamination": args.contamination,
+              "calibration": args.calibration, "random_state": args.random_state}
+    if scorer_name == "gaussian":
+        params.update(n_clusters=args.n_clusters)
+        if args.covariance is not None:
+            params.update(covariance=args.covariance)
+    elif scorer_name == "shell":
+        params.update(whiten=args.whiten)
+        if args.covariance is not None:
+            params.update(covariance=args.covariance)
+    elif args.n_neighbors is not None:
+        params.update(n_neighbors=args.n_neighbors)
+    scorer = getattr(gaussood, SCORERS[scorer_name])(**params)
+    scorer.fit(X, y)
+    scorer.save(args.out)
+    if scorer.threshold_rule_ == "alpha":
+        rule = f"alpha {scorer.alpha_:g}"
+    else:
+        rule = f"contamination {scorer.contamination:g}"
+    print(f"fitted {type(scorer).__name__} on {X.shape[0]} x {X.shape[1]} embeddings"
+          f"{'' if y is None else f' with {np.unique(y).shape[0]} classes'} "
+          f"(calibration {scorer.calibration_}, {rule}, offset {scorer.offset_:.6g}); "
+          f"wrote {args.out}")
+    return 0
+
+
+def cmd_score(args, parser) -> int:
+    out = args.out
+    if out.suffix not in (".csv", ".npz"):
+        parser.error(f"--out must end in .csv or .npz; got {out}")
+    import zipfile
+
+    if not zipfile.is_zipfile(_existing_file(args.scorer, "scorer file")):
+        raise ValueError(f"{args.scorer} is not a gaussood scorer file (.npz written by "
+                         "'gaussood fit')")
+    X = _load_embeddings(args.embeddings)
+    import gaussood
+    scorer = gaussood.load(args.scorer)
+    if X.shape[1] != scorer.n_features_in_:
+        raise ValueError(f"embeddings in {args.embeddings} have {X.shape[1]} features but the "
+                         f"scorer in {args.scorer} was fitted on {scorer.n_features_in_}")
+    score = scorer.score_samples(X)
+    pvalue = scorer.pvalue(X)
+    flagged = score - scorer.offset_ < 0  # predict(X) == -1
+    from ._atomic import atomic_path
+    with atomic_path(out, suffix=".partial" + out.suffix) as tmp:
+        if out.suffix == ".npz":
+            with open(tmp, "wb") as fh:
+                np.savez(fh, score=score, pvalue=pvalue, flagged=flagged)
+        else:
+            table = np.column_stack([np.arange(X.shape[0]), score, pvalue, flagged])
+            np.savetxt(tmp, table, fmt=["%d", "%.10g", "%.10g", "%d"], delimiter=",",
+                       header="index,score,pvalue,flagged", comments="")
+    n, k = X.shape[0], int(flagged.sum())
+    if scorer.threshold_rule_ == "alpha":
+        rule = f"alpha {scorer.alpha_:g}"
+    else:
+        rule = f"the contamination {scorer.contamination:g} threshold"
+    print(f"{n} rows, {k} flagged ({100.0 * k / max(n, 1):.2f}%) at {rule}; wrote {out}")
+    return 0
+
+
+def cmd_diagnose(args, parser) -> int:
+    X = _load_embeddings(args.embeddings)
+    from .diagnostics import diagnose
+    report = diagnose(X, max_samples=args.max_samples, n_projections=args.projections,
+                      seed=args.seed)
+    markdown = report.to_markdown()
+    print(markdown)
+    if args.out_dir is not None:
+        folder = args.out_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_text(folder / "report.md", markdown + "\n")
+        _write_text(folder / "report.json",
+                    json.dumps(report.to_dict(), indent=2, default=_json_default) + "\n")
+        figures = ""
+        if hasattr(report, "save_figures"):
+            try:
+                report.save_figures(folder)
+                figures = " and figures"
+            except ImportError as exc:  # e.g. no matplotlib: the report itself is written
+                warnings.warn(f"figures skipped: {exc}", UserWarning, stacklevel=1)
+        print(f"wrote {folder / 'report.md'} and {folder / 'report.json'}{figures}",
+              file=sys.stderr)
+    return 0
+
+
+def cmd_bench(argv: list[str]) -> int:
+    """Forward ``argv`` to ``gaussood.deep.benchmark.main``."""
+    import importlib
+
+    try:
+        benchmark = importlib.import_module("gaussood.deep.benchmark")
+    except ImportError as exc:
+        raise ImportError(f"cannot load the benchmark (gaussood.deep.benchmark, needs torch): "
+                          f"{_one_line(exc)}") from None
+    code = benchmark.main(list(argv))
+    return 0 if code is None else int(code)
+
+
+# ---------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = _Parser(prog=PROG, description=(
+        "Out-of-distribution detection on contrastive embeddings: train an encoder, "
+        "embed images, fit a scorer, score new embeddings."),
+        epilog="Run 'gaussood <command> --help' for the options of a command. Exit status: "
+               "0 ok, 1 runtime error (missing or invalid file/data), 2 bad arguments.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="<command>", parser_class=_Parser)
+    fmt = _Help
+
+    # train
+    p = sub.add_parser("train", formatter_class=fmt, help="train a contrastive encoder (torch)",
+                       description="Train an encoder with InfoNCE (SimCLR) or cross-entropy; "
+                       "write an fp16 encoder file and a .json provenance file beside it.")
+    p.add_argument("--out", type=Path, required=True, metavar="PATH.pt",
+                   help="encoder file to write; PATH.json (config, history, data, sha256) "
+                        "goes beside it")
+    p.add_argument("--dataset", default="cifar10",
+                   help="cifar10, cifar100, svhn, mnist, fashion-mnist, uniform-noise or "
+                        "gaussian-noise")
+    p.add_argument("--data-root", default=None,
+                   help="data folder (default: $GAUSSOOD_DATA or ~/.cache/gaussood/data)")
+    p.add_argument("--download", action="store_true", help="fetch missing data (network)")
+    p.add_argument("--classes", default=None, help="class subset, e.g. '0-5' or '0,1,2'")
+    p.add_argument("--n", type=_positive_int, default=None,
+                   help="train on n images (a seeded random subset; noise sets: their size)")
+    p.add_argument("--model", choices=["small", "resnet18"], default="small",
+                   help="encoder architecture")
+    p.add_argument("--objective", choices=["infonce", "supervised"], default="infonce",
+                   help="contrastive InfoNCE, or the cross-entropy baseline (needs labels)")
+    p.add_argument("--epochs", type=_positive_int, default=4, help="training epochs")
+    p.add_argument("--batch-size", type=_positive_int, default=256, help="images per step")
+    p.add_argument("--lr", type=float, default=None, help="default: 0.06 * batch_size / 128")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights, batches and --n")
+    p.add_argument("--steps-per-epoch", type=_positive_int, default=None,
+                   help="cap the steps of each epoch (smoke runs)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--work-dir", type=Path, default=None,
+                   help="checkpoint after each epoch here and resume from it")
+    p.add_argument("--snapshots", action="store_true",
+                   help="also keep an fp16 encoder per epoch in --work-dir")
+    p.add_argument("--no-eval", action="store_true",
+                   help="skip the per-epoch k-NN monitor on the test split")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(handler=cmd_train, parser=p)
+
+    # embed
+    p = sub.add_parser("embed", formatter_class=fmt, help="embed images with an encoder (torch)",
+                       description="Embed a dataset (cached) or a uint8 .npy image array with "
+                       "an encoder file; write float32 embeddings (and labels, if any).")
+    p.add_argument("--encoder", type=Path, required=True, metavar="PATH.pt",
+                   help="encoder file (from 'gaussood train') or training checkpoint")
+    p.add_argument("--dataset", default=None,
+                   help="cifar10, cifar100, svhn, mnist, fashion-mnist, uniform-noise or "
+                        "gaussian-noise")
+    p.add_argument("--images", type=Path, default=None, metavar="FILE.npy",
+                   help="uint8 images of shape (N, H, W, 3) instead of --dataset")
+    p.add_argument("--split", choices=["train", "test"], default=None, help="default: test")
+    p.add_argument("--data-root", default=None,
+                   help="data folder (default: $GAUSSOOD_DATA or ~/.cache/gaussood/data)")
+    p.add_argument("--download", action="store_true", help="fetch missing data (network)")
+    p.add_argument("--n", type=_positive_int, default=None, help="a seeded subset of n images")
+    p.add_argument("--classes", default=None, help="class subset, e.g. '0-5' or '0,1,2'")
+    p.add_argument("--jpeg-quality", type=int, default=None,
+                   help="re-encode the images as JPEG at this quality (1-100)")
+    p.add_argument("--seed", type=int, default=0, help="seed of --n and of the noise sets")
+    p.add_argument("--layer", choices=["backbone", "head"], default="backbone",
+                   help="backbone features h or projection-head output z")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE.npy",
+                   help="float32 embeddings; labels (when the dataset has them) go to "
+                        "FILE.labels.npy")
+    p.add_argument("--batch-size", type=_positive_int, default=512, help="images per batch")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="embedding cache (default: $GAUSSOOD_CACHE or ~/.cache/gaussood/cache)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(handler=cmd_embed, parser=p)
+
+    # fit
+    p = sub.add_parser("fit", formatter_class=fmt, help="fit a scorer on ID embeddings",
+                       description="Fit a scorer on in-distribution embeddings and save it "
+                       "(.npz, no pickle).")
+    p.add_argument("--embeddings", type=Path, required=True, metavar="X.npy",
+                   help="2-D array (n_samples, n_features)")
+    p.add_argument("--labels", type=Path, default=None, metavar="y.npy",
+                   help="class labels: one Gaussian per class (gaussian only)")
+    p.add_argument("--scorer", choices=list(SCORERS), required=True,
+                   help="gaussian: Mahalanobis; shell: norm shell; knn: k-NN distance")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--alpha", type=_fraction, default=None,
+                       help="target false-alarm rate on ID data (0.05 if neither is given)")
+    group.add_argument("--contamination", type=_contamination, default=None,
+                       help="fraction of training rows flagged, in (0, 0.5]")
+    p.add_argument("--covariance", type=_covariance, default=None,
+                   help="ledoit_wolf, oas, empirical or a shrinkage in [0, 1] "
+                        "(gaussian, shell; default ledoit_wolf)")
+    p.add_argument("--whiten", action="store_true", help="whitened norm (shell only)")
+    p.add_argument("--n-clusters", type=_positive_int, default=None,
+                   help="k-means components without labels (gaussian only)")
+    p.add_argument("--n-neighbors", type=_positive_int, default=None,
+                   help="k of the k-NN distance (knn only; default 50)")
+    p.add_argument("--calibration", default="auto",
+                   help="p-value law: gaussian auto/f/chi2/conformal, shell "
+                        "auto/shell/conformal, knn auto/conformal")
+    p.add_argument("--random-state", type=int, default=0,
+                   help="seed of the calibration folds and k-means")
+    p.add_argument("--out", type=Path, required=True, metavar="scorer.npz",
+                   help="fitted scorer to write (load it with gaussood.load)")
+    p.set_defaults(handler=cmd_fit, parser=p)
+
+    # score
+    p = sub.add_parser("score", formatter_class=fmt, help="score embeddings with a saved scorer",
+                       description="Score embeddings with a saved scorer: score (higher = more "
+                       "in-distribution), p-value, and the flag at the scorer's threshold.")
+    p.add_argument("--scorer", type=Path, required=True, metavar="scorer.npz",
+                   help="a scorer written by 'gaussood fit'")
+    p.add_argument("--embeddings", type=Path, required=True, metavar="X.npy",
+                   help="2-D array with the scorer's number of features")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE.csv|FILE.npz",
+                   help=".csv (index,score,pvalue,flagged) or .npz (score, pvalue, flagged)")
+    p.set_defaults(handler=cmd_score, parser=p)
+
+    # diagnose
+    p = sub.add_parser("diagnose", formatter_class=fmt, help="Gaussianity diagnostics",
+                       description="Check whether embeddings look Gaussian, beside an exact "
+                       "Gaussian sample of the same n, d and covariance.")
+    p.add_argument("--embeddings", type=Path, required=True, metavar="X.npy",
+                   help="2-D array (n_samples, n_features), n >= 20")
+    p.add_argument("--max-samples", type=_positive_int, default=5000,
+                   help="random subsample of at most this many rows")
+    p.add_argument("--projections", type=_positive_int, default=128,
+                   help="random projections tested")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the subsample, projections and reference sample")
+    p.add_argument("--out-dir", type=Path, default=None, metavar="DIR",
+                   help="write report.md, report.json (and figures, where supported)")
+    p.set_defaults(handler=cmd_diagnose, parser=p)
+
+    # bench (arguments are forwarded untouched; see main)
+    sub.add_parser("bench", add_help=False, help="run the OOD benchmark (torch); all arguments "
+                   "go to gaussood.deep.benchmark ('gaussood bench --help' shows them)")
+    return parser
+
+
+def _run(prog: str, fn, *fn_args) -> int:
+    with _one_line_warnings(prog):
+        try:
+            return fn(*fn_args)
+        except CommandError as exc:
+            sys.stderr.write(f"{exc}\n")
+            return 2
+        except KeyboardInterrupt:
+            sys.stderr.write(f"{prog}: interrupted\n")
+            return 130
+        except RUNTIME_ERRORS as exc:
+            if os.environ.get("GAUSSOOD_DEBUG"):
+                raise
+            message = _one_line(exc) or type(exc).__name__
+            if isinstance(exc, KeyError):
+                message = f"missing key {message}"
+            sys.stderr.write(f"{prog}: error: {message}\n")
+            return 1
+        except Exception as exc:  # a bug or an unexpected library error: still one line
+            if os.environ.get("GAUSSOOD_DEBUG"):
+                raise
+            sys.stderr.write(f"{prog}: error: {type(exc).__name__}: {_one_line(exc)} "
+                             "(set GAUSSOOD_DEBUG=1 to see the traceback)\n")
+            return 1
+
+
+def main(argv=None) -> int:
+    """Run the command line; return the exit status (never raises SystemExit)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] == "bench":
+            return _run(f"{PROG} bench", cmd_bench, argv[1:])
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except CommandError as exc:
+            sys.stderr.write(f"{exc}\n")
+            return 2
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return 2
+        args.argv = argv
+        return _run(args.parser.prog, args.handler, args, args.parser)
+    except SystemExit as exc:  # --help, --version, or a forwarded parser exiting
+        if exc.code is None:
+            return 0
+        if isinstance(exc.code, int):
+            return exc.code
+        sys.stderr.write(f"{exc.code}\n")
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""The gaussood command line, torch side: train and embed through the real code path.
+
+Uniform noise needs no files, so these run everywhere; the CIFAR-10 test runs only
+where GAUSSOOD_DATA points at the data (labels files, class subsets).
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from gaussood.cli import main
+from gaussood.deep import embed_images, load_dataset, load_encoder
+from gaussood.deep.checkpoint import file_sha256, read_payload
+
+SMOKE = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "32", "--threads", "1",
+         "--device", "cpu", "--quiet"]
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(err, command, code, expected):
+    assert code == expected, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"gaussood {command}: error: "), err
+    assert "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory):
+    """A 2-step InfoNCE encoder trained on uniform noise through ``gaussood train``."""
+    folder = tmp_path_factory.mktemp("train")
+    out = folder / "enc.pt"
+    code = main(["train", "--dataset", "uniform-noise", "--n", "96", *SMOKE,
+                 "--work-dir", str(folder / "work"), "--out", str(out)])
+    assert code == 0
+    return out
+
+
+def test_train_writes_encoder_and_provenance(encoder):
+    provenance = json.loads(encoder.with_suffix(".json").read_text())
+    assert provenance["sha256"] == file_sha256(encoder)
+    assert provenance["size_bytes"] == encoder.stat().st_size
+    assert provenance["weights"] == "float16" and provenance["encoder_file"] == "enc.pt"
+    config = provenance["config"]
+    assert (config["model"], config["objective"], config["epochs"], config["batch_size"],
+            config["steps_per_epoch"]) == ("small", "infonce", 1, 32, 2)
+    assert len(provenance["history"]) == 1 and np.isfinite(provenance["history"][0]["loss"])
+    assert provenance["data"]["train"].startswith("uniform-noise")
+    assert provenance["data"]["n_train"] == 96 and provenance["data"]["eval"] is None
+    assert provenance["command"].startswith("gaussood train --dataset uniform-noise")
+    payload = read_payload(encoder)
+    assert all(v.dtype == torch.float16 for v in payload["state_dict"].values()
+               if v.is_floating_point())
+    assert not list(encoder.parent.glob("tmp-*"))  # no partial files left
+    load_encoder(encoder)
+
+
+def test_train_resumes_from_work_dir_and_refuses_another_config(encoder, capsys):
+    work = encoder.parent / "work"
+    before = json.loads(encoder.with_suffix(".json").read_text())["history"]
+    again = encoder.parent / "again.pt"
+    code, _, err = run(capsys, "train", "--dataset", "uniform-noise", "--n", 96, *SMOKE,
+                       "--work-dir", work, "--out", again)
+    assert code == 0, err
+    assert json.loads(again.with_suffix(".json").read_text())["history"] == before
+    code, _, err = run(capsys, "train", "--dataset", "uniform-noise", "--n", 96, *SMOKE,
+                       "--lr", 0.5, "--work-dir", work, "--out", encoder.parent / "no.pt")
+    assert_one_line_error(err, "train", code, 1)
+    assert "another configuration" in err and not (encoder.parent / "no.pt").exists()
+
+
+def test_train_errors(tmp_path, capsys):
+    out = tmp_path / "enc.pt"
+    code, _, err = run(capsys, "train", "--dataset", "uniform-noise", "--n", 64, *SMOKE,
+                       "--objective", "supervised", "--out", out)
+    assert_one_line_error(err, "train", code, 1)
+    assert "labelled" in err
+    code, _, err = run(capsys, "train", "--dataset", "no-such-set", *SMOKE, "--out", out)
+    assert_one_line_error(err, "train", code, 1)
+    assert "unknown dataset" in err
+    code, _, err = run(capsys, "train", "--model", "vit", "--out", out)
+    assert_one_line_error(err, "train", code, 2)
+    assert not out.exists()
+
+
+def test_embed_images(encoder, tmp_path, capsys):
+    images = np.random.default_rng(0).integers(0, 256, size=(40, 32, 32, 3), dtype=np.uint8)
+    np.save(tmp_path / "images.npy", images)
+    out = tmp_path / "emb.npy"
+    code, stdout, err = run(capsys, "embed", "--encoder", encoder, "--images",
+                            tmp_path / "images.npy", "--device", "cpu", "--quiet", "--out", out)
+    assert code == 0, err
+    feats = np.load(out)
+    assert feats.dtype == np.float32 and feats.shape[0] == 40
+    expected = embed_images(load_encoder(encoder), images, device="cpu")
+    np.testing.assert_allclose(feats, expected, rtol=1e-5, atol=1e-6)
+    assert not (tmp_path / "emb.labels.npy").exists()
+    assert "40 x" in stdout
+
+    code, _, err = run(capsys, "embed", "--encoder", encoder, "--images", tmp_path / "images.npy",
+                       "--layer", "head", "--device", "cpu", "--quiet", "--out", out)
+    assert code == 0, err
+    assert np.load(out).shape == (40, 128)  # proj_dim
+
+
+def test_embed_dataset_is_cached(encoder, tmp_path, capsys):
+    out = tmp_path / "noise.npy"
+    argv = ["embed", "--encoder", encoder, "--dataset", "uniform-noise", "--n", 64, "--seed", 4,
+            "--device", "cpu", "--quiet", "--cache-dir", tmp_path / "cache", "--out", out]
+    code, _, err = run(capsys, *argv)
+    assert code == 0, err
+    feats = np.load(out)
+    assert feats.shape[0] == 64 and feats.dtype == np.float32
+    assert not (tmp_path / "noise.labels.npy").exists()  # noise sets are unlabelled
+    assert len(list((tmp_path / "cache" / "embeddings").glob("uniform-noise-backbone-*"))) == 1
+    images = load_dataset("uniform-noise", n=64, seed=4).images
+    np.testing.assert_allclose(feats, embed_images(load_encoder(encoder), images, device="cpu"),
+                               rtol=1e-5, atol=1e-6)
+    assert run(capsys, *argv)[0] == 0  # from the cache
+    np.testing.assert_array_equal(np.load(out), feats)
+
+
+def test_embed_errors(encoder, tmp_path, capsys):
+    np.save(tmp_path / "float.npy", np.zeros((4, 32, 32, 3), dtype=np.float32))
+    out = tmp_path / "emb.npy"
+    cases = [
+        (["--images", tmp_path / "float.npy"], 1, "must be uint8"),
+        (["--images", tmp_path / "missing.npy"], 1, "images file not found"),
+        (["--images", tmp_path / "float.npy", "--dataset", "uniform-noise"], 2, "exactly one"),
+        ([], 2, "exactly one"),
+        (["--images", tmp_path / "float.npy", "--n", 5], 2, "--n apply to --dataset only"),
+        (["--dataset", "uniform-noise", "--classes", "0-1"], 1, "unlabelled"),
+    ]
+    for extra, expected, message in cases:
+        code, _, err = run(capsys, "embed", "--encoder", encoder, "--device", "cpu", "--quiet",
+                           "--out", out, *extra)
+        assert_one_line_error(err, "embed", code, expected)
+        assert message in err, (extra, err)
+    code, _, err = run(capsys, "embed", "--encoder", tmp_path / "none.pt", "--dataset",
+                       "uniform-noise", "--out", out)
+    assert_one_line_error(err, "embed", code, 1)
+    assert "encoder file not found" in err
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    code, _, err = run(capsys, "embed", "--encoder", tmp_path / "bad.pt", "--dataset",
+                       "uniform-noise", "--n", 8, "--no-cache", "--out", out)
+    assert_one_line_error(err, "embed", code, 1)
+    assert not out.exists()
+
+
+@pytest.mark.skipif(not os.environ.get("GAUSSOOD_DATA"),
+                    reason="set GAUSSOOD_DATA to the folder with the CIFAR-10 archive")
+def test_cifar_train_embed_with_labels(tmp_path, capsys):
+    root = os.environ["GAUSSOOD_DATA"]
+    try:
+        load_dataset("cifar10", "test", root=root, n=8)
+    except FileNotFoundError:
+        pytest.skip("CIFAR-10 not found under GAUSSOOD_DATA")
+    enc = tmp_path / "enc.pt"
+    code, _, err = run(capsys, "train", "--data-root", root, "--classes", "0-1", "--n", 128,
+                       "--no-eval", *SMOKE, "--out", enc)
+    assert code == 0, err
+    provenance = json.loads(enc.with_suffix(".json").read_text())
+    assert provenance["data"]["classes"] == [0, 1] and "CIFAR-10" in provenance["data"]["train"]
+    out = tmp_path / "test.npy"
+    code, _, err = run(capsys, "embed", "--encoder", enc, "--dataset", "cifar10", "--data-root",
+                       root, "--split", "test", "--classes", "0,1", "--n", 64, "--device", "cpu",
+                       "--quiet", "--no-cache", "--out", out)
+    assert code == 0, err
+    labels = np.load(tmp_path / "test.labels.npy")
+    expected = load_dataset("cifar10", "test", root=root, classes=[0, 1], n=64).labels
+    np.testing.assert_array_equal(labels, expected)
+    assert np.load(out).shape[0] == 64
+    # fit a class-conditional scorer on what embed wrote
+    assert run(capsys, "fit", "--embeddings", out, "--labels", tmp_path / "test.labels.npy",
+               "--scorer", "gaussian", "--out", tmp_path / "g.npz")[0] == 0
+    # embedding unlabelled images to the same name removes the stale labels file
+    np.save(tmp_path / "images.npy", np.zeros((4, 32, 32, 3), dtype=np.uint8))
+    code, _, err = run(capsys, "embed", "--encoder", enc, "--images", tmp_path / "images.npy",
+                       "--device", "cpu", "--quiet", "--out", out)
+    assert code == 0 and "removed stale" in err
+    assert not (tmp_path / "test.labels.npy").exists()

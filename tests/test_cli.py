@@ -1,0 +1,331 @@
+"""The gaussood command line, numpy side: fit, score, diagnose, errors, bench forwarding.
+
+Real scorers on synthetic Gaussian .npy files; only the benchmark module behind
+``gaussood bench`` is replaced (it needs torch and trains encoders).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import gaussood
+from gaussood.cli import main, parse_classes
+
+ALPHA = 0.05
+# A conformal false-alarm rate on 4000 fresh rows varies by about 0.006 (sd; 0.0035
+# from the 4000 test rows, 0.005 from the 2000 calibration scores): 0.02 is > 3 sd.
+FLAG_TOL = 0.02
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(err, command, code, expected):
+    assert code == expected
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    prefix = "gaussood" + (f" {command}" if command else "") + ": error: "
+    assert lines[0].startswith(prefix), err
+    assert "Traceback" not in err
+
+
+@pytest.fixture
+def data(tmp_path):
+    """ID training rows, fresh ID rows and shifted OOD rows, saved as .npy."""
+    rng = np.random.default_rng(7)
+    d = 8
+    scales = 1.0 / np.sqrt(1.0 + np.arange(d))
+    mean = rng.normal(size=d)
+
+    def draw(n):
+        return mean + rng.normal(size=(n, d)) * scales
+
+    paths = {"train": tmp_path / "train.npy", "fresh": tmp_path / "fresh.npy",
+             "ood": tmp_path / "ood.npy"}
+    np.save(paths["train"], draw(2000))
+    np.save(paths["fresh"], draw(4000))
+    np.save(paths["ood"], draw(500) + 2.0)
+    return paths
+
+
+def read_csv(path):
+    with open(path) as fh:
+        header = fh.readline().strip()
+    table = np.loadtxt(path, delimiter=",", skiprows=1)
+    return header, table
+
+
+@pytest.mark.parametrize("scorer", ["gaussian", "shell", "knn"])
+def test_fit_score_round_trip(tmp_path, data, capsys, scorer):
+    model = tmp_path / f"{scorer}.npz"
+    code, out, err = run(capsys, "fit", "--embeddings", data["train"], "--scorer", scorer,
+                         "--alpha", ALPHA, "--random-state", 0, "--out", model)
+    assert code == 0, err
+    assert out.count("\n") == 1 and "fitted" in out and str(model) in out
+    loaded = gaussood.load(model)
+    assert loaded.alpha_ == ALPHA and loaded.n_features_in_ == 8
+
+    scores = tmp_path / "fresh.csv"
+    code, out, err = run(capsys, "score", "--scorer", model, "--embeddings", data["fresh"],
+                         "--out", scores)
+    assert code == 0, err
+    header, table = read_csv(scores)
+    assert header == "index,score,pvalue,flagged"
+    index, score, pvalue, flagged = table.T
+    np.testing.assert_array_equal(index, np.arange(4000))
+    fresh = np.load(data["fresh"])
+    np.testing.assert_allclose(score, loaded.score_samples(fresh), rtol=1e-8)
+    np.testing.assert_allclose(pvalue, loaded.pvalue(fresh), rtol=1e-8)
+    np.testing.assert_array_equal(flagged, loaded.predict(fresh) == -1)
+    # flagged exactly when the p-value is at most alpha (below it for a parametric law)
+    flagged = flagged.astype(bool)
+    assert np.all(pvalue[flagged] <= ALPHA + 1e-9) and np.all(pvalue[~flagged] >= ALPHA - 1e-9)
+    assert np.all((pvalue > 0) & (pvalue <= 1))
+    rate = flagged.mean()
+    assert abs(rate - ALPHA) < FLAG_TOL
+    assert abs(np.mean(pvalue <= 0.5) - 0.5) < 0.04  # p-values roughly uniform on ID data
+    assert f"4000 rows, {int(flagged.sum())} flagged ({100 * rate:.2f}%) at alpha 0.05" in out
+
+    code, _, err = run(capsys, "score", "--scorer", model, "--embeddings", data["ood"],
+                       "--out", tmp_path / "ood.npz")
+    assert code == 0, err
+    with np.load(tmp_path / "ood.npz") as result:
+        assert sorted(result.files) == ["flagged", "pvalue", "score"]
+        assert result["flagged"].dtype == bool and result["score"].shape == (500,)
+        assert result["flagged"].mean() > 0.5  # shifted by 2 in every coordinate
+
+
+def test_csv_and_npz_hold_the_same_numbers(tmp_path, data, capsys):
+    model = tmp_path / "g.npz"
+    assert run(capsys, "fit", "--embeddings", data["train"], "--scorer", "gaussian",
+               "--covariance", "empirical", "--out", model)[0] == 0
+    assert gaussood.load(model).calibration_ == "f"  # auto picks the exact F law here
+    for name in ("s.csv", "s.npz"):
+        assert run(capsys, "score", "--scorer", model, "--embeddings", data["ood"],
+                   "--out", tmp_path / name)[0] == 0
+    _, table = read_csv(tmp_path / "s.csv")
+    with np.load(tmp_path / "s.npz") as result:
+        np.testing.assert_allclose(table[:, 1], result["score"], rtol=1e-9)
+        np.testing.assert_allclose(table[:, 2], result["pvalue"], rtol=1e-9)
+        np.testing.assert_array_equal(table[:, 3].astype(bool), result["flagged"])
+
+
+def test_labels_give_a_class_conditional_fit(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    centers = 6.0 * rng.normal(size=(3, 5))
+    y = np.arange(3000) % 3
+    X = centers[y] + rng.normal(size=(3000, 5))
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    y_fresh = np.arange(4000) % 3
+    np.save(tmp_path / "fresh.npy", centers[y_fresh] + rng.normal(size=(4000, 5)))
+    code, out, err = run(capsys, "fit", "--embeddings", tmp_path / "X.npy", "--labels",
+                         tmp_path / "y.npy", "--scorer", "gaussian", "--out", tmp_path / "g.npz")
+    assert code == 0, err
+    assert "with 3 classes" in out
+    scorer = gaussood.load(tmp_path / "g.npz")
+    assert scorer.structure_ == "class"
+    np.testing.assert_array_equal(scorer.classes_, [0, 1, 2])
+    assert run(capsys, "score", "--scorer", tmp_path / "g.npz", "--embeddings",
+               tmp_path / "fresh.npy", "--out", tmp_path / "s.npz")[0] == 0
+    with np.load(tmp_path / "s.npz") as result:
+        assert abs(result["flagged"].mean() - ALPHA) < FLAG_TOL
+
+
+def test_contamination_flags_that_share_of_the_training_rows(tmp_path, data, capsys):
+    code, out, err = run(capsys, "fit", "--embeddings", data["train"], "--scorer", "knn",
+                         "--n-neighbors", 10, "--contamination", 0.1, "--out",
+                         tmp_path / "k.npz")
+    assert code == 0, err
+    assert "contamination 0.1" in out
+    assert gaussood.load(tmp_path / "k.npz").n_neighbors == 10
+    code, out, _ = run(capsys, "score", "--scorer", tmp_path / "k.npz", "--embeddings",
+                       data["train"], "--out", tmp_path / "s.npz")
+    assert code == 0 and "contamination 0.1 threshold" in out
+    with np.load(tmp_path / "s.npz") as result:
+        assert abs(result["flagged"].mean() - 0.1) < 0.002  # a percentile of these scores
+
+
+def test_options_reach_the_scorer(tmp_path, data, capsys):
+    assert run(capsys, "fit", "--embeddings", data["train"], "--scorer", "shell", "--whiten",
+               "--covariance", "0.1", "--calibration", "shell", "--out", tmp_path / "s.npz")[0] == 0
+    shell = gaussood.load(tmp_path / "s.npz")
+    assert shell.whiten and shell.covariance == 0.1 and shell.calibration_ == "shell"
+    assert run(capsys, "fit", "--embeddings", data["train"], "--scorer", "gaussian",
+               "--n-clusters", 2, "--calibration", "chi2", "--random-state", 5,
+               "--out", tmp_path / "g.npz")[0] == 0
+    gauss = gaussood.load(tmp_path / "g.npz")
+    assert gauss.structure_ == "cluster" and gauss.calibration_ == "chi2"
+    assert gauss.random_state == 5
+
+
+def test_warnings_are_one_line(tmp_path, capsys):
+    np.save(tmp_path / "X.npy", np.random.default_rng(0).normal(size=(50, 3)))
+    code, _, err = run(capsys, "fit", "--embeddings", tmp_path / "X.npy", "--scorer", "knn",
+                       "--n-neighbors", 5, "--alpha", 0.001, "--out", tmp_path / "k.npz")
+    assert code == 0
+    lines = err.strip().splitlines()
+    assert lines and all(line.startswith("gaussood fit: warning: ") for line in lines), err
+    assert "cannot certify alpha" in err
+
+
+def test_diagnose_prints_and_writes_the_report(tmp_path, data, capsys):
+    folder = tmp_path / "report"
+    code, out, err = run(capsys, "diagnose", "--embeddings", data["train"], "--max-samples",
+                         500, "--projections", 8, "--seed", 1, "--out-dir", folder)
+    assert code == 0, err
+    assert out.startswith("Gaussianity diagnostics (n = 500, d = 8)")
+    assert (folder / "report.md").read_text().strip() == out.strip()
+    report = json.loads((folder / "report.json").read_text())
+    assert report["n"] == 500 and report["d"] == 8 and report["reference"]["d"] == 8
+    assert 0.0 <= report["ad_pass_coordinates"] <= 1.0
+    if "and figures" in err:  # where the report can draw (save_figures and matplotlib)
+        assert any(p.suffix in (".png", ".pdf", ".svg") for p in folder.iterdir())
+    else:
+        assert err.startswith(f"wrote {folder / 'report.md'}") or "figures skipped" in err
+    code, out, _ = run(capsys, "diagnose", "--embeddings", data["train"], "--max-samples", 500,
+                       "--projections", 8)
+    assert code == 0 and "| effective rank |" in out
+
+
+def test_fit_errors(tmp_path, data, capsys):
+    np.save(tmp_path / "flat.npy", np.zeros(10))
+    np.save(tmp_path / "y_short.npy", np.zeros(5))
+    (tmp_path / "text.npy").write_text("not an array\n")
+    out = tmp_path / "never.npz"
+    fit = ["fit", "--scorer", "gaussian", "--out", out, "--embeddings"]
+    cases = [
+        (fit + [tmp_path / "missing.npy"], 1, "embeddings file not found"),
+        (fit + [tmp_path / "flat.npy"], 1, "must be a 2-D array"),
+        (fit + [tmp_path / "text.npy"], 1, "is not a .npy file"),
+        (fit + [data["train"], "--labels", tmp_path / "y_short.npy"], 1, "one per embedding row"),
+        (fit + [data["train"], "--alpha", 0.05, "--contamination", 0.1], 2, "not allowed with"),
+        (fit + [data["train"], "--alpha", 1.5], 2, "--alpha"),
+        (fit + [data["train"], "--calibration", "shell"], 2, "--calibration"),
+        (fit + [data["train"], "--n-neighbors", 5], 2, "--n-neighbors applies to --scorer knn"),
+        (["fit", "--scorer", "forest", "--out", out, "--embeddings", data["train"]], 2,
+         "invalid choice: 'forest'"),
+        (["fit", "--scorer", "knn", "--embeddings", data["train"]], 2, "--out"),
+    ]
+    for argv, expected, message in cases:
+        code, stdout, err = run(capsys, *argv)
+        assert_one_line_error(err, "fit", code, expected)
+        assert message in err, (argv, err)
+        assert stdout == ""
+    assert not out.exists()
+
+
+def test_score_errors_leave_no_file(tmp_path, data, capsys):
+    model = tmp_path / "g.npz"
+    assert run(capsys, "fit", "--embeddings", data["train"], "--scorer", "gaussian",
+               "--out", model)[0] == 0
+    np.save(tmp_path / "wide.npy", np.zeros((4, 9)))
+    out = tmp_path / "scores.csv"
+    score = ["score", "--out", out]
+    cases = [
+        (score + ["--scorer", tmp_path / "nope.npz", "--embeddings", data["fresh"]], 1,
+         "scorer file not found"),
+        (score + ["--scorer", data["train"], "--embeddings", data["fresh"]], 1,
+         "not a gaussood scorer file"),
+        (score + ["--scorer", model, "--embeddings", tmp_path / "wide.npy"], 1,
+         "have 9 features but the scorer"),
+        (["score", "--scorer", model, "--embeddings", data["fresh"], "--out",
+          tmp_path / "s.txt"], 2, "must end in .csv or .npz"),
+    ]
+    for argv, expected, message in cases:
+        code, _, err = run(capsys, *argv)
+        assert_one_line_error(err, "score", code, expected)
+        assert message in err, (argv, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "fresh.npy", "g.npz", "ood.npy", "train.npy", "wide.npy"]  # no partial files
+
+
+def test_top_level_usage(capsys):
+    code, out, err = run(capsys, "--version")
+    assert code == 0 and out.strip() == f"gaussood {gaussood.__version__}"
+    code, _, err = run(capsys)
+    assert code == 2 and "usage: gaussood" in err
+    code, _, err = run(capsys, "frobnicate")
+    assert_one_line_error(err, "", code, 2)
+    code, out, _ = run(capsys, "score", "--help")
+    assert code == 0 and "index,score,pvalue,flagged" in out
+    code, _, err = run(capsys, "diagnose", "--embeddings")
+    assert_one_line_error(err, "diagnose", code, 2)
+
+
+def test_parse_classes():
+    assert parse_classes("0-5") == [0, 1, 2, 3, 4, 5]
+    assert parse_classes("0,1,7") == [0, 1, 7]
+    assert parse_classes("1-2, 9") == [1, 2, 9]
+    assert parse_classes("cat,dog") == ["cat", "dog"]
+    assert parse_classes(None) is None
+    with pytest.raises(ValueError):
+        parse_classes("5-1")
+
+
+@pytest.fixture
+def fake_benchmark(monkeypatch):
+    """Stand-in for gaussood.deep.benchmark (it trains; the forwarding is what is tested)."""
+    calls = []
+    module = types.ModuleType("gaussood.deep.benchmark")
+
+    def fake_main(argv):
+        calls.append(list(argv))
+        if "--help" in argv:
+            print("usage: benchmark [--quick] [--seeds ...]")
+            raise SystemExit(0)
+        if "--fail" in argv:
+            raise FileNotFoundError("no encoder at enc.pt")
+        return 3 if "--three" in argv else 0
+
+    module.main = fake_main
+    monkeypatch.setitem(sys.modules, "gaussood.deep.benchmark", module)
+    return calls
+
+
+def test_bench_forwards_its_arguments(fake_benchmark, capsys):
+    assert run(capsys, "bench", "--quick", "--seeds", "0", "1")[0] == 0
+    assert fake_benchmark[-1] == ["--quick", "--seeds", "0", "1"]
+    assert run(capsys, "bench")[0] == 0 and fake_benchmark[-1] == []
+    assert run(capsys, "bench", "--three")[0] == 3
+    code, out, _ = run(capsys, "bench", "--help")
+    assert code == 0 and "usage: benchmark" in out
+    code, _, err = run(capsys, "bench", "--fail")
+    assert_one_line_error(err, "bench", code, 1)
+
+
+def _run_python(*args):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
+                          check=False, timeout=120)
+
+
+def test_python_dash_m_help():
+    proc = _run_python("-m", "gaussood", "--help")
+    assert proc.returncode == 0, proc.stderr
+    for command in ("train", "embed", "fit", "score", "diagnose", "bench"):
+        assert command in proc.stdout
+
+
+def test_numpy_commands_do_not_import_torch(tmp_path, data):
+    script = (
+        "import sys\n"
+        "from gaussood.cli import main\n"
+        f"d = {str(tmp_path)!r}\n"
+        "assert main(['fit', '--embeddings', d + '/train.npy', '--scorer', 'gaussian',"
+        " '--out', d + '/g.npz']) == 0\n"
+        "assert main(['score', '--scorer', d + '/g.npz', '--embeddings', d + '/ood.npy',"
+        " '--out', d + '/s.csv']) == 0\n"
+        "assert main(['diagnose', '--embeddings', d + '/ood.npy', '--projections', '4']) == 0\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    proc = _run_python("-c", script)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "s.csv").exists()
