@@ -45,7 +45,8 @@ class TrainConfig:
     weight_decay: float = 5e-4
     warmup_epochs: float = 0.5
     temperature: float = 0.5
-    norm_weight: float = 0.0         # the paper's norm penalty (entropy term left out)
+    norm_weight: float = 0.0         # the paper's regulariser: norm term ...
+    entropy_weight: float = 0.0      # ... and batch k-NN entropy term (see loss.py)
     proj_dim: int = 128
     seed: int = 0
     steps_per_epoch: int | None = None  # cap, for smoke tests
@@ -157,7 +158,8 @@ def train_encoder(train_set, config: TrainConfig | None = None, *, eval_set=None
                                 nesterov=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, steps))
     criterion = (torch.nn.CrossEntropyLoss() if supervised
-                 else InfoNCELoss(config.temperature, norm_weight=config.norm_weight))
+                 else InfoNCELoss(config.temperature, norm_weight=config.norm_weight,
+                                 entropy_weight=config.entropy_weight))
     augment = SimCLRAugment()
     step_fn = torch.compile(model) if config.compile else model
 

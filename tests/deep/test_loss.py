@@ -157,3 +157,18 @@ def test_cuda_matches_cpu():
     assert gpu.device.type == "cuda"
     assert gpu.item() == pytest.approx(cpu.item(), abs=1e-4)
     assert torch.isfinite(z1c.grad).all()
+
+
+def test_knn_entropy_tracks_scale_and_enters_the_loss():
+    from gaussood.deep.loss import InfoNCELoss, knn_entropy
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(256, 8, generator=g)
+    # scaling by s adds D * log(s) to the estimate (exact for this estimator)
+    assert torch.isclose(knn_entropy(3.0 * h) - knn_entropy(h), torch.tensor(8 * math.log(3.0)),
+                         atol=1e-4)
+    z1, z2 = torch.randn(64, 8, generator=g), torch.randn(64, 8, generator=g)
+    plain = InfoNCELoss()(z1, z2)
+    reg = InfoNCELoss(entropy_weight=0.1)(z1, z2)
+    assert torch.isclose(reg, plain - 0.1 * knn_entropy(torch.cat([z1, z2])), atol=1e-5)
+    with pytest.raises(ValueError):
+        knn_entropy(torch.randn(1, 4))
