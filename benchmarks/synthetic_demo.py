@@ -1,4 +1,4 @@
-"""End-to-end demo on synthetic embeddings (the main job until the CIFAR-10 benchmark lands).
+"""End-to-end demo on synthetic embeddings: every scorer in 20 s, no image data.
 
 What it does: draws in-distribution "embeddings" from a 10-class Gaussian
 mixture in 128 dimensions with a decaying covariance spectrum (the shape the
@@ -11,7 +11,7 @@ ID rows and 5,000 rows of each OOD set, and reports AUROC, AUPR-in/out, FPR at
 95% TPR in both conventions, and the false-alarm rate of the alpha = 0.05
 threshold on the held-out ID rows. Everything here is synthetic: no image data.
 
-Run: `make bench` (or `python benchmarks/synthetic_demo.py [--seeds 0 1 2]`).
+Run: `make demo` (or `python benchmarks/synthetic_demo.py [--seeds 0 1 2]`).
 Writes benchmarks/results/synthetic_demo.json and .md.
 """
 

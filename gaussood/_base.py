@@ -228,7 +228,12 @@ class BaseScorer(OutlierMixin, BaseEstimator):
         sample exactly when its p-value is below ``alpha_`` (at most ``alpha_``
         for conformal p-values), under the alpha rule.
         """
-        scores = self.score_samples(X)
+        return self.pvalue_from_scores(self.score_samples(X))
+
+    def pvalue_from_scores(self, scores) -> np.ndarray:
+        """P-values of scores already computed by ``score_samples`` (saves a pass)."""
+        check_is_fitted(self)
+        scores = np.asarray(scores, dtype=np.float64)
         if self.calibration_ == "conformal":
             if self.calibration_scores_ is None:
                 raise ValueError("No calibration scores: call calibrate(X_cal) first.")

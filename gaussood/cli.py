@@ -440,7 +440,7 @@ def cmd_score(args, parser) -> int:
         raise ValueError(f"embeddings in {args.embeddings} have {X.shape[1]} features but the "
                          f"scorer in {args.scorer} was fitted on {scorer.n_features_in_}")
     score = scorer.score_samples(X)
-    pvalue = scorer.pvalue(X)
+    pvalue = scorer.pvalue_from_scores(score)
     flagged = score - scorer.offset_ < 0  # predict(X) == -1
     from ._atomic import atomic_path
     with atomic_path(out, suffix=".partial" + out.suffix) as tmp:

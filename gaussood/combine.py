@@ -96,6 +96,11 @@ class PValueCombination(BaseScorer):
         logs = np.stack([np.log(s.pvalue(X)) for s in self.scorers_])
         return logs.sum(axis=0) if self.method == "fisher" else logs.min(axis=0)
 
+    def save(self, path) -> None:
+        """Not supported: save each fitted component (``scorers_``) and refit."""
+        raise TypeError("PValueCombination cannot be saved: save its fitted components "
+                        "(scorers_) with gaussood.save and refit the combination.")
+
     def component_pvalues(self, X) -> np.ndarray:
         """P-value of each component, shape (n_scorers, n)."""
         from sklearn.utils.validation import check_is_fitted

@@ -34,14 +34,23 @@ class FilterResult:
 
 
 def _to_uint8_images(batch) -> np.ndarray:
-    """uint8 (N, H, W, 3) from a numpy/torch batch: uint8 NHWC, or float CHW in [0, 1]."""
+    """uint8 (N, H, W, 3) from a numpy/torch batch: uint8 NHWC or NCHW, or float NCHW
+    in [0, 1] (``ToTensor()`` output, not ``Normalize``d)."""
     if hasattr(batch, "detach"):  # torch tensor
         batch = batch.detach().cpu()
+        channels_first = batch.ndim == 4 and batch.shape[1] == 3 and batch.shape[-1] != 3
         if batch.dtype.is_floating_point:
-            if batch.ndim != 4 or batch.shape[1] != 3:
+            if not channels_first:
                 raise ValueError("float image tensors must be (N, 3, H, W) in [0, 1]; got "
                                  f"shape {tuple(batch.shape)}.")
-            batch = (batch.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1)
+            lo, hi = float(batch.min()), float(batch.max())
+            if lo < -1e-3 or hi > 1 + 1e-3:
+                raise ValueError(f"float image tensors must lie in [0, 1]; got values in "
+                                 f"[{lo:.3g}, {hi:.3g}] (normalised images? give the "
+                                 "ToTensor() output, before Normalize).")
+            batch = (batch.clamp(0, 1) * 255).round().byte()
+        if channels_first:
+            batch = batch.permute(0, 2, 3, 1)
         batch = batch.numpy()
     batch = np.asarray(batch)
     if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[-1] != 3:
@@ -60,7 +69,8 @@ class OODFilter(TransformerMixin, BaseEstimator):
         a scorer that is already fitted, use ``OODFilter.from_fitted``.
     encoder : None, path, ``gaussood.deep.Encoder`` or callable, default=None
         None: inputs are embeddings. A path to a gaussood encoder file or an
-        ``Encoder`` embeds 4-D uint8 images; any other callable maps an image
+        ``Encoder`` embeds 4-D images (uint8 N x H x W x 3 or N x 3 x H x W, or float
+        N x 3 x H x W in [0, 1] as ``ToTensor()`` gives); any other callable maps an image
         batch (uint8, N x H x W x 3) to an (N, d) array.
     alpha, contamination : float, optional
         Threshold set on the clone of ``scorer`` (false-alarm rate on ID data,
@@ -98,6 +108,15 @@ class OODFilter(TransformerMixin, BaseEstimator):
         self.layer = layer
         self.batch_size = batch_size
         self.device = device
+
+    def set_params(self, **params):
+        self.__dict__.pop("_encoder_cache", None)   # a new encoder must be reloaded
+        return super().set_params(**params)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_encoder_cache", None)           # a closure; rebuilt on first use
+        return state
 
     # ------------------------------------------------------------ construction
     @classmethod
@@ -190,7 +209,7 @@ class OODFilter(TransformerMixin, BaseEstimator):
         Z = self.embed(X)
         score = self.scorer_.score_samples(Z)
         result = FilterResult(keep=score >= self.scorer_.offset_, score=score,
-                              pvalue=self.scorer_.pvalue(Z))
+                              pvalue=self.scorer_.pvalue_from_scores(score))
         self.last_result_ = result
         return result
 
@@ -290,6 +309,8 @@ class AbstainingClassifier(ClassifierMixin, BaseEstimator):
     ood_filter : OODFilter
     classifier : scikit-learn classifier
     abstain_label : default=-1
+        Returned for flagged inputs. With string classes and a numeric label the
+        result is an object array (so ``pred == -1`` still works).
     """
 
     def __init__(self, ood_filter=None, classifier=None, *, abstain_label=-1):
@@ -300,7 +321,7 @@ class AbstainingClassifier(ClassifierMixin, BaseEstimator):
     def fit(self, X, y):
         if self.ood_filter is None or self.classifier is None:
             raise ValueError("AbstainingClassifier needs ood_filter and classifier.")
-        self.filter_ = clone(self.ood_filter).fit(X)
+        self.filter_ = clone(self.ood_filter).fit(X, y)   # labels: class-conditional scorers
         Z = self.filter_.transform(X)
         self.classifier_ = clone(self.classifier).fit(Z, y)
         self.classes_ = self.classifier_.classes_
@@ -312,7 +333,9 @@ class AbstainingClassifier(ClassifierMixin, BaseEstimator):
         result = self.filter_.evaluate(Z)
         labels = self.classifier_.predict(Z).astype(object)
         labels[~result.keep] = self.abstain_label
-        try:
-            return labels.astype(np.result_type(self.classes_.dtype, type(self.abstain_label)))
-        except TypeError:
-            return labels
+        kind = np.asarray(self.classes_).dtype.kind
+        abstain_kind = np.asarray(self.abstain_label).dtype.kind
+        if kind in "iufb" and abstain_kind in "iufb" or kind == abstain_kind == "U":
+            return labels.astype(np.result_type(self.classes_.dtype,
+                                                np.asarray(self.abstain_label).dtype))
+        return labels   # mixed kinds (e.g. string classes, -1): object array, -1 kept as is

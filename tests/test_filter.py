@@ -86,3 +86,34 @@ def test_bad_input():
         filt.evaluate(np.zeros(5))
     with pytest.raises(ValueError, match="features"):
         filt.evaluate(np.zeros((3, D + 1)))
+
+
+def test_string_classes_and_labels_reach_the_filter():
+    rng = np.random.default_rng(5)
+    X, y = id_data(rng, 2000)
+    names = np.array(["a", "b", "c"])[y]
+    clf = AbstainingClassifier(OODFilter(GaussianScorer(), alpha=0.05),
+                               LogisticRegression(max_iter=500)).fit(X, names)
+    assert clf.filter_.scorer_.classes_.tolist() == ["a", "b", "c"]   # class-conditional
+    pred = clf.predict(np.vstack([X[:5], np.full((1, D), 9.0)]))
+    assert pred[-1] == -1 and set(pred[:5]) <= {"a", "b", "c", -1}
+    named = AbstainingClassifier(OODFilter(GaussianScorer()), LogisticRegression(max_iter=500),
+                                 abstain_label="unknown").fit(X, names)
+    assert named.predict(np.full((1, D), 9.0)).tolist() == ["unknown"]
+
+
+def test_pvalue_from_scores_and_pickling():
+    import pickle
+
+    rng = np.random.default_rng(6)
+    X, _ = id_data(rng, 1000)
+    filt = OODFilter(GaussianScorer(), encoder=lambda images: images.reshape(len(images), -1)
+                     [:, :D].astype(float)).fit(X)
+    s = filt.scorer_.score_samples(X[:50])
+    assert np.array_equal(filt.scorer_.pvalue_from_scores(s), filt.scorer_.pvalue(X[:50]))
+    filt.evaluate(np.zeros((2, 2, 3, 3), dtype=np.uint8) + 1)   # builds the encoder cache
+    clone = pickle.loads(pickle.dumps(OODFilter(GaussianScorer()).fit(X)))
+    assert np.array_equal(clone.predict(X[:20]), OODFilter(GaussianScorer()).fit(X).predict(X[:20]))
+    filt.set_params(encoder=None)
+    with pytest.raises(ValueError, match="no encoder"):
+        filt.evaluate(np.zeros((2, 2, 3, 3), dtype=np.uint8))

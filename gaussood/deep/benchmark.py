@@ -133,7 +133,7 @@ def load_embedded(encoder: Path, name, split, root, layer, *, classes=None, n=No
     from .embed import extract_embeddings
 
     data = load_dataset(name, split, root=root, classes=classes, n=n, seed=seed,
-                        jpeg_quality=None if name == "cifar10" else 75, download=download)
+                        jpeg_quality=75, download=download)  # a no-op on the q75 archive
     feats = extract_embeddings(encoder, data, layer=layer, progress=True)
     return feats, data.labels, data.source
 

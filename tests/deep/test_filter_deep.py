@@ -72,3 +72,14 @@ def test_loader_stream(fitted, data):
     flagging = OODFilter.from_fitted(fitted.scorer_, encoder=SHIPPED, action="flag")
     out = list(flagging.stream(loader))
     assert len(out) == 4 and len(out[0]) == 4 and out[0][2].shape == (64,)
+
+
+def test_tensor_layouts_and_normalised_input(fitted, data):
+    _, test, _ = data
+    hwc = test.images[:8]
+    chw_uint8 = torch.from_numpy(hwc).permute(0, 3, 1, 2)
+    ref = fitted.evaluate(hwc).score
+    assert np.allclose(fitted.evaluate(chw_uint8).score, ref)
+    assert np.allclose(fitted.evaluate(chw_uint8.float() / 255).score, ref)
+    with pytest.raises(ValueError, match="Normalize"):
+        fitted.evaluate((chw_uint8.float() / 255 - 0.5) / 0.25)
