@@ -412,7 +412,8 @@ def figure(all_scores, all_data, path):
             hi = max(sc["__id__"].max(), sc[k].max())
             bins = np.linspace(lo, hi, 60)
             ax.hist(np.clip(sc["__id__"], lo, None), bins, alpha=0.6, density=True,
-                    label="CIFAR-10 (ID test)")
+                    label="CIFAR-10 classes 0-5 (ID test)" if setting == "open-set"
+                    else "CIFAR-10 (ID test)")
             ax.hist(np.clip(sc[k], lo, None), bins, alpha=0.6, density=True,
                     label=all_data[setting]["labels"][k])
             ax.set_title(f"{m}\n{all_data[setting]['labels'][k]}", fontsize=8)
