@@ -97,7 +97,7 @@ def parse_args(argv):
     if args.quick:
         args.seeds, args.n_fit, args.n_eval = args.seeds[:1], min(args.n_fit, 5000), \
             min(args.n_eval, 1000)
-        args.ee_max, args.lof_max = min(args.ee_max, 2000), min(args.lof_max, 5000)
+        args.ee_max, args.lof_max = min(args.ee_max, 1000), min(args.lof_max, 5000)
     if args.n_fit < 100 or args.n_eval < 100:
         p.error("--n-fit and --n-eval must be at least 100.")
     if not 0 < args.alpha < 1:
