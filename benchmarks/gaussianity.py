@@ -184,7 +184,16 @@ def part_cifar10(args, figures):
                             rep.save_figures(HERE / "results", prefix=f"gaussianity_{tag}")]
             log(f"cifar10 {label} {layer}: CV {rep.norm_cv_uncentered:.3f}, AD "
                 f"{100 * rep.ad_pass_coordinates:.1f}%, DP {100 * rep.dp_pass_coordinates:.1f}%")
-    return {"data": test.source, "rows": rows}
+    # pass shares depend on n: the same embeddings diagnosed on growing subsamples
+    by_n = []
+    for layer in ("backbone", "head"):
+        X = embed(encoders["contrastive (InfoNCE)"], test, layer)
+        for n in (200, 1000, min(5000, X.shape[0])):
+            rep = diagnose(X, max_samples=n, seed=args.seed)
+            by_n.append({"layer": layer, "n": rep.n, "ad_pass_coordinates": rep.ad_pass_coordinates,
+                         "ad_pass_projections": rep.ad_pass_projections,
+                         "reference_ad_pass_coordinates": rep.reference["ad_pass_coordinates"]})
+    return {"data": test.source, "rows": rows, "pass_share_by_n": by_n}
 
 
 # --------------------------------------------------------------- 3. calibration
@@ -238,20 +247,31 @@ def part_predicts(args):
         for snap in sorted((RUNS / run).glob("epoch*.pt")):
             encoders[f"{tag}, epoch {snap.stem[5:]}"] = snap
     rows = []
-    for label, path in encoders.items():
-        Xtr, Xte, Xood = (embed(path, d, "backbone") for d in (train, test, fashion))
-        rep = diagnose(Xte, max_samples=args.n_eval, seed=args.seed)
-        scorer = GaussianScorer(random_state=args.seed).fit(Xtr)
-        rows.append({"encoder": label, "file": str(path), "auroc_fashion": auroc(
-            scorer.score_samples(Xte), scorer.score_samples(Xood)), **summary(rep)})
-        log(f"predicts {label}: AUROC {rows[-1]['auroc_fashion']:.4f}, AD "
-            f"{100 * rep.ad_pass_coordinates:.1f}%")
+    for layer in ("backbone", "head"):
+        for label, path in encoders.items():
+            Xtr, Xte, Xood = (embed(path, d, layer) for d in (train, test, fashion))
+            rep = diagnose(Xte, max_samples=args.n_eval, seed=args.seed)
+            scorer = GaussianScorer(random_state=args.seed).fit(Xtr)
+            rows.append({"encoder": label, "layer": layer, "file": str(path),
+                         "auroc_fashion": auroc(scorer.score_samples(Xte),
+                                                scorer.score_samples(Xood)), **summary(rep)})
+            log(f"predicts {label} {layer}: AUROC {rows[-1]['auroc_fashion']:.4f}, AD "
+                f"{100 * rep.ad_pass_coordinates:.1f}%")
     corr = {}
-    if len(rows) >= 4:
-        au = [r["auroc_fashion"] for r in rows]
+    for layer in ("backbone", "head"):
+        sub = [r for r in rows if r["layer"] == layer]
+        if len(sub) < 4:
+            continue
+        au = [r["auroc_fashion"] for r in sub]
+        corr[layer] = {}
         for k in KEYS:
-            rho, p = stats.spearmanr([r[k] for r in rows], au)
-            corr[k] = {"spearman": float(rho), "p": float(p)}
+            values = [r[k] for r in sub]
+            if np.ptp(values) == 0:
+                corr[layer][k] = {"spearman": None, "p": None,
+                                  "note": f"constant ({values[0]:.3g}) across encoders"}
+                continue
+            rho, p = stats.spearmanr(values, au)
+            corr[layer][k] = {"spearman": float(rho), "p": float(p)}
     return {"fit": train.source, "test": test.source, "ood": fashion.source, "rows": rows,
             "spearman_vs_auroc": corr}
 
@@ -307,6 +327,13 @@ def markdown(res, args):
               f"| paper: supervised ResNet-18 | - | - | - | - | - | "
               f"{p['cifar_supervised']['norm_cv']} | {pct(p['cifar_supervised']['ad_pass'])} | "
               f"{pct(p['cifar_supervised']['dp_pass'])} | - | - | - | - |", "",
+              "Pass shares against n (the contrastive encoder, random subsamples of the "
+              "same test embeddings):", "",
+              "| layer | n | AD pass, coordinates (%) | AD pass, projections (%) | "
+              "exact Gaussian reference (%) |", "|---|---|---|---|---|",
+              *[f"| {r['layer']} | {r['n']} | {pct(r['ad_pass_coordinates'])} | "
+                f"{pct(r['ad_pass_projections'])} | {pct(r['reference_ad_pass_coordinates'])} |"
+                for r in c.get("pass_share_by_n", [])], "",
               "Norm CV is of the uncentred features, as in the paper. Figures (backbone): "
               "`gaussianity_contrastive_{norms,qq,ad}.png`, "
               "`gaussianity_supervised_{norms,qq,ad}.png`.", ""]
@@ -327,21 +354,24 @@ def markdown(res, args):
     if "predicts" in res:
         c = res["predicts"]
         L += ["### 4. Does Gaussianity predict OOD quality?", "",
-              f"GaussianScorer (Ledoit-Wolf) fitted on backbone features of {c['fit']}; "
+              f"GaussianScorer (Ledoit-Wolf) fitted on the features of {c['fit']}; "
               f"diagnostics on {c['test']}; AUROC against {c['ood']}.", "",
-              "| encoder | AUROC vs Fashion-MNIST (%) | norm CV | AD pass (%) | "
+              "| encoder | layer | AUROC vs Fashion-MNIST (%) | norm CV | AD pass (%) | "
               "AD pass, projections (%) | Mahalanobis KS | eff. rank |",
-              "|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|"]
         for r in c["rows"]:
-            L.append(f"| {r['encoder']} | {100 * r['auroc_fashion']:.2f} | "
+            L.append(f"| {r['encoder']} | {r['layer']} | {100 * r['auroc_fashion']:.2f} | "
                      f"{r['norm_cv_uncentered']:.3f} | {pct(r['ad_pass_coordinates'])} | "
                      f"{pct(r['ad_pass_projections'])} | {r['mahalanobis_ks']:.3f} | "
                      f"{r['effective_rank']:.1f} |")
         if c["spearman_vs_auroc"]:
-            L += ["", f"Spearman correlation with the AUROC across these {len(c['rows'])} "
-                  "encoders:", "", "| diagnostic | rho | p |", "|---|---|---|"]
-            for k, v in c["spearman_vs_auroc"].items():
-                L.append(f"| {k} | {v['spearman']:+.2f} | {v['p']:.3f} |")
+            L += ["", "Spearman correlation of each diagnostic with the AUROC across the "
+                  "encoders, per layer:", "", "| layer | diagnostic | rho | p |",
+                  "|---|---|---|---|"]
+            for layer, d in c["spearman_vs_auroc"].items():
+                for k, v in d.items():
+                    L.append(f"| {layer} | {k} | " + (f"{v['spearman']:+.2f} | {v['p']:.3f} |"
+                             if v["spearman"] is not None else f"- | {v['note']} |"))
         L.append("")
     L.append(f"Command: `python benchmarks/gaussianity.py {' '.join(sys.argv[1:])}`; "
              f"seed {args.seed}; wall time {res['wall_seconds'] / 60:.1f} min.")
