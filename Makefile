@@ -4,7 +4,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test bench bench-quick demo speed train train-speed clean
+.PHONY: test bench bench-quick demo gaussianity speed train train-speed clean
 
 # The CIFAR-10 archive of this project's machines, when it is there.
 export GAUSSOOD_DATA ?= $(if $(wildcard ../shared/data/cifar10_jpeg_q75.tar.xz),$(abspath ../shared/data),)
@@ -30,6 +30,9 @@ bench: $(VENV)/.bench        ## the main job: CIFAR-10 OOD benchmark (<= 45 min 
 
 bench-quick: $(VENV)/.bench  ## the same in under 5 minutes (one seed, small subsets); run by CI
 	$(BIN)/python benchmarks/cifar10_ood.py --quick $(BENCH_ARGS)
+
+gaussianity: $(VENV)/.bench  ## Gaussianity study: paper reproduction, calibration, vs AUROC (~6 min)
+	$(BIN)/python benchmarks/gaussianity.py
 
 demo: $(VENV)/.core          ## synthetic-embedding demo of every scorer (20 s, no image data)
 	$(BIN)/python benchmarks/synthetic_demo.py
