@@ -215,14 +215,19 @@ class GaussianityReport:
         save(fig, "qq")
 
         fig, ax = plt.subplots(figsize=(5, 3.4))
-        hi = np.percentile(np.concatenate([a["ad"], a.get("ref_ad", a["ad"])]), 99)
-        bins = np.linspace(0, max(hi, 1.5), 60)
-        ax.hist(np.clip(a["ad"], 0, bins[-1]), bins, alpha=0.6, label="coordinates")
+        both = np.concatenate([a["ad"], a.get("ref_ad", a["ad"])])
+        hi, lo = max(np.percentile(both, 99), 1.5), max(both.min(), 0.05)
+        log_scale = hi / lo > 50          # far from Gaussian: a log axis keeps both visible
+        bins = np.geomspace(lo, hi, 60) if log_scale else np.linspace(0, hi, 60)
+        ax.hist(np.clip(a["ad"], bins[0], bins[-1]), bins, alpha=0.6, label="coordinates")
         if "ref_ad" in a:
-            ax.hist(np.clip(a["ref_ad"], 0, bins[-1]), bins, alpha=0.6,
+            ax.hist(np.clip(a["ref_ad"], bins[0], bins[-1]), bins, alpha=0.6,
                     label="Gaussian reference")
+        if log_scale:
+            ax.set_xscale("log")
         ax.axvline(0.752, color="k", lw=0.8, label="5% critical value (0.752)")
-        ax.set_xlabel("Anderson-Darling statistic (clipped at the 99th percentile)")
+        ax.set_xlabel("Anderson-Darling statistic (clipped at the 99th percentile"
+                      + (", log scale)" if log_scale else ")"))
         ax.set_title(f"AD pass share {100 * self.ad_pass_coordinates:.1f}% "
                      f"(reference {100 * (self.reference or {}).get('ad_pass_coordinates', np.nan):.1f}%)",
                      fontsize=9)
