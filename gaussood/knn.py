@@ -24,10 +24,10 @@ def l2_normalise(X: np.ndarray) -> np.ndarray:
 
 
 class KNNScorer(BaseScorer):
-    """Out-of-distribution score from the k-th nearest neighbour on the sphere.
+    """Out-of-distribution score from the k-th nearest neighbour.
 
-    Features are L2-normalised, z = x / ||x||; the score is minus the cosine
-    distance to the k-th nearest training feature,
+    By default features are L2-normalised, z = x / ||x||, and the score is minus
+    the cosine distance to the k-th nearest training feature,
 
         score_samples(x) = cos(z, z_(k)) - 1,
 
@@ -36,10 +36,18 @@ class KNNScorer(BaseScorer):
     Neighbours come from faiss: an exact inner-product index ("flat") or an
     inverted-file index ("ivf": approximate, much faster for large n).
 
+    With ``normalize=False`` the raw features are used and the score is minus
+    the Euclidean distance to the k-th nearest training feature,
+    ``-||x - x_(k)||``: the norm then counts, so inputs far off the norm shell
+    (noise images, for one) are not mapped onto the ID directions.
+
     Parameters
     ----------
     n_neighbors : int, default=50
         k; clipped to the number of fitted samples with a warning.
+    normalize : bool, default=True
+        L2-normalise features (cosine, as Sun et al.); False: Euclidean on raw
+        features.
     index : {"flat", "ivf"}, default="flat"
         "ivf" stores the normalised vectors as float16 (faiss ``SQfp16``).
     n_lists : int or None, default=None
@@ -57,7 +65,7 @@ class KNNScorer(BaseScorer):
 
     Attributes
     ----------
-    embeddings_ : ndarray (n, d) float32   normalised training features.
+    embeddings_ : ndarray (n, d) float32   training features (normalised if ``normalize``).
     n_neighbors_ : int                      k after clipping.
 
     Notes
@@ -81,10 +89,11 @@ class KNNScorer(BaseScorer):
 
     _calibrations = ("conformal",)
 
-    def __init__(self, n_neighbors=50, *, index="flat", n_lists=None, n_probe=16,
-                 alpha=None, contamination=None, calibration="auto",
+    def __init__(self, n_neighbors=50, *, normalize=True, index="flat", n_lists=None,
+                 n_probe=16, alpha=None, contamination=None, calibration="auto",
                  calibration_folds=5, random_state=None, chunk_size=4096):
         self.n_neighbors = n_neighbors
+        self.normalize = normalize
         self.index = index
         self.n_lists = n_lists
         self.n_probe = n_probe
@@ -97,6 +106,8 @@ class KNNScorer(BaseScorer):
 
     def _fit_state(self, X, y=None):
         k = check_positive_int(self.n_neighbors, "n_neighbors")
+        if not isinstance(self.normalize, (bool, np.bool_)):
+            raise TypeError(f"normalize must be True or False; got {self.normalize!r}.")
         if self.index not in INDEXES:
             raise ValueError(f"index must be one of {INDEXES}; got {self.index!r}.")
         check_positive_int(self.n_probe, "n_probe")
@@ -107,10 +118,22 @@ class KNNScorer(BaseScorer):
             warnings.warn(f"n_neighbors={k} is more than the {n} fitted samples; using {n}.",
                           UserWarning, stacklevel=4)
             k = n
-        embeddings = l2_normalise(X)
+        embeddings = self._prepare(X)
         state = {"embeddings_": embeddings, "n_neighbors_": k}
         state["_index"] = self._build_index(embeddings)
         return state
+
+    def _prepare(self, X) -> np.ndarray:
+        if self.normalize:
+            return l2_normalise(X)
+        return np.ascontiguousarray(X, dtype=np.float32)
+
+    def _kth_score(self, values: np.ndarray, found: np.ndarray) -> np.ndarray:
+        """Score from faiss's k-th column: inner products (normalised) or squared L2."""
+        values = values.astype(np.float64)
+        if self.normalize:
+            return np.clip(np.where(found, values, -1.0), -1.0, 1.0) - 1.0
+        return -np.sqrt(np.clip(np.where(found, values, np.finfo(np.float64).max), 0.0, None))
 
     def _seed(self) -> int:
         rs = self.random_state
@@ -122,13 +145,14 @@ class KNNScorer(BaseScorer):
         faiss = import_faiss()
 
         n, d = embeddings.shape
+        metric = faiss.METRIC_INNER_PRODUCT if self.normalize else faiss.METRIC_L2
         if self.index == "flat":
-            index = faiss.IndexFlatIP(d)
+            index = faiss.IndexFlatIP(d) if self.normalize else faiss.IndexFlatL2(d)
         else:
             n_lists = self.n_lists or max(1, int(round(math.sqrt(n))))
             n_lists = min(n_lists, n)
             # float16 storage: half the memory traffic, the same neighbours in practice
-            index = faiss.index_factory(d, f"IVF{n_lists},SQfp16", faiss.METRIC_INNER_PRODUCT)
+            index = faiss.index_factory(d, f"IVF{n_lists},SQfp16", metric)
             ivf = faiss.extract_index_ivf(index)
             ivf.cp.seed = self._seed()
             ivf.cp.min_points_per_centroid = 1
@@ -140,16 +164,16 @@ class KNNScorer(BaseScorer):
     def _score_chunk(self, X, cache):
         if not np.all(np.isfinite(X)):
             raise_nonfinite(X)
-        sims, ids = self._index.search(l2_normalise(X), self.n_neighbors_)
-        kth = np.where(ids[:, -1] >= 0, sims[:, -1], -1.0)  # IVF may find fewer than k
-        return np.clip(kth.astype(np.float64), -1.0, 1.0) - 1.0
+        values, ids = self._index.search(self._prepare(X), self.n_neighbors_)
+        return self._kth_score(values[:, -1], ids[:, -1] >= 0)  # IVF may find fewer than k
 
     def kneighbors(self, X, n_neighbors: int | None = None):
-        """Cosine similarities and indices of the nearest training rows.
+        """Similarities and indices of the nearest training rows.
 
         Returns ``(similarities, indices)``, each of shape (n, k), nearest
         first; indices point into ``embeddings_`` (-1 where an IVF search
-        found fewer than k).
+        found fewer than k). Similarities are cosines with ``normalize=True``
+        and minus Euclidean distances with ``normalize=False``.
         """
         from sklearn.utils.validation import check_is_fitted
 
@@ -163,7 +187,10 @@ class KNNScorer(BaseScorer):
         ids = np.empty((X.shape[0], k), dtype=np.int64)
         for start in range(0, X.shape[0], self.chunk_size):
             stop = start + self.chunk_size
-            sims[start:stop], ids[start:stop] = self._index.search(l2_normalise(X[start:stop]), k)
+            sims[start:stop], ids[start:stop] = self._index.search(
+                self._prepare(X[start:stop]), k)
+        if not self.normalize:
+            sims = -np.sqrt(np.clip(sims, 0.0, None))
         return sims, ids
 
     def _fit_with_calibration(self, X, y):
@@ -184,8 +211,8 @@ class KNNScorer(BaseScorer):
         scores = np.empty(rows.shape[0])
         for start in range(0, rows.shape[0], self.chunk_size):
             part = rows[start:start + self.chunk_size]
-            sims, _ = index.search(embeddings[part], k + 1)
-            scores[start:start + self.chunk_size] = np.clip(sims[:, k], -1.0, 1.0) - 1.0
+            values, ids = index.search(embeddings[part], k + 1)
+            scores[start:start + self.chunk_size] = self._kth_score(values[:, k], ids[:, k] >= 0)
         return state, scores
 
     def _after_load(self):

@@ -69,3 +69,35 @@ def test_kneighbors_matches_brute_force(rng):
     expected = np.argsort(-(b @ a.T), axis=1)[:, :7]
     np.testing.assert_array_equal(ids, expected)
     np.testing.assert_allclose(sims, np.take_along_axis(b @ a.T, expected, axis=1), atol=1e-6)
+
+
+def test_unnormalised_euclidean_matches_sklearn_and_keeps_the_norm():
+    from sklearn.neighbors import NearestNeighbors
+
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(3000, 16)).astype(np.float32)
+    Q = rng.normal(size=(200, 16)).astype(np.float32)
+    knn = KNNScorer(n_neighbors=7, normalize=False, random_state=0).fit(X)
+    dist, _ = NearestNeighbors(n_neighbors=7).fit(X).kneighbors(Q)
+    assert np.allclose(knn.score_samples(Q), -dist[:, -1], rtol=1e-4, atol=1e-4)
+    sims, ids = knn.kneighbors(Q[:5], n_neighbors=3)
+    assert np.allclose(sims, -dist[:5, :3], rtol=1e-4, atol=1e-4)
+    # a scaled copy of an ID direction: the cosine score cannot see it, the Euclidean one can
+    far = 4.0 * X[:100]
+    cosine = KNNScorer(n_neighbors=7, random_state=0).fit(X)
+    assert np.mean(cosine.predict(far) == -1) < 0.2
+    assert np.all(knn.predict(far) == -1)
+    # leave-one-out calibration keeps the false-alarm rate
+    fresh = rng.normal(size=(20000, 16)).astype(np.float32)
+    assert abs(np.mean(knn.predict(fresh) == -1) - 0.05) < 0.012
+
+
+def test_normalize_must_be_bool_and_survives_save(tmp_path):
+    X = np.random.default_rng(12).normal(size=(300, 4))
+    with pytest.raises(TypeError, match="normalize"):
+        KNNScorer(n_neighbors=3, normalize="yes").fit(X)
+    knn = KNNScorer(n_neighbors=3, normalize=False, random_state=0).fit(X)
+    knn.save(tmp_path / "k.npz")
+    back = KNNScorer.load(tmp_path / "k.npz")
+    assert back.normalize is False
+    assert np.array_equal(back.score_samples(X[:20]), knn.score_samples(X[:20]))

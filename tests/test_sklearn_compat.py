@@ -13,6 +13,7 @@ ESTIMATORS = [
     NormShellScorer(whiten=True),
     KNNScorer(n_neighbors=5),
     KNNScorer(n_neighbors=5, index="ivf", n_lists=4, n_probe=4),
+    KNNScorer(n_neighbors=5, normalize=False),
     PValueCombination(random_state=0),
     PValueCombination([GaussianScorer(calibration="chi2"), KNNScorer(n_neighbors=3)],
                       method="min", calibration_folds=3),

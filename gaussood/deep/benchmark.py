@@ -48,7 +48,7 @@ OOD_SETS = {
 }
 OPEN_SET_NAME = "cifar10-classes-6-9"
 SCORERS = ("Gaussian (pooled)", "Gaussian (class-conditional)", "Gaussian (10 clusters)",
-           "Norm shell", "kNN (k=50)", "Gaussian + shell (Fisher)")
+           "Norm shell", "kNN (k=50, cosine)", "kNN (k=50, Euclidean)", "Gaussian + shell (Fisher)")
 PEERS = ("pytorch-ood Mahalanobis", "pytorch-ood KNN (k=50)", "sklearn EllipticEnvelope",
          "sklearn LOF (novelty)")
 METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95_id_positive", "fpr95_ood_positive")
@@ -151,7 +151,9 @@ def our_scorers(seed):
         "Gaussian (class-conditional)": (GaussianScorer(random_state=seed), True),
         "Gaussian (10 clusters)": (GaussianScorer(n_clusters=10, random_state=seed), False),
         "Norm shell": (NormShellScorer(random_state=seed), False),
-        "kNN (k=50)": (KNNScorer(n_neighbors=50, random_state=seed), False),
+        "kNN (k=50, cosine)": (KNNScorer(n_neighbors=50, random_state=seed), False),
+        "kNN (k=50, Euclidean)": (KNNScorer(n_neighbors=50, normalize=False,
+                                            random_state=seed), False),
         "Gaussian + shell (Fisher)": (PValueCombination(random_state=seed), False),
     }
 
