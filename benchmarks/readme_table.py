@@ -35,7 +35,7 @@ def table(result: dict) -> str:
     best = {(s, k): max(v for m in methods if (v := auroc(s, k, m)) is not None)
             for s, k, _ in cols}
     head = ("| method | " + " | ".join(label for _, _, label in cols)
-            + " | false alarms at alpha = 5% (CIFAR-10 test) |")
+            + f" | false alarms at alpha = {100 * result['config']['alpha']:g}% (CIFAR-10 test) |")
     lines = [head, "|---" * (len(cols) + 2) + "|"]
     for m in methods:
         cells = []

@@ -44,7 +44,11 @@ class PValueCombination(BaseScorer):
 
     Notes
     -----
-    Labels passed to ``fit(X, y)`` reach every component (a class-conditional
+    Conformal component p-values bottom out at 1 / (m + 1), so every input beyond
+    all calibration scores of every component gets the same combined score: far-OOD
+    inputs tie with each other (not with typical ID inputs). Parametric components
+    (``calibration="chi2"``, ``"f"``, ``"shell"``) keep resolving them, down to
+    p-values of about 1e-308. Labels passed to ``fit(X, y)`` reach every component (a class-conditional
     ``GaussianScorer`` uses them). Combined scorers are not saved by
     ``gaussood.save``: save the components and refit the combination.
 
@@ -93,7 +97,9 @@ class PValueCombination(BaseScorer):
         return {"scorers_": fitted}
 
     def _score_chunk(self, X, cache):
-        logs = np.stack([np.log(s.pvalue(X)) for s in self.scorers_])
+        # a parametric p-value can underflow to 0 far out: floor it so the score stays finite
+        tiny = np.finfo(np.float64).tiny
+        logs = np.stack([np.log(np.maximum(s.pvalue(X), tiny)) for s in self.scorers_])
         return logs.sum(axis=0) if self.method == "fisher" else logs.min(axis=0)
 
     def save(self, path) -> None:

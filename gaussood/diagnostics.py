@@ -44,9 +44,9 @@ QQ_PROBABILITIES = np.linspace(0.005, 0.995, 199)
 def mahalanobis_qq(X: np.ndarray, probabilities=QQ_PROBABILITIES) -> dict:
     """QQ data of in-sample squared Mahalanobis distances against their exact law.
 
-    ``theoretical`` are quantiles of (n - 1)^2 / n * Beta(d/2, (n - d - 1)/2) (the exact
-    law for Gaussian rows, about chi-square(d) for large n); ``sample`` the empirical
-    quantiles. Points on the diagonal mean Gaussian.
+    ``theoretical`` are quantiles of (n - 1) * Beta(d/2, (n - d - 1)/2), the exact law of
+    D^2 for Gaussian rows with the sample mean and the MLE covariance (mean d; about
+    chi-square(d) for large n); ``sample`` the empirical quantiles. Points on the diagonal mean Gaussian.
     """
     Z = whitened(X)
     n, d = Z.shape
@@ -54,7 +54,7 @@ def mahalanobis_qq(X: np.ndarray, probabilities=QQ_PROBABILITIES) -> dict:
         raise ValueError(f"the Mahalanobis law needs n > d + 1; got n={n}, d={d}.")
     d2 = np.einsum("ij,ij->i", Z, Z)
     p = np.asarray(probabilities, dtype=np.float64)
-    theory = (n - 1) ** 2 / n * stats.beta(d / 2, (n - d - 1) / 2).ppf(p)
+    theory = (n - 1) * stats.beta(d / 2, (n - d - 1) / 2).ppf(p)
     return {"probabilities": p.tolist(), "theoretical": theory.tolist(),
             "sample": np.quantile(d2, p).tolist(), "chi2": stats.chi2(d).ppf(p).tolist()}
 
@@ -100,17 +100,17 @@ def whitened(X: np.ndarray) -> np.ndarray:
 def mahalanobis_beta_ks(X: np.ndarray) -> float:
     """KS distance of in-sample squared Mahalanobis distances to their exact law.
 
-    With the sample mean and the MLE covariance, n D^2 / (n - 1)^2 follows
-    Beta(d/2, (n - d - 1)/2) exactly for Gaussian rows (Gnanadesikan & Kettenring
-    1972); chi-square(d) is its large-n limit. Needs n > d + 1.
+    With the sample mean and the MLE covariance (what ``whitened`` uses),
+    D^2 / (n - 1) follows Beta(d/2, (n - d - 1)/2) exactly for Gaussian rows
+    (Gnanadesikan & Kettenring 1972, for the unbiased covariance S: n D_S^2 / (n - 1)^2;
+    D^2 = n D_S^2 / (n - 1)); chi-square(d) is its large-n limit. Needs n > d + 1.
     """
     Z = whitened(X)
     n, d = Z.shape
     if n <= d + 1:
         raise ValueError(f"the Mahalanobis law needs n > d + 1; got n={n}, d={d}.")
     d2 = np.einsum("ij,ij->i", Z, Z)
-    return float(stats.kstest(n * d2 / (n - 1) ** 2, stats.beta(d / 2, (n - d - 1) / 2).cdf)
-                 .statistic)
+    return float(stats.kstest(d2 / (n - 1), stats.beta(d / 2, (n - d - 1) / 2).cdf).statistic)
 
 
 def effective_rank(X: np.ndarray) -> float:

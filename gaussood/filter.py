@@ -53,6 +53,8 @@ def _to_uint8_images(batch) -> np.ndarray:
             batch = batch.permute(0, 2, 3, 1)
         batch = batch.numpy()
     batch = np.asarray(batch)
+    if batch.ndim == 4 and batch.shape[1] == 3 and batch.shape[-1] != 3:
+        batch = batch.transpose(0, 2, 3, 1)   # numpy NCHW -> NHWC
     if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[-1] != 3:
         raise ValueError("images must be uint8 (N, H, W, 3) arrays or float (N, 3, H, W) "
                          f"tensors in [0, 1]; got {batch.dtype} {batch.shape}.")
@@ -114,7 +116,7 @@ class OODFilter(TransformerMixin, BaseEstimator):
         return super().set_params(**params)
 
     def __getstate__(self):
-        state = super().__getstate__()
+        state = dict(super().__getstate__())       # a copy: never strip the live object
         state.pop("_encoder_cache", None)           # a closure; rebuilt on first use
         return state
 
@@ -206,6 +208,10 @@ class OODFilter(TransformerMixin, BaseEstimator):
     def evaluate(self, X) -> FilterResult:
         """Score, p-value and keep/flag decision of every sample."""
         check_is_fitted(self, "scorer_")
+        if len(X) == 0:
+            empty = np.empty(0)
+            self.last_result_ = FilterResult(np.empty(0, dtype=bool), empty, empty.copy())
+            return self.last_result_
         Z = self.embed(X)
         score = self.scorer_.score_samples(Z)
         result = FilterResult(keep=score >= self.scorer_.offset_, score=score,
@@ -265,6 +271,8 @@ class OODFilter(TransformerMixin, BaseEstimator):
 
         for batch in loader:
             result = self._evaluate_batch(batch, image_index)
+            if result.keep.size == 0:
+                continue
             items = list(batch) if isinstance(batch, (tuple, list)) else [batch]
             if self.action == "drop":
                 keep = torch.from_numpy(result.keep)

@@ -209,10 +209,18 @@ class KNNScorer(BaseScorer):
             rows = np.sort(check_random_state(self.random_state).choice(
                 rows, MAX_CALIBRATION_ROWS, replace=False))
         scores = np.empty(rows.shape[0])
+        short = 0
         for start in range(0, rows.shape[0], self.chunk_size):
             part = rows[start:start + self.chunk_size]
             values, ids = index.search(embeddings[part], k + 1)
             scores[start:start + self.chunk_size] = self._kth_score(values[:, k], ids[:, k] >= 0)
+            short += int(np.sum(ids[:, k] < 0))
+        if short > 0.01 * rows.shape[0]:
+            warnings.warn(
+                f"The IVF search found fewer than k+1 = {k + 1} neighbours for {short} of "
+                f"{rows.shape[0]} calibration rows; their scores are the worst possible and "
+                "the threshold will flag too little. Raise n_probe or lower n_lists.",
+                UserWarning, stacklevel=3)
         return state, scores
 
     def _after_load(self):

@@ -71,3 +71,14 @@ def test_errors():
         PValueCombination(calibration="chi2").fit(X)
     with pytest.raises(TypeError, match="gaussood scorer"):
         save(PValueCombination(random_state=0).fit(X), "/tmp/never-written.npz")
+
+
+def test_parametric_components_flag_far_points_without_overflow():
+    rng = np.random.default_rng(7)
+    combo = PValueCombination([GaussianScorer(covariance="empirical", calibration="f"),
+                               NormShellScorer(calibration="shell")],
+                              random_state=0).fit(draw(rng, 2000))
+    far = np.full((2, SCALES.size), 10.0)
+    far[1] *= 100.0
+    assert np.all(combo.predict(far) == -1)          # p-values underflow to 0 here
+    assert np.all(np.isfinite(combo.score_samples(far)))

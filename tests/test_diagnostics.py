@@ -91,3 +91,15 @@ def test_anderson_statistics_match_scipy():
     expected = [stats.anderson(X[:, j], dist="norm", method="interpolate").statistic
                 for j in range(3)]
     assert np.allclose(anderson_statistics(X), expected)
+
+
+def test_mahalanobis_law_is_exact_at_small_n():
+    from scipy import stats
+
+    from gaussood.diagnostics import whitened
+    rng = np.random.default_rng(9)
+    n, d = 40, 10
+    d2 = np.concatenate([np.einsum("ij,ij->i", Z, Z) for Z in
+                         (whitened(rng.normal(size=(n, d))) for _ in range(300))])
+    assert d2.mean() == pytest.approx(d, rel=1e-9)  # exactly d for the MLE covariance
+    assert stats.kstest(d2 / (n - 1), stats.beta(d / 2, (n - d - 1) / 2).cdf).statistic < 0.02

@@ -15,6 +15,11 @@ from gaussood import (
 D = 12
 
 
+def flatten_encoder(batch):
+    """A picklable stand-in encoder: the first D pixel values."""
+    return batch.reshape(len(batch), -1)[:, :D].astype(float)
+
+
 def id_data(rng, n):
     y = rng.integers(0, 3, n)
     return rng.normal(size=(n, D)) + 3.0 * np.eye(3, D)[y], y
@@ -117,3 +122,20 @@ def test_pvalue_from_scores_and_pickling():
     filt.set_params(encoder=None)
     with pytest.raises(ValueError, match="no encoder"):
         filt.evaluate(np.zeros((2, 2, 3, 3), dtype=np.uint8))
+
+
+def test_numpy_nchw_images_empty_batches_and_live_cache():
+    import pickle
+
+    rng = np.random.default_rng(8)
+    images = rng.integers(0, 256, size=(500, 4, 4, 3), dtype=np.uint8)
+    filt = OODFilter(GaussianScorer(), encoder=flatten_encoder).fit(images)
+    nchw = images[:10].transpose(0, 3, 1, 2)
+    assert np.array_equal(filt.evaluate(nchw).score, filt.evaluate(images[:10]).score)
+    empty = filt.evaluate(images[:0])
+    assert empty.keep.shape == (0,) and empty.flagged_share == 0.0
+    kept, result = filt.filter(images[:0])
+    assert kept.shape == (0, 4, 4, 3)
+    assert filt._encoder_cache is not None
+    pickle.dumps(filt)
+    assert filt._encoder_cache is not None          # pickling copies, never strips

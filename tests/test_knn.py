@@ -101,3 +101,9 @@ def test_normalize_must_be_bool_and_survives_save(tmp_path):
     back = KNNScorer.load(tmp_path / "k.npz")
     assert back.normalize is False
     assert np.array_equal(back.score_samples(X[:20]), knn.score_samples(X[:20]))
+
+
+def test_ivf_short_searches_warn():
+    X = np.random.default_rng(13).normal(size=(400, 8))
+    with pytest.warns(UserWarning, match="fewer than"):
+        KNNScorer(n_neighbors=30, index="ivf", n_lists=100, n_probe=1, random_state=0).fit(X)

@@ -143,18 +143,18 @@ def draw(rng, n_total, n):
 
 
 # ------------------------------------------------------------------- methods
-def our_scorers(seed):
+def our_scorers(seed, alpha=0.05):
     from .. import GaussianScorer, KNNScorer, NormShellScorer, PValueCombination
 
+    common = {"random_state": seed, "alpha": alpha}
     return {
-        "Gaussian (pooled)": (GaussianScorer(random_state=seed), False),
-        "Gaussian (class-conditional)": (GaussianScorer(random_state=seed), True),
-        "Gaussian (10 clusters)": (GaussianScorer(n_clusters=10, random_state=seed), False),
-        "Norm shell": (NormShellScorer(random_state=seed), False),
-        "kNN (k=50, cosine)": (KNNScorer(n_neighbors=50, random_state=seed), False),
-        "kNN (k=50, Euclidean)": (KNNScorer(n_neighbors=50, normalize=False,
-                                            random_state=seed), False),
-        "Gaussian + shell (Fisher)": (PValueCombination(random_state=seed), False),
+        "Gaussian (pooled)": (GaussianScorer(**common), False),
+        "Gaussian (class-conditional)": (GaussianScorer(**common), True),
+        "Gaussian (10 clusters)": (GaussianScorer(n_clusters=10, **common), False),
+        "Norm shell": (NormShellScorer(**common), False),
+        "kNN (k=50, cosine)": (KNNScorer(n_neighbors=50, **common), False),
+        "kNN (k=50, Euclidean)": (KNNScorer(n_neighbors=50, normalize=False, **common), False),
+        "Gaussian + shell (Fisher)": (PValueCombination(**common), False),
     }
 
 
@@ -262,7 +262,7 @@ def run_setting(setting, encoder, args, root):
         evals.update({k: v[2][draw(rng, v[2].shape[0], args.n_eval)] for k, v in ood.items()})
         results = {}
         log(f"[{setting}] seed {seed}: fit on {X.shape[0]} x {X.shape[1]}")
-        for name, (scorer, labelled) in our_scorers(seed).items():
+        for name, (scorer, labelled) in our_scorers(seed, args.alpha).items():
             t0 = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)

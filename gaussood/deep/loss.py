@@ -73,7 +73,9 @@ class InfoNCELoss(torch.nn.Module):
         loss = mean_i l_i  over the 2N anchors,
 
     plus ``norm_weight * mean(||z1||^2 + ||z2||^2) / 2`` on the unnormalised inputs
-    (see ``norm_penalty``) minus ``entropy_weight * knn_entropy([z1; z2])``: with
+    (see ``norm_penalty``) minus ``entropy_weight * (knn_entropy(z1) + knn_entropy(z2)) / 2``
+    (each view alone: pooled, each row's nearest neighbour would be its own other
+    view, and the estimate would reward pulling positive pairs apart): with
     both weights > 0 this is the paper's regulariser beta (lambda E||h||^2 - H(h))
     with beta = entropy_weight, lambda = norm_weight / entropy_weight.
     https://arxiv.org/abs/2002.05709
@@ -141,5 +143,7 @@ class InfoNCELoss(torch.nn.Module):
         if self.norm_weight > 0:
             loss = loss + norm_penalty(z, self.norm_weight)
         if self.entropy_weight > 0:
-            loss = loss - self.entropy_weight * knn_entropy(z)
+            # per view: in [z1; z2] each row's nearest neighbour is its own other view,
+            # and the estimate would measure (and reward) pair distances, not spread
+            loss = loss - self.entropy_weight * 0.5 * (knn_entropy(z1) + knn_entropy(z2))
         return loss
