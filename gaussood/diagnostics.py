@@ -25,17 +25,28 @@ def norm_cv(X: np.ndarray, center: bool = True) -> float:
     return float(norms.std() / norms.mean())
 
 
+def _anderson(x: np.ndarray, level: float) -> tuple[float, bool]:
+    """(Anderson-Darling statistic, does the test accept normality at ``level``)."""
+    try:  # SciPy >= 1.17: interpolated p-value from the published tables
+        res = stats.anderson(x, dist="norm", method="interpolate")
+        return float(res.statistic), bool(res.pvalue > level)
+    except TypeError:  # older SciPy: compare with the tabulated critical value
+        res = stats.anderson(x, dist="norm")
+        crit = np.interp(100 * level, res.significance_level[::-1], res.critical_values[::-1])
+        return float(res.statistic), bool(res.statistic < crit)
+
+
+def _anderson_columns(X: np.ndarray, level: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Per column: AD statistics (d,) and whether each passes at ``level`` (d,)."""
+    X = np.asarray(X, dtype=np.float64)
+    out = [_anderson(X[:, j], level) for j in range(X.shape[1])]
+    return np.array([o[0] for o in out]), np.array([o[1] for o in out], dtype=bool)
+
+
 def anderson_statistics(X: np.ndarray) -> np.ndarray:
     """Anderson-Darling statistic (normal law, estimated mean and variance) of each
     column, shape (d,); the 5% critical value at large n is about 0.75."""
-    X = np.asarray(X, dtype=np.float64)
-
-    def one(x):
-        try:  # SciPy >= 1.17 wants a p-value method; the statistic is the same
-            return stats.anderson(x, dist="norm", method="interpolate").statistic
-        except TypeError:
-            return stats.anderson(x, dist="norm").statistic
-    return np.array([one(X[:, j]) for j in range(X.shape[1])])
+    return _anderson_columns(X)[0]
 
 
 QQ_PROBABILITIES = np.linspace(0.005, 0.995, 199)
@@ -48,30 +59,28 @@ def mahalanobis_qq(X: np.ndarray, probabilities=QQ_PROBABILITIES) -> dict:
     D^2 for Gaussian rows with the sample mean and the MLE covariance (mean d; about
     chi-square(d) for large n); ``sample`` the empirical quantiles. Points on the diagonal mean Gaussian.
     """
-    Z = whitened(X)
+    return _qq_from_whitened(whitened(X), probabilities)
+
+
+def _squared_distances(Z: np.ndarray) -> np.ndarray:
     n, d = Z.shape
     if n <= d + 1:
         raise ValueError(f"the Mahalanobis law needs n > d + 1; got n={n}, d={d}.")
-    d2 = np.einsum("ij,ij->i", Z, Z)
+    return np.einsum("ij,ij->i", Z, Z)
+
+
+def _qq_from_whitened(Z: np.ndarray, probabilities=QQ_PROBABILITIES) -> dict:
+    d2 = _squared_distances(Z)
+    n, d = Z.shape
     p = np.asarray(probabilities, dtype=np.float64)
     theory = (n - 1) * stats.beta(d / 2, (n - d - 1) / 2).ppf(p)
     return {"probabilities": p.tolist(), "theoretical": theory.tolist(),
             "sample": np.quantile(d2, p).tolist(), "chi2": stats.chi2(d).ppf(p).tolist()}
 
 
-def _anderson_passes(x: np.ndarray, level: float) -> bool:
-    try:  # SciPy >= 1.17: interpolated p-value from the published tables
-        return bool(stats.anderson(x, dist="norm", method="interpolate").pvalue > level)
-    except TypeError:  # older SciPy: compare with the tabulated critical value
-        res = stats.anderson(x, dist="norm")
-        crit = np.interp(100 * level, res.significance_level[::-1], res.critical_values[::-1])
-        return bool(res.statistic < crit)
-
-
 def anderson_pass_share(X: np.ndarray, level: float = 0.05) -> float:
     """Share of columns that Anderson-Darling (normal, estimated parameters) accepts."""
-    X = np.asarray(X, dtype=np.float64)
-    return float(np.mean([_anderson_passes(X[:, j], level) for j in range(X.shape[1])]))
+    return float(np.mean(_anderson_columns(X, level)[1]))
 
 
 def dagostino_pass_share(X: np.ndarray, level: float = 0.05) -> float:
@@ -105,11 +114,12 @@ def mahalanobis_beta_ks(X: np.ndarray) -> float:
     (Gnanadesikan & Kettenring 1972, for the unbiased covariance S: n D_S^2 / (n - 1)^2;
     D^2 = n D_S^2 / (n - 1)); chi-square(d) is its large-n limit. Needs n > d + 1.
     """
-    Z = whitened(X)
+    return _ks_from_whitened(whitened(X))
+
+
+def _ks_from_whitened(Z: np.ndarray) -> float:
+    d2 = _squared_distances(Z)
     n, d = Z.shape
-    if n <= d + 1:
-        raise ValueError(f"the Mahalanobis law needs n > d + 1; got n={n}, d={d}.")
-    d2 = np.einsum("ij,ij->i", Z, Z)
     return float(stats.kstest(d2 / (n - 1), stats.beta(d / 2, (n - d - 1) / 2).cdf).statistic)
 
 
@@ -281,16 +291,18 @@ def diagnose(X, *, max_samples: int = 5000, n_projections: int = 128, seed: int 
 
 def _statistics(X, n_projections, seed) -> GaussianityReport:
     n, d = X.shape
-    ks = mahalanobis_beta_ks(X) if n > d + 1 else None
+    Z = whitened(X)                       # once: AD on whitened coordinates, KS and QQ
+    law = Z.shape[0] > Z.shape[1] + 1
     projections = random_projections(X, n_projections, seed)
     first = projections[:, 0]
-    arrays = {"norms": np.linalg.norm(X - X.mean(axis=0), axis=1),
-              "ad": anderson_statistics(X),
+    ad_stats, ad_pass = _anderson_columns(X)
+    arrays = {"norms": np.linalg.norm(X - X.mean(axis=0), axis=1), "ad": ad_stats,
               "projection": (first - first.mean()) / (first.std() or 1.0)}
     return GaussianityReport(
         n=n, d=d, norm_cv_centered=norm_cv(X), norm_cv_uncentered=norm_cv(X, center=False),
-        ad_pass_coordinates=anderson_pass_share(X), dp_pass_coordinates=dagostino_pass_share(X),
+        ad_pass_coordinates=float(np.mean(ad_pass)), dp_pass_coordinates=dagostino_pass_share(X),
         ad_pass_projections=anderson_pass_share(projections),
-        ad_pass_whitened=anderson_pass_share(whitened(X)), mahalanobis_ks=ks,
+        ad_pass_whitened=anderson_pass_share(Z),
+        mahalanobis_ks=_ks_from_whitened(Z) if law else None,
         effective_rank=effective_rank(X),
-        qq_mahalanobis=mahalanobis_qq(X) if n > d + 1 else None, arrays=arrays)
+        qq_mahalanobis=_qq_from_whitened(Z) if law else None, arrays=arrays)

@@ -49,12 +49,10 @@ def _to_uint8_images(batch) -> np.ndarray:
                                  f"[{lo:.3g}, {hi:.3g}] (normalised images? give the "
                                  "ToTensor() output, before Normalize).")
             batch = (batch.clamp(0, 1) * 255).round().byte()
-        if channels_first:
-            batch = batch.permute(0, 2, 3, 1)
         batch = batch.numpy()
     batch = np.asarray(batch)
     if batch.ndim == 4 and batch.shape[1] == 3 and batch.shape[-1] != 3:
-        batch = batch.transpose(0, 2, 3, 1)   # numpy NCHW -> NHWC
+        batch = batch.transpose(0, 2, 3, 1)   # NCHW (numpy or torch) -> NHWC
     if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[-1] != 3:
         raise ValueError("images must be uint8 (N, H, W, 3) arrays or float (N, 3, H, W) "
                          f"tensors in [0, 1]; got {batch.dtype} {batch.shape}.")

@@ -21,13 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+from .._env import environment
 
 REPO = Path(__file__).resolve().parents[2]
 # In a clone of the repository the shipped encoders and committed results live in
@@ -428,26 +429,6 @@ def figure(all_scores, all_data, path):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def environment():
-    import scipy
-    import sklearn
-    import torch
-
-    from .. import __version__
-    env = {"python": platform.python_version(), "numpy": np.__version__,
-           "scipy": scipy.__version__, "scikit-learn": sklearn.__version__,
-           "torch": torch.__version__, "gaussood": __version__,
-           "platform": platform.platform(), "cpu_count": os.cpu_count(),
-           "torch_threads": torch.get_num_threads(),
-           "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-    try:
-        import pytorch_ood
-        env["pytorch-ood"] = getattr(pytorch_ood, "__version__", "unknown")
-    except ImportError:
-        pass
-    return env
 
 
 def main(argv=None) -> int:

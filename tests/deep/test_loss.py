@@ -170,9 +170,13 @@ def test_knn_entropy_tracks_scale_and_enters_the_loss():
     plain = InfoNCELoss()(z1, z2)
     reg = InfoNCELoss(entropy_weight=0.1)(z1, z2)
     assert torch.isclose(reg, plain - 0.05 * (knn_entropy(z1) + knn_entropy(z2)), atol=1e-5)
-    # the term measures spread, not the distance between the two views of a sample
-    tight = z1 + 0.01 * torch.randn(64, 8, generator=g)
-    spread = InfoNCELoss(entropy_weight=1.0)
-    assert spread(3 * z1, 3 * tight) < spread(z1, tight)
+    # the term measures the spread of each view, not the distance between the two views
+    # of a sample: bringing the positives 10x closer leaves it (nearly) unchanged, where
+    # an estimate on the pooled views would move by D * log(10) = 18.4
+    noise = torch.randn(64, 8, generator=g)
+
+    def entropy_part(z2):
+        return (InfoNCELoss(entropy_weight=1.0)(z1, z2) - InfoNCELoss()(z1, z2)).item()
+    assert abs(entropy_part(z1 + 0.01 * noise) - entropy_part(z1 + 0.001 * noise)) < 1.0
     with pytest.raises(ValueError):
         knn_entropy(torch.randn(1, 4))
