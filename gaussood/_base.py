@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import warnings
 
 import numpy as np
@@ -29,6 +30,43 @@ from sklearn.utils.validation import check_is_fitted
 from ._validation import check_features, check_fraction, check_positive_int, raise_nonfinite
 
 DEFAULT_ALPHA = 0.05
+
+# Every concrete scorer class, by class name (the name stored in saved files).
+# Filled by ``BaseScorer.__init_subclass__``: defining a subclass registers it.
+_REGISTRY: dict[str, type] = {}
+
+
+def _short_name(cls) -> str:
+    """``GaussianScorer`` -> ``gaussian``, ``MyKNNScorer`` -> ``my-knn``."""
+    stem = cls.__name__.removesuffix("Scorer") or cls.__name__
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "-", stem).lower()
+
+
+def _register(cls, name) -> None:
+    for other in _REGISTRY.values():
+        same = (other.__module__, other.__qualname__) == (cls.__module__, cls.__qualname__)
+        if not same and (other.__name__ == cls.__name__ or other.scorer_name == name):
+            raise TypeError(
+                f"Cannot register {cls.__module__}.{cls.__qualname__} as scorer "
+                f"{cls.__name__!r} (name {name!r}): {other.__module__}.{other.__qualname__} "
+                "already has that class name or name. Rename the class or pass "
+                "name=... in its class statement.")
+    cls.scorer_name = name
+    _REGISTRY[cls.__name__] = cls  # a redefinition (same module and name) replaces the old
+
+
+def registered_scorers() -> dict[str, type]:
+    """The registered scorer classes, by short name (``"gaussian"``, ``"shell"``, ...).
+
+    A class registers itself when it is defined (``class MyScorer(GaussianScorer)``);
+    ``gaussood.save``/``load`` and the command line take every registered class.
+    """
+    return {cls.scorer_name: cls for cls in _REGISTRY.values()}
+
+
+def scorer_class(class_name: str):
+    """The registered class called ``class_name`` (as stored in saved files), or None."""
+    return _REGISTRY.get(class_name) if isinstance(class_name, str) else None
 
 
 @contextlib.contextmanager
@@ -68,9 +106,25 @@ class BaseScorer(OutlierMixin, BaseEstimator):
     computed without touching ``self``), ``_score_chunk(X, cache)`` (float64
     scores, higher = more in-distribution) and, for a parametric null law,
     ``_null_pvalue(scores)`` and ``_null_offset(alpha)``.
+
+    Defining a subclass registers it (``gaussood.save``/``load`` and the command
+    line's ``--scorer`` choices come from the registry). Class keywords:
+    ``name="..."`` sets its short name (default: the class name without
+    "Scorer", in kebab case: ``MyKNNScorer`` -> ``my-knn``); ``register=False``
+    keeps a class out (abstract bases, or scorers whose fitted state is not
+    plain arrays). Set ``_fit_uses_labels = True`` when ``fit(X, y)`` uses ``y``.
     """
 
     _calibrations: tuple = ("conformal",)
+    _fit_uses_labels: bool = False
+    scorer_name: str | None = None  # set on each registered class
+
+    def __init_subclass__(cls, *, name: str | None = None, register: bool = True, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if register:
+            _register(cls, name or _short_name(cls))
+        else:
+            cls.scorer_name = None
 
     # ------------------------------------------------------------------ params
     def _resolve_threshold(self):
@@ -212,7 +266,15 @@ class BaseScorer(OutlierMixin, BaseEstimator):
 
     def decision_function(self, X) -> np.ndarray:
         """``score_samples(X) - offset_``: negative for flagged samples."""
-        return self.score_samples(X) - self.offset_
+        return self.decision_from_scores(self.score_samples(X))
+
+    def decision_from_scores(self, scores) -> np.ndarray:
+        """``decision_function`` of scores already computed by ``score_samples``.
+
+        A sample is flagged (``predict == -1``) exactly when this is negative.
+        """
+        check_is_fitted(self)
+        return np.asarray(scores, dtype=np.float64) - self.offset_
 
     def predict(self, X) -> np.ndarray:
         """+1 for inliers, -1 for outliers (``decision_function < 0``)."""
@@ -248,6 +310,8 @@ class BaseScorer(OutlierMixin, BaseEstimator):
         raise NotImplementedError
 
     # ------------------------------------------------------------- persistence
+    # persistence.py builds on this module (the registry); the two methods below
+    # import it when called, so this module never needs it at import time.
     def save(self, path) -> None:
         """Write the fitted scorer to ``path`` (npz, no pickle); see ``gaussood.load``."""
         from .persistence import save
@@ -255,7 +319,7 @@ class BaseScorer(OutlierMixin, BaseEstimator):
 
     @classmethod
     def load(cls, path):
-        """Read a scorer written by ``save``; it must be of this class."""
+        """Read a scorer written by ``save``; it must be of this class (or a subclass)."""
         from .persistence import load
         return load(path, expected=cls)
 

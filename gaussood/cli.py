@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import json
 import os
 import re
@@ -32,11 +33,6 @@ from pathlib import Path
 import numpy as np
 
 PROG = "gaussood"
-SCORERS = {"gaussian": "GaussianScorer", "shell": "NormShellScorer", "knn": "KNNScorer"}
-CALIBRATIONS = {"gaussian": ("auto", "f", "chi2", "conformal"),
-                "shell": ("auto", "shell", "conformal"),
-                "knn": ("auto", "conformal")}
-COVARIANCES = ("ledoit_wolf", "oas", "empirical")
 # Errors of a run (not of the command line): one line on stderr, exit status 1.
 RUNTIME_ERRORS = (FileNotFoundError, ValueError, TypeError, OSError, ImportError,
                   RuntimeError, MemoryError, KeyError)
@@ -135,77 +131,54 @@ def _labels_path(out: Path) -> Path:
     return out.with_name(out.name[:-len(".npy")] + ".labels.npy")
 
 
-def parse_classes(text):
-    """``"0-5"`` or ``"0,1,2"`` or ``"cat,dog"`` -> [0, 1, 2, 3, 4, 5] etc. (None stays None)."""
-    if text is None:
-        return None
-    out = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        if (match := re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)) is not None:
-            lo, hi = int(match[1]), int(match[2])
-            if hi < lo:
-                raise ValueError(f"empty class range {part!r} in --classes")
-            out.extend(range(lo, hi + 1))
-        elif part.isdigit():
-            out.append(int(part))
-        else:
-            out.append(part)  # a class name, checked by load_dataset
-    if not out:
-        raise ValueError(f"--classes {text!r} names no class")
-    return out
-
-
 def _classes_arg(text, parser):
+    from .deep.data import parse_classes
+
     try:
         return parse_classes(text)
     except ValueError as exc:
         parser.error(f"argument --classes: {exc}")
 
 
-def _covariance(text):
-    if text in COVARIANCES:
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be one of {', '.join(COVARIANCES)} or a shrinkage in [0, 1]; "
-            f"got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"a fixed shrinkage must lie in [0, 1]; got {text}")
-    return value
+def _checked(convert, check=None, want: str = "a value"):
+    """An argparse ``type``: ``convert`` the text, then run the library's own ``check``."""
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"want {want}; got {text!r}") from None
+        if check is not None:
+            try:
+                check(value)
+            except (TypeError, ValueError) as exc:
+                raise argparse.ArgumentTypeError(_one_line(exc)) from None
+        return value
+    return parse
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"want a positive integer; got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"want a positive integer; got {text}")
-    return value
+def _number_or_word(text):
+    """``"3"`` -> 3, ``"0.5"`` -> 0.5, anything else stays a string."""
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
 
 
-def _fraction(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"want a number in (0, 1); got {text!r}") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"want a number in (0, 1); got {text}")
-    return value
+def _covariance_value(text):
+    from .covariance import COVARIANCE_METHODS
+
+    return text if text in COVARIANCE_METHODS else float(text)
 
 
-def _contamination(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"want a number in (0, 0.5]; got {text!r}") from None
-    if not 0.0 < value <= 0.5:
-        raise argparse.ArgumentTypeError(f"want a number in (0, 0.5]; got {text}")
-    return value
+def _positive_int_check(name):
+    from ._validation import check_positive_int
+
+    return lambda value: check_positive_int(value, name)
+
+
+_positive_int = _checked(int, _positive_int_check("the value"), "a positive integer")
 
 
 def _load_dataset(name, split, **kwargs):
@@ -249,20 +222,18 @@ def cmd_train(args, parser) -> int:
     import dataclasses
 
     from ._atomic import atomic_path
-    from .deep import TrainConfig, save_encoder, train_encoder
+    from ._env import environment
+    from .deep import save_encoder, train_encoder
     from .deep.checkpoint import file_sha256
     from .deep.embed import pick_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = dataclasses.replace(
-        TrainConfig(), model=args.model, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, seed=args.seed, objective=args.objective,
-        steps_per_epoch=args.steps_per_epoch)
+    config = _train_config(args)
     device = pick_device(args.device)
     start = time.perf_counter()
     train = _load_dataset(args.dataset, "train", root=args.data_root, download=args.download,
-                         classes=classes, n=args.n, seed=args.seed)
+                         classes=classes, n=args.n, seed=config.seed)
     labelled = len(train) > 0 and int(train.labels.min()) >= 0
     test = None
     if labelled and not args.no_eval:
@@ -278,9 +249,6 @@ def cmd_train(args, parser) -> int:
     out = args.out
     json_path = out.with_suffix(".json")
     final = result.history[-1]
-    import platform
-
-    import gaussood
     with atomic_path(out, suffix=".partial.pt") as tmp_pt, atomic_path(json_path) as tmp_json:
         save_encoder(result.model, tmp_pt, half=True)
         size = os.path.getsize(tmp_pt)
@@ -297,9 +265,7 @@ def cmd_train(args, parser) -> int:
             "work_dir": None if args.work_dir is None else str(args.work_dir),
             "encoder_file": out.name, "sha256": file_sha256(tmp_pt), "size_bytes": size,
             "weights": "float16",
-            "environment": {"python": platform.python_version(), "numpy": np.__version__,
-                            "torch": torch.__version__, "gaussood": gaussood.__version__,
-                            "torch_threads": torch.get_num_threads()},
+            "environment": environment(),
         }
         with open(tmp_json, "w", encoding="utf-8") as fh:
             fh.write(json.dumps(provenance, indent=2, default=_json_default) + "\n")
@@ -373,19 +339,148 @@ def cmd_embed(args, parser) -> int:
     return 0
 
 
+# ------------------------------------------------------------ scorer options
+# Each registered scorer's constructor parameters become options of 'fit'
+# (``n_neighbors`` -> ``--n-neighbors``). Types and checks come from this table
+# (built on the library's own checks); other parameters get one from their
+# default. Help comes from the class docstrings (numpydoc "Parameters").
+FIT_FLAGS = ("embeddings", "labels", "scorer", "out")  # the command's own options
+_PARAM_DEFAULTS = {"random_state": 0}  # where 'fit' differs from the class default
+
+
+def _param_types() -> dict:
+    from ._validation import check_fraction
+    from .covariance import check_covariance_param
+
+    return {
+        "alpha": _checked(float, lambda v: check_fraction(v, "alpha"), "a number in (0, 1)"),
+        "contamination": _checked(
+            float, lambda v: check_fraction(v, "contamination", high=0.5, high_inclusive=True),
+            "a number in (0, 0.5]"),
+        "covariance": _checked(_covariance_value, check_covariance_param,
+                               "ledoit_wolf, oas, empirical or a shrinkage in [0, 1]"),
+        "random_state": _checked(int, None, "an integer"),
+        "calibration": str,
+    }
+
+
+def _type_from_default(name, default):
+    if isinstance(default, bool):
+        return None  # a --flag / --no-flag pair
+    if isinstance(default, int):
+        return _checked(int, _positive_int_check(name) if default > 0 else None, "an integer")
+    if isinstance(default, float):
+        return _checked(float, None, "a number")
+    if isinstance(default, str):
+        return str
+    return _number_or_word
+
+
+def _docstring_params(cls) -> dict:
+    """``{name: first sentence of its description}`` from a numpydoc docstring."""
+    doc = inspect.getdoc(cls) or ""
+    match = re.search(r"^Parameters\n-+\n(.*?)(?:^\S[^\n]*\n-+\n|\Z)", doc, re.S | re.M)
+    out, name = {}, None
+    for line in (match[1] if match else "").splitlines():
+        if line and not line[0].isspace():
+            name = line.split(":")[0].strip()
+            for one in name.split(","):
+                out.setdefault(one.strip(), "")
+        elif name and line.strip() and "," not in name and not out[name].endswith("."):
+            out[name] = (out[name] + " " + line.strip()).strip()
+    return {k: re.split(r"(?<=\.)\s", v)[0].replace("``", "") for k, v in out.items() if v}
+
+
+def scorer_options() -> dict:
+    """``{parameter: {"scorers": [short names], "default": ..., "help": ...}}`` of every
+    registered scorer's constructor parameters that a command line can set."""
+    from ._base import registered_scorers
+
+    options = {}
+    for short, cls in registered_scorers().items():
+        docs = _docstring_params(cls)
+        for param in inspect.signature(cls.__init__).parameters.values():
+            default = param.default
+            if (param.name == "self" or param.name in FIT_FLAGS
+                    or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD)
+                    or not (default is None or isinstance(default, (bool, int, float, str)))):
+                continue
+            entry = options.setdefault(param.name, {"scorers": [], "defaults": {},
+                                                    "help": docs.get(param.name, "")})
+            entry["scorers"].append(short)
+            entry["defaults"][short] = default
+            entry["help"] = entry["help"] or docs.get(param.name, "")
+    return options
+
+
+def _add_scorer_flags(p) -> None:
+    from ._base import registered_scorers
+
+    scorers = registered_scorers()
+    types = _param_types()
+    options = scorer_options()
+    p.add_argument("--scorer", choices=list(scorers), required=True,
+                   help="; ".join(f"{short}: {cls.__name__}" for short, cls in scorers.items()))
+    group = p.add_mutually_exclusive_group()
+    for name, entry in options.items():
+        flag = "--" + name.replace("_", "-")
+        holders = entry["scorers"]
+        defaults = set(map(repr, entry["defaults"].values()))
+        default = _PARAM_DEFAULTS.get(name)
+        text = entry["help"].rstrip(".") or name.replace("_", " ")
+        if name == "calibration":
+            text += ". Per scorer: " + "; ".join(
+                f"{short} {'/'.join(('auto',) + scorers[short]._calibrations)}"
+                for short in holders)
+        where = "" if len(holders) == len(scorers) else " or ".join(holders) + " only"
+        shown = (f"default {next(iter(entry['defaults'].values()))!r}"
+                 if default is None and len(defaults) == 1
+                 and next(iter(entry["defaults"].values())) is not None else "")
+        if where or shown:
+            text += f" ({'; '.join(t for t in (where, shown) if t)})"
+        target = group if name in ("alpha", "contamination") else p
+        kwargs = {"dest": f"param_{name}", "default": default, "help": text,
+                  "metavar": name.upper()}
+        kind = types.get(name) or _type_from_default(name, next(iter(entry["defaults"].values())))
+        if kind is None:
+            del kwargs["metavar"]
+            target.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+        else:
+            target.add_argument(flag, type=kind, **kwargs)
+
+
+def _scorer_params(args, parser, cls) -> dict:
+    """The constructor arguments given on the command line, checked against ``cls``."""
+    from ._base import registered_scorers
+
+    scorers = {v: k for k, v in registered_scorers().items()}
+    options = scorer_options()
+    params = {}
+    for key, value in vars(args).items():
+        if not key.startswith("param_") or value is None:
+            continue
+        name = key[len("param_"):]
+        holders = options[name]["scorers"]
+        if scorers[cls] not in holders:
+            parser.error(f"--{name.replace('_', '-')} applies to --scorer "
+                         f"{' or '.join(holders)} only")
+        params[name] = value
+    calibration = params.get("calibration", "auto")
+    allowed = ("auto",) + tuple(cls._calibrations)
+    if calibration not in allowed:
+        parser.error(f"--calibration for --scorer {scorers[cls]} must be one of "
+                     f"{', '.join(allowed)}; got {calibration!r}")
+    return params
+
+
 def cmd_fit(args, parser) -> int:
-    scorer_name = args.scorer
-    only = {"--labels": ("gaussian", args.labels), "--n-clusters": ("gaussian", args.n_clusters),
-            "--covariance": (("gaussian", "shell"), args.covariance),
-            "--whiten": ("shell", args.whiten or None),
-            "--n-neighbors": ("knn", args.n_neighbors)}
-    for flag, (scorers, value) in only.items():
-        scorers = (scorers,) if isinstance(scorers, str) else scorers
-        if value is not None and scorer_name not in scorers:
-            parser.error(f"{flag} applies to --scorer {' or '.join(scorers)} only")
-    if args.calibration not in CALIBRATIONS[scorer_name]:
-        parser.error(f"--calibration for --scorer {scorer_name} must be one of "
-                     f"{', '.join(CALIBRATIONS[scorer_name])}; got {args.calibration!r}")
+    from ._base import registered_scorers
+
+    cls = registered_scorers()[args.scorer]
+    if args.labels is not None and not cls._fit_uses_labels:
+        users = [k for k, c in registered_scorers().items() if c._fit_uses_labels]
+        parser.error(f"--labels applies to --scorer {' or '.join(users)} only")
+    params = _scorer_params(args, parser, cls)
     X = _load_embeddings(args.embeddings)
     y = None
     if args.labels is not None:
@@ -397,20 +492,7 @@ def cmd_fit(args, parser) -> int:
             raise ValueError(f"labels in {args.labels} contain -1 (unlabelled rows); fit "
                              "without --labels")
 
-    import gaussood
-    params = {"alpha": args.alpha, "contamination": args.contamination,
-              "calibration": args.calibration, "random_state": args.random_state}
-    if scorer_name == "gaussian":
-        params.update(n_clusters=args.n_clusters)
-        if args.covariance is not None:
-            params.update(covariance=args.covariance)
-    elif scorer_name == "shell":
-        params.update(whiten=args.whiten)
-        if args.covariance is not None:
-            params.update(covariance=args.covariance)
-    elif args.n_neighbors is not None:
-        params.update(n_neighbors=args.n_neighbors)
-    scorer = getattr(gaussood, SCORERS[scorer_name])(**params)
+    scorer = cls(**params)
     scorer.fit(X, y)
     scorer.save(args.out)
     if scorer.threshold_rule_ == "alpha":
@@ -441,7 +523,7 @@ def cmd_score(args, parser) -> int:
                          f"scorer in {args.scorer} was fitted on {scorer.n_features_in_}")
     score = scorer.score_samples(X)
     pvalue = scorer.pvalue_from_scores(score)
-    flagged = score - scorer.offset_ < 0  # predict(X) == -1
+    flagged = scorer.decision_from_scores(score) < 0  # predict(X) == -1
     from ._atomic import atomic_path
     with atomic_path(out, suffix=".partial" + out.suffix) as tmp:
         if out.suffix == ".npz":
@@ -498,8 +580,96 @@ def cmd_bench(argv: list[str]) -> int:
     return 0 if code is None else int(code)
 
 
+# ------------------------------------------------------- shared option groups
+def _add_data_flags(p, *, default_dataset, n_help) -> None:
+    """--dataset, --data-root, --download, --classes, --n (train, embed, bench)."""
+    from .deep.data import DATASETS
+
+    p.add_argument("--dataset", default=default_dataset, help=", ".join(DATASETS))
+    p.add_argument("--data-root", default=None,
+                   help="data folder (default: $GAUSSOOD_DATA or ~/.cache/gaussood/data)")
+    p.add_argument("--download", action="store_true", help="fetch missing data (network)")
+    p.add_argument("--classes", default=None, help="class subset, e.g. '0-5' or '0,1,2'")
+    p.add_argument("--n", type=_positive_int, default=None, help=n_help)
+
+
+def _add_device_flag(p) -> None:
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+
+
+def _add_quiet_flag(p) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_layer_flag(p) -> None:
+    p.add_argument("--layer", choices=["backbone", "head"], default="backbone",
+                   help="backbone features h or projection-head output z")
+
+
+# TrainConfig fields become options of 'train' (``batch_size`` -> ``--batch-size``), so a
+# new field needs no change here. This table only words the help of some of them and
+# names the choices of string fields; other fields get their name as help.
+TRAIN_HELP = {
+    "model": "encoder architecture",
+    "objective": "contrastive InfoNCE, or the cross-entropy baseline (needs labels)",
+    "epochs": "training epochs",
+    "batch_size": "images per step",
+    "lr": "default: 0.06 * batch_size / 128",
+    "seed": "seed of the weights, batches and --n",
+    "steps_per_epoch": "cap the steps of each epoch (smoke runs)",
+}
+
+
+def _train_choices() -> dict:
+    from .deep.models import MODELS
+
+    return {"model": list(MODELS), "objective": ["infonce", "supervised"]}
+
+
+def _add_train_config_flags(p) -> None:
+    import dataclasses
+    import typing
+
+    from .deep import TrainConfig
+
+    defaults, hints, choices = TrainConfig(), typing.get_type_hints(TrainConfig), _train_choices()
+    taken = set(p._option_string_actions)
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        if not field.init or flag in taken:
+            continue
+        default = getattr(defaults, field.name)
+        kinds = [t for t in typing.get_args(hints[field.name]) or (hints[field.name],)
+                 if t is not type(None)]
+        kind = kinds[0] if len(kinds) == 1 else None
+        kwargs = {"dest": f"config_{field.name}", "default": default,
+                  "help": TRAIN_HELP.get(field.name, field.name.replace("_", " "))}
+        if kind is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+            continue
+        if field.name in choices:
+            kwargs["choices"] = choices[field.name]
+        if kind is int:
+            positive = default is None or default > 0
+            kwargs["type"] = _positive_int if positive else int
+        elif kind is float:
+            kwargs["type"] = float
+        elif kind is not str:
+            continue  # not settable from a command line (lists, nested configs)
+        kwargs["metavar"] = None if "choices" in kwargs else field.name.upper()
+        p.add_argument(flag, **kwargs)
+
+
+def _train_config(args):
+    from .deep import TrainConfig
+
+    return TrainConfig(**{k[len("config_"):]: v for k, v in vars(args).items()
+                          if k.startswith("config_")})
+
+
 # ---------------------------------------------------------------------- parser
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; ``command`` (train, embed) adds that command's torch-side options."""
     from . import __version__
 
     parser = _Parser(prog=PROG, description=(
@@ -511,75 +681,55 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="<command>", parser_class=_Parser)
     fmt = _Help
 
-    # train
+    # train, embed: their options name datasets and TrainConfig fields, which live on the
+    # torch side; they are added only when that command runs (see main).
     p = sub.add_parser("train", formatter_class=fmt, help="train a contrastive encoder (torch)",
                        description="Train an encoder with InfoNCE (SimCLR) or cross-entropy; "
                        "write an fp16 encoder file and a .json provenance file beside it.")
-    p.add_argument("--out", type=Path, required=True, metavar="PATH.pt",
-                   help="encoder file to write; PATH.json (config, history, data, sha256) "
-                        "goes beside it")
-    p.add_argument("--dataset", default="cifar10",
-                   help="cifar10, cifar100, svhn, mnist, fashion-mnist, uniform-noise or "
-                        "gaussian-noise")
-    p.add_argument("--data-root", default=None,
-                   help="data folder (default: $GAUSSOOD_DATA or ~/.cache/gaussood/data)")
-    p.add_argument("--download", action="store_true", help="fetch missing data (network)")
-    p.add_argument("--classes", default=None, help="class subset, e.g. '0-5' or '0,1,2'")
-    p.add_argument("--n", type=_positive_int, default=None,
-                   help="train on n images (a seeded random subset; noise sets: their size)")
-    p.add_argument("--model", choices=["small", "resnet18"], default="small",
-                   help="encoder architecture")
-    p.add_argument("--objective", choices=["infonce", "supervised"], default="infonce",
-                   help="contrastive InfoNCE, or the cross-entropy baseline (needs labels)")
-    p.add_argument("--epochs", type=_positive_int, default=4, help="training epochs")
-    p.add_argument("--batch-size", type=_positive_int, default=256, help="images per step")
-    p.add_argument("--lr", type=float, default=None, help="default: 0.06 * batch_size / 128")
-    p.add_argument("--seed", type=int, default=0, help="seed of the weights, batches and --n")
-    p.add_argument("--steps-per-epoch", type=_positive_int, default=None,
-                   help="cap the steps of each epoch (smoke runs)")
-    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument("--work-dir", type=Path, default=None,
-                   help="checkpoint after each epoch here and resume from it")
-    p.add_argument("--snapshots", action="store_true",
-                   help="also keep an fp16 encoder per epoch in --work-dir")
-    p.add_argument("--no-eval", action="store_true",
-                   help="skip the per-epoch k-NN monitor on the test split")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=cmd_train, parser=p)
+    if command == "train":
+        p.add_argument("--out", type=Path, required=True, metavar="PATH.pt",
+                       help="encoder file to write; PATH.json (config, history, data, sha256) "
+                            "goes beside it")
+        _add_data_flags(p, default_dataset="cifar10",
+                        n_help="train on n images (a seeded random subset; noise sets: their "
+                               "size)")
+        _add_train_config_flags(p)
+        p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+        _add_device_flag(p)
+        p.add_argument("--work-dir", type=Path, default=None,
+                       help="checkpoint after each epoch here and resume from it")
+        p.add_argument("--snapshots", action="store_true",
+                       help="also keep an fp16 encoder per epoch in --work-dir")
+        p.add_argument("--no-eval", action="store_true",
+                       help="skip the per-epoch k-NN monitor on the test split")
+        _add_quiet_flag(p)
 
-    # embed
     p = sub.add_parser("embed", formatter_class=fmt, help="embed images with an encoder (torch)",
                        description="Embed a dataset (cached) or a uint8 .npy image array with "
                        "an encoder file; write float32 embeddings (and labels, if any).")
-    p.add_argument("--encoder", type=Path, required=True, metavar="PATH.pt",
-                   help="encoder file (from 'gaussood train') or training checkpoint")
-    p.add_argument("--dataset", default=None,
-                   help="cifar10, cifar100, svhn, mnist, fashion-mnist, uniform-noise or "
-                        "gaussian-noise")
-    p.add_argument("--images", type=Path, default=None, metavar="FILE.npy",
-                   help="uint8 images of shape (N, H, W, 3) instead of --dataset")
-    p.add_argument("--split", choices=["train", "test"], default=None, help="default: test")
-    p.add_argument("--data-root", default=None,
-                   help="data folder (default: $GAUSSOOD_DATA or ~/.cache/gaussood/data)")
-    p.add_argument("--download", action="store_true", help="fetch missing data (network)")
-    p.add_argument("--n", type=_positive_int, default=None, help="a seeded subset of n images")
-    p.add_argument("--classes", default=None, help="class subset, e.g. '0-5' or '0,1,2'")
-    p.add_argument("--jpeg-quality", type=int, default=None,
-                   help="re-encode the images as JPEG at this quality (1-100)")
-    p.add_argument("--seed", type=int, default=0, help="seed of --n and of the noise sets")
-    p.add_argument("--layer", choices=["backbone", "head"], default="backbone",
-                   help="backbone features h or projection-head output z")
-    p.add_argument("--out", type=Path, required=True, metavar="FILE.npy",
-                   help="float32 embeddings; labels (when the dataset has them) go to "
-                        "FILE.labels.npy")
-    p.add_argument("--batch-size", type=_positive_int, default=512, help="images per batch")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument("--cache-dir", type=Path, default=None,
-                   help="embedding cache (default: $GAUSSOOD_CACHE or ~/.cache/gaussood/cache)")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=cmd_embed, parser=p)
+    if command == "embed":
+        p.add_argument("--encoder", type=Path, required=True, metavar="PATH.pt",
+                       help="encoder file (from 'gaussood train') or training checkpoint")
+        _add_data_flags(p, default_dataset=None, n_help="a seeded subset of n images")
+        p.add_argument("--images", type=Path, default=None, metavar="FILE.npy",
+                       help="uint8 images of shape (N, H, W, 3) instead of --dataset")
+        p.add_argument("--split", choices=["train", "test"], default=None, help="default: test")
+        p.add_argument("--jpeg-quality", type=int, default=None,
+                       help="re-encode the images as JPEG at this quality (1-100)")
+        p.add_argument("--seed", type=int, default=0, help="seed of --n and of the noise sets")
+        _add_layer_flag(p)
+        p.add_argument("--out", type=Path, required=True, metavar="FILE.npy",
+                       help="float32 embeddings; labels (when the dataset has them) go to "
+                            "FILE.labels.npy")
+        p.add_argument("--batch-size", type=_positive_int, default=512, help="images per batch")
+        _add_device_flag(p)
+        p.add_argument("--cache-dir", type=Path, default=None,
+                       help="embedding cache (default: $GAUSSOOD_CACHE or "
+                            "~/.cache/gaussood/cache)")
+        p.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+        _add_quiet_flag(p)
 
     # fit
     p = sub.add_parser("fit", formatter_class=fmt, help="fit a scorer on ID embeddings",
@@ -589,26 +739,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="2-D array (n_samples, n_features)")
     p.add_argument("--labels", type=Path, default=None, metavar="y.npy",
                    help="class labels: one Gaussian per class (gaussian only)")
-    p.add_argument("--scorer", choices=list(SCORERS), required=True,
-                   help="gaussian: Mahalanobis; shell: norm shell; knn: k-NN distance")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--alpha", type=_fraction, default=None,
-                       help="target false-alarm rate on ID data (0.05 if neither is given)")
-    group.add_argument("--contamination", type=_contamination, default=None,
-                       help="fraction of training rows flagged, in (0, 0.5]")
-    p.add_argument("--covariance", type=_covariance, default=None,
-                   help="ledoit_wolf, oas, empirical or a shrinkage in [0, 1] "
-                        "(gaussian, shell; default ledoit_wolf)")
-    p.add_argument("--whiten", action="store_true", help="whitened norm (shell only)")
-    p.add_argument("--n-clusters", type=_positive_int, default=None,
-                   help="k-means components without labels (gaussian only)")
-    p.add_argument("--n-neighbors", type=_positive_int, default=None,
-                   help="k of the k-NN distance (knn only; default 50)")
-    p.add_argument("--calibration", default="auto",
-                   help="p-value law: gaussian auto/f/chi2/conformal, shell "
-                        "auto/shell/conformal, knn auto/conformal")
-    p.add_argument("--random-state", type=int, default=0,
-                   help="seed of the calibration folds and k-means")
+    _add_scorer_flags(p)
     p.add_argument("--out", type=Path, required=True, metavar="scorer.npz",
                    help="fitted scorer to write (load it with gaussood.load)")
     p.set_defaults(handler=cmd_fit, parser=p)
@@ -679,7 +810,14 @@ def main(argv=None) -> int:
     try:
         if argv and argv[0] == "bench":
             return _run(f"{PROG} bench", cmd_bench, argv[1:])
-        parser = build_parser()
+        command = argv[0] if argv and argv[0] in ("train", "embed") else None
+        try:
+            if command is not None:
+                _torch(command)
+            parser = build_parser(command)
+        except ImportError as exc:
+            sys.stderr.write(f"{PROG} {command}: error: {_one_line(exc)}\n")
+            return 1
         try:
             args = parser.parse_args(argv)
         except CommandError as exc:

@@ -10,7 +10,7 @@ from ._base import BaseScorer
 METHODS = ("fisher", "min")
 
 
-class PValueCombination(BaseScorer):
+class PValueCombination(BaseScorer, register=False):  # holds fitted scorers, not arrays
     """One OOD score from several scorers' p-values.
 
     The Gaussian (Mahalanobis) score and the norm-shell score see different

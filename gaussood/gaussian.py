@@ -104,6 +104,7 @@ class GaussianScorer(BaseScorer):
     """
 
     _calibrations = ("f", "chi2", "conformal")
+    _fit_uses_labels = True
 
     def __init__(self, covariance="ledoit_wolf", *, n_clusters=None, reg_covar=0.0,
                  alpha=None, contamination=None, calibration="auto",

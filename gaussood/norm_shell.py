@@ -19,7 +19,7 @@ from .gaussian import GaussianScorer
 _MOMENT_KEYS = ("count", "mean", "scatter", "third", "fourth")
 
 
-class NormShellScorer(BaseScorer):
+class NormShellScorer(BaseScorer, name="shell"):
     """Out-of-distribution score from the distance to the norm shell.
 
     InfoNCE embeddings concentrate on a thin shell: ||x - mu|| stays close to a

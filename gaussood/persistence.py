@@ -5,6 +5,11 @@ Layout: one JSON header stored as a 0-d unicode array under ``__gaussood__``
 under ``attr/<name>``. Files are written to a temporary name and renamed, so a
 failed save never leaves a half-written file; loading never unpickles
 (``allow_pickle=False``) and checks the header, the version and the class.
+
+Any registered scorer class can be saved (see ``gaussood._base``: defining a
+subclass of ``BaseScorer`` registers it); a file names its class by the class
+name, which must be registered (defined or imported) when the file is loaded.
+This module depends on ``_base`` only, never on the scorer modules.
 """
 
 from __future__ import annotations
@@ -16,18 +21,11 @@ import zipfile
 import numpy as np
 
 from ._atomic import atomic_path
+from ._base import scorer_class
 
 FORMAT = "gaussood.scorer"
 FORMAT_VERSION = 1
 _HEADER = "__gaussood__"
-
-
-def _registry() -> dict:
-    from .gaussian import GaussianScorer
-    from .knn import KNNScorer
-    from .norm_shell import NormShellScorer
-
-    return {cls.__name__: cls for cls in (GaussianScorer, NormShellScorer, KNNScorer)}
 
 
 def _fitted_attributes(scorer) -> dict:
@@ -50,8 +48,9 @@ def save(scorer, path) -> None:
     """Write a fitted gaussood scorer to ``path`` (the name is used as given)."""
     from sklearn.utils.validation import check_is_fitted
 
-    if type(scorer).__name__ not in _registry():
-        raise TypeError(f"save() takes a gaussood scorer; got {type(scorer).__name__}.")
+    if scorer_class(type(scorer).__name__) is not type(scorer):
+        raise TypeError(f"save() takes a registered gaussood scorer; got "
+                        f"{type(scorer).__name__}.")
     check_is_fitted(scorer)
     params = {k: _jsonable(k, v) for k, v in scorer.get_params(deep=False).items()}
     scalars, arrays = {}, {}
@@ -103,10 +102,11 @@ def load(path, expected=None):
     if version > FORMAT_VERSION:
         raise ValueError(f"{path} has format version {version}; this gaussood reads up to "
                          f"version {FORMAT_VERSION}. Upgrade gaussood to read it.")
-    cls = _registry().get(header.get("class"))
+    cls = scorer_class(header.get("class"))
     if cls is None:
-        raise ValueError(f"{path} holds an unknown scorer class {header.get('class')!r}.")
-    if expected is not None and cls is not expected:
+        raise ValueError(f"{path} holds an unknown scorer class {header.get('class')!r}: "
+                         "define or import that class before loading the file.")
+    if expected is not None and not issubclass(cls, expected):
         raise TypeError(f"{path} holds a {cls.__name__}, not a {expected.__name__}.")
     try:
         scorer = cls(**header["params"])

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import gaussood
-from gaussood.cli import main, parse_classes
+from gaussood.cli import main
 
 ALPHA = 0.05
 # A conformal false-alarm rate on 4000 fresh rows varies by about 0.006 (sd; 0.0035
@@ -259,16 +259,6 @@ def test_top_level_usage(capsys):
     assert code == 0 and "index,score,pvalue,flagged" in out
     code, _, err = run(capsys, "diagnose", "--embeddings")
     assert_one_line_error(err, "diagnose", code, 2)
-
-
-def test_parse_classes():
-    assert parse_classes("0-5") == [0, 1, 2, 3, 4, 5]
-    assert parse_classes("0,1,7") == [0, 1, 7]
-    assert parse_classes("1-2, 9") == [1, 2, 9]
-    assert parse_classes("cat,dog") == ["cat", "dog"]
-    assert parse_classes(None) is None
-    with pytest.raises(ValueError):
-        parse_classes("5-1")
 
 
 @pytest.fixture

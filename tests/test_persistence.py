@@ -124,3 +124,17 @@ def test_missing_or_reshaped_arrays(rng, tmp_path):
     _rewrite_header(path, version=0)
     with pytest.raises(ValueError, match="invalid format version"):
         gaussood.load(path)
+
+
+@pytest.mark.parametrize("name", ["gaussian", "shell", "knn"])
+def test_files_written_before_the_registry_still_load(name):
+    """tests/data/v1_*.npz were written by gaussood 0.1.0 before the scorer registry."""
+    from pathlib import Path
+
+    folder = Path(__file__).parent / "data"
+    expected = json.loads((folder / "v1_expected.json").read_text())[name]
+    queries = np.load(folder / "v1_queries.npy")
+    scorer = gaussood.load(folder / f"v1_{name}.npz")
+    np.testing.assert_array_equal(scorer.score_samples(queries), expected["score"])
+    np.testing.assert_array_equal(scorer.pvalue(queries), expected["pvalue"])
+    np.testing.assert_array_equal(scorer.predict(queries), expected["predict"])

@@ -22,10 +22,9 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["ImageSet", "load_dataset", "jpeg_reencode", "data_root", "cache_dir", "DATASETS"]
+__all__ = ["ImageSet", "load_dataset", "jpeg_reencode", "data_root", "cache_dir", "DATASETS",
+           "parse_classes"]
 
-DATASETS = ("cifar10", "cifar100", "svhn", "mnist", "fashion-mnist",
-            "uniform-noise", "gaussian-noise")
 SPLITS = ("train", "test")
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck"]
@@ -320,6 +319,83 @@ def _noise(name: str, size: int, seed: int) -> tuple[np.ndarray, str]:
             f"clipped to 0..255, seed {seed}")
 
 
+@dataclass
+class Loaded:
+    """What a dataset builder returns: the images and what :func:`load_dataset` needs to know.
+
+    ``sized``: the builder already drew ``n`` images (noise sets); ``jpeg_quality``:
+    the images are already JPEG at this quality (so re-encoding at it is a no-op).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    names: Sequence[str]
+    note: str
+    sized: bool = False
+    jpeg_quality: int | None = None
+
+
+def _cifar10(root: Path, split: str, download: bool, n, seed) -> Loaded:
+    src = next((p for p in (root / CIFAR10_ARCHIVE, root / "cifar10-jpeg") if p.exists()), None)
+    if src is None:
+        return Loaded(*_load_cifar_pickles(root, split, download, False))
+    imgs, labels = _load_cifar10_jpeg(src, split)
+    return Loaded(imgs, labels, CIFAR10_CLASSES,
+                  f"CIFAR-10 JPEG q75 archive ({src}, cifar10-jpeg/{split}/<class>/NNNN.jpg, "
+                  f"decoded with Pillow), {split} split", jpeg_quality=75)
+
+
+def _noise_set(name: str):
+    def build(root, split, download, n, seed) -> Loaded:
+        size = 10000 if n is None else int(n)
+        imgs, note = _noise(name, size, seed)
+        return Loaded(imgs, np.full(len(imgs), -1, np.int64), [], note, sized=True)
+    return build
+
+
+# name -> builder(root, split, download, n, seed) -> Loaded. Adding a dataset: one
+# builder and one entry here (plus its test, on small files in the real format).
+DATASETS = {
+    "cifar10": _cifar10,
+    "cifar100": lambda root, split, download, n, seed: Loaded(
+        *_load_cifar_pickles(root, split, download, True)),
+    "svhn": lambda root, split, download, n, seed: Loaded(*_load_svhn(root, split, download)),
+    "mnist": lambda root, split, download, n, seed: Loaded(
+        *_load_idx_set(root, split, download, False)),
+    "fashion-mnist": lambda root, split, download, n, seed: Loaded(
+        *_load_idx_set(root, split, download, True)),
+    "uniform-noise": _noise_set("uniform-noise"),
+    "gaussian-noise": _noise_set("gaussian-noise"),
+}
+
+
+def parse_classes(text: str | None) -> list[int | str] | None:
+    """A class subset as written on a command line, for ``load_dataset(classes=...)``.
+
+    ``"0-5"`` -> [0, 1, 2, 3, 4, 5]; ``"0,1,7"`` -> [0, 1, 7]; ``"cat,dog"`` ->
+    ["cat", "dog"] (names are checked by ``load_dataset``); None stays None.
+    Raises ``ValueError`` for an empty range (``"5-1"``) or no class at all.
+    """
+    if text is None:
+        return None
+    out: list[int | str] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if (match := re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)) is not None:
+            lo, hi = int(match[1]), int(match[2])
+            if hi < lo:
+                raise ValueError(f"empty class range {part!r}")
+            out.extend(range(lo, hi + 1))
+        elif part.isdigit():
+            out.append(int(part))
+        else:
+            out.append(part)
+    if not out:
+        raise ValueError(f"{text!r} names no class")
+    return out
+
+
 def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None = None, *,
                  download: bool = False, jpeg_quality: int | None = None,
                  classes: Sequence[int | str] | None = None, n: int | None = None,
@@ -364,26 +440,16 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
     base = data_root(root)
-    reencode = jpeg_quality is not None
-    if name.endswith("-noise"):
-        if classes is not None:
-            raise ValueError(f"{name} is unlabelled; classes= does not apply")
-        imgs, note = _noise(name, 10000 if n is None else int(n), seed)
-        labels, names, n = np.full(len(imgs), -1, np.int64), [], None
-    elif name == "cifar10" and (src := next((p for p in (base / CIFAR10_ARCHIVE,
-                                base / "cifar10-jpeg") if p.exists()), None)) is not None:
-        imgs, labels = _load_cifar10_jpeg(src, split)
-        names, note = CIFAR10_CLASSES, (f"CIFAR-10 JPEG q75 archive ({src}, cifar10-jpeg/{split}"
-                                        f"/<class>/NNNN.jpg, decoded with Pillow), {split} split")
-        if jpeg_quality == 75:  # never compress twice
-            reencode, note = False, note + "; jpeg_quality=75 is a no-op (already JPEG q75)"
-    elif name in ("cifar10", "cifar100"):
-        imgs, labels, names, note = _load_cifar_pickles(base, split, download, name == "cifar100")
-    elif name == "svhn":
-        imgs, labels, names, note = _load_svhn(base, split, download)
-    else:
-        imgs, labels, names, note = _load_idx_set(base, split, download, name == "fashion-mnist")
-    out = ImageSet(imgs, labels, name, list(names), f"{note}; N={len(imgs)}")
+    got = DATASETS[name](base, split, download, n, seed)
+    if classes is not None and not got.names:
+        raise ValueError(f"{name} is unlabelled; classes= does not apply")
+    reencode, note = jpeg_quality is not None, got.note
+    if got.jpeg_quality is not None and jpeg_quality == got.jpeg_quality:  # never compress twice
+        reencode = False
+        note += f"; jpeg_quality={jpeg_quality} is a no-op (already JPEG q{jpeg_quality})"
+    if got.sized:
+        n = None
+    out = ImageSet(got.images, got.labels, name, list(got.names), f"{note}; N={len(got.images)}")
     if classes is not None:
         out = out.subset(classes)
     if n is not None:

@@ -367,3 +367,22 @@ def test_real_debian_fashion_mnist(tmp_path):
     assert train.images.shape == (60000, 32, 32, 3) and test.images.shape == (10000, 32, 32, 3)
     np.testing.assert_array_equal(np.bincount(test.labels), [1000] * 10)
     assert str(data.DEBIAN_FASHION) in test.source
+
+
+def test_parse_classes():
+    assert data.parse_classes("0-5") == [0, 1, 2, 3, 4, 5]
+    assert data.parse_classes("0,1,7") == [0, 1, 7]
+    assert data.parse_classes("1-2, 9") == [1, 2, 9]
+    assert data.parse_classes("cat,dog") == ["cat", "dog"]
+    assert data.parse_classes(None) is None
+    for bad in ("5-1", ",", ""):
+        with pytest.raises(ValueError):
+            data.parse_classes(bad)
+
+
+def test_datasets_is_a_name_to_builder_registry(tmp_path):
+    assert set(data.DATASETS) == {"cifar10", "cifar100", "svhn", "mnist", "fashion-mnist",
+                                  "uniform-noise", "gaussian-noise"}
+    got = data.DATASETS["uniform-noise"](tmp_path, "test", False, 5, 0)
+    assert got.images.shape == (5, 32, 32, 3) and got.sized and not got.names
+

@@ -1,0 +1,104 @@
+"""The scorer registry: a subclass defined in one place is registered, is a choice of
+'gaussood fit', and saves and loads (with user subclasses of the shipped scorers)."""
+
+import numpy as np
+import pytest
+
+import gaussood
+from gaussood import GaussianScorer, PValueCombination
+from gaussood._base import BaseScorer, registered_scorers, scorer_class
+from gaussood.cli import build_parser, main
+
+
+class MeanDistanceScorer(BaseScorer):
+    """Minus the squared distance to the training mean (a toy scorer, defined only here).
+
+    Parameters
+    ----------
+    scale : float, default=1.0
+        Multiplies the distance.
+    alpha, contamination, calibration, calibration_folds, random_state, chunk_size
+        As in ``GaussianScorer``.
+    """
+
+    def __init__(self, scale=1.0, *, alpha=None, contamination=None, calibration="auto",
+                 calibration_folds=5, random_state=None, chunk_size=4096):
+        vars(self).update({k: v for k, v in locals().items() if k != "self"})
+
+    def _fit_state(self, X, y=None):
+        return {"center_": X.mean(axis=0)}
+
+    def _score_chunk(self, X, cache):
+        return -self.scale * np.sum((X - self.center_) ** 2, axis=1)
+
+
+class ShiftedGaussianScorer(GaussianScorer):
+    """A user's subclass of a shipped scorer: the Gaussian score plus a constant."""
+
+    def _score_chunk(self, X, cache):
+        return super()._score_chunk(X, cache) + 1.0
+
+
+def test_subclasses_register_themselves():
+    scorers = registered_scorers()
+    assert scorers["mean-distance"] is MeanDistanceScorer
+    assert scorers["shifted-gaussian"] is ShiftedGaussianScorer
+    assert {"gaussian", "shell", "knn"} <= set(scorers)
+    assert scorer_class("MeanDistanceScorer") is MeanDistanceScorer
+    assert scorer_class("PValueCombination") is None  # register=False: not saveable
+
+
+def test_a_clashing_class_name_is_refused():
+    with pytest.raises(TypeError, match="already has that class name"):
+        type("GaussianScorer", (GaussianScorer,), {"__module__": "elsewhere"})
+
+
+def test_new_scorer_is_a_cli_choice_with_its_parameters(tmp_path, capsys):
+    fit = build_parser()._subparsers._group_actions[0].choices["fit"]
+    scorer = next(a for a in fit._actions if a.dest == "scorer")
+    assert "mean-distance" in scorer.choices and "shifted-gaussian" in scorer.choices
+    assert "Multiplies the distance" in fit.format_help()
+
+    X = np.random.default_rng(0).normal(size=(300, 4))
+    np.save(tmp_path / "X.npy", X)
+    code = main(["fit", "--embeddings", str(tmp_path / "X.npy"), "--scorer", "mean-distance",
+                 "--scale", "2.5", "--alpha", "0.1", "--out", str(tmp_path / "m.npz")])
+    assert code == 0, capsys.readouterr().err
+    loaded = gaussood.load(tmp_path / "m.npz")
+    assert type(loaded) is MeanDistanceScorer and loaded.scale == 2.5
+    code = main(["fit", "--embeddings", str(tmp_path / "X.npy"), "--scorer", "gaussian",
+                 "--scale", "2", "--out", str(tmp_path / "g.npz")])
+    assert code == 2 and "--scale applies to --scorer mean-distance only" in \
+        capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cls", [MeanDistanceScorer, ShiftedGaussianScorer])
+def test_new_and_user_subclasses_save_and_load(cls, tmp_path):
+    rng = np.random.default_rng(1)
+    X, Xt = rng.normal(size=(400, 5)), rng.normal(size=(50, 5)) * 1.5
+    scorer = cls(random_state=0).fit(X)
+    scorer.save(tmp_path / "s.npz")
+    for loaded in (gaussood.load(tmp_path / "s.npz"), cls.load(tmp_path / "s.npz")):
+        assert type(loaded) is cls
+        np.testing.assert_array_equal(loaded.score_samples(Xt), scorer.score_samples(Xt))
+        np.testing.assert_array_equal(loaded.pvalue(Xt), scorer.pvalue(Xt))
+        np.testing.assert_array_equal(loaded.predict(Xt), scorer.predict(Xt))
+    if cls is ShiftedGaussianScorer:  # loading through the parent class is fine ...
+        assert type(GaussianScorer.load(tmp_path / "s.npz")) is cls
+    with pytest.raises(TypeError):  # ... through an unrelated one is not
+        gaussood.KNNScorer.load(tmp_path / "s.npz")
+
+
+def test_unregistered_scorers_are_not_saved(tmp_path):
+    combo = PValueCombination(random_state=0).fit(np.random.default_rng(2).normal(size=(200, 3)))
+    with pytest.raises(TypeError, match="registered gaussood scorer"):
+        gaussood.save(combo, tmp_path / "c.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_decision_from_scores_is_the_flag_rule():
+    X = np.random.default_rng(3).normal(size=(500, 3))
+    scorer = GaussianScorer(random_state=0).fit(X)
+    scores = scorer.score_samples(X)
+    np.testing.assert_array_equal(scorer.decision_from_scores(scores), scorer.decision_function(X))
+    np.testing.assert_array_equal(scorer.decision_from_scores(scores) < 0, scorer.predict(X) == -1)
