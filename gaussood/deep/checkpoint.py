@@ -5,7 +5,10 @@ read with ``torch.load(weights_only=True)`` (tensors and plain containers only,
 no arbitrary unpickling):
 
 - an *encoder file* ``{"format": "gaussood.encoder", "version", "config",
-  "state_dict"}``: what ships and what ``extract_embeddings`` needs;
+  "state_dict", "preprocessing"}``: what ships and what ``extract_embeddings`` needs.
+  Version 2 added ``preprocessing`` (input size, resize policy, channel order, value
+  range, mean/std: what the encoder expects of an image); version-1 files (no such
+  key) are read with the CIFAR-10 preprocessing they were trained with;
 - a *training checkpoint* ``{"format": "gaussood.checkpoint", ..., "encoder":
   <encoder file dict>, "optimizer", "scheduler", "epoch", "history", "rng"}``:
   everything needed to resume.
@@ -21,7 +24,22 @@ import torch
 from .._atomic import atomic_path
 from .models import Encoder
 
-ENCODER_FORMAT, CHECKPOINT_FORMAT, VERSION = "gaussood.encoder", "gaussood.checkpoint", 1
+ENCODER_FORMAT, CHECKPOINT_FORMAT, VERSION = "gaussood.encoder", "gaussood.checkpoint", 2
+
+
+def cifar10_preprocessing(input_size: int = 32) -> dict:
+    """The preprocessing of gaussood's own encoders (and of every version-1 file)."""
+    from .augment import CIFAR10_MEAN, CIFAR10_STD
+
+    return {"input_size": [input_size, input_size], "resize": "none", "channels": "RGB",
+            "value_range": [0.0, 1.0], "mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD)}
+
+
+def encoder_preprocessing(payload: dict) -> dict:
+    """The preprocessing stored in an encoder file or checkpoint payload (version 1:
+    the CIFAR-10 default)."""
+    enc = payload["encoder"] if payload.get("format") == CHECKPOINT_FORMAT else payload
+    return dict(enc.get("preprocessing") or cifar10_preprocessing())
 
 
 def atomic_torch_save(obj, path) -> None:
@@ -33,7 +51,7 @@ def encoder_payload(model: Encoder, dtype: torch.dtype | None = None) -> dict:
     state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu()
              for k, v in model.state_dict().items()}
     return {"format": ENCODER_FORMAT, "version": VERSION, "config": model.config(),
-            "state_dict": state}
+            "state_dict": state, "preprocessing": cifar10_preprocessing()}
 
 
 def save_encoder(model: Encoder, path, *, half: bool = False) -> None:
@@ -61,8 +79,11 @@ def read_payload(path) -> dict:
     if not isinstance(payload, dict) or payload.get("format") not in (ENCODER_FORMAT,
                                                                       CHECKPOINT_FORMAT):
         raise ValueError(f"{path} is not a gaussood encoder or checkpoint file.")
-    if payload.get("version", 0) > VERSION:
-        raise ValueError(f"{path} has version {payload['version']}; upgrade gaussood to read it.")
+    version = payload.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"{path} has no valid format version ({version!r}).")
+    if version > VERSION:
+        raise ValueError(f"{path} has version {version}; upgrade gaussood to read it.")
     return payload
 
 

@@ -1,17 +1,34 @@
 """Contrastive (SimCLR / InfoNCE) training of an encoder, on GPU or CPU.
 
-Data stay on the device as uint8 tensors; both views are drawn there in batches
-(``augment.SimCLRAugment``). One dictionary of hyperparameters
-(``TrainConfig``); a checkpoint after every epoch holds the model, optimiser,
-scheduler, history and random state, so an interrupted run resumes where it
-stopped and ends where an uninterrupted one would. Each epoch reports the
-weighted k-NN top-1 accuracy of the backbone features on held-out images.
+Data stay on the device as uint8 tensors; views are drawn there in batches
+(``augment.SimCLRAugment``). One dictionary of hyperparameters (``TrainConfig``).
+
+The run is a fixed number of optimiser steps, decided once at the first start and
+stored in the checkpoint: ``epochs x steps per epoch``, or, with ``budget_minutes``,
+what a timed warm-up says fits in that wall-clock budget. The learning-rate schedule
+(warm-up then cosine) spans exactly those steps, so a resumed run never re-measures
+and ends where an uninterrupted one would.
+
+A checkpoint (model, optimiser, scheduler, history, random states, the position
+inside the epoch, and the training data's fingerprint) is written at every epoch
+end and at least every ``checkpoint_minutes`` of wall clock, mid-epoch too; a run
+resumes exactly from it, and refuses to resume on other data or with a changed
+configuration field that shapes the run.
+
+Recipe options for CPU budgets: progressive resolution (``resolution="16:0.75,32"``:
+16 px crops for the first 75% of the steps, then 32 px) and multi-crop
+(``small_crops``: extra low-resolution crops, each a positive of both global views).
+The k-NN monitor (weighted top-1 of the backbone features at the images' native
+size) runs every ``knn_every`` epochs and at the end.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -43,7 +60,7 @@ class TrainConfig:
     lr: float | None = None          # None: 0.06 * batch_size / 128 (SGD, as lightly's benchmarks)
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    warmup_epochs: float = 0.5
+    warmup_epochs: float = 0.5       # capped at a quarter of the run
     temperature: float = 0.5
     norm_weight: float = 0.0         # the paper's regulariser: norm term ...
     entropy_weight: float = 0.0      # ... and batch k-NN entropy term (see loss.py)
@@ -58,9 +75,22 @@ class TrainConfig:
     compile: bool = False
     objective: str = "infonce"       # or "supervised": cross-entropy on the labels, same
                                      # architecture, head output = one logit per class
+    budget_minutes: float | None = None  # train for this many minutes (replaces epochs)
+    checkpoint_minutes: float = 10.0     # wall clock between checkpoints (mid-epoch too)
+    resolution: str = "32"           # crop side per phase, e.g. "16:0.75,32" (see above)
+    crop_min_scale: float = 0.08     # RandomResizedCrop area range (lo, 1) of the views
+    small_crops: int = 0             # extra crops per image at half the current side ...
+    small_crop_scale: float = 0.14   # ... with area fraction in (0.05, small_crop_scale)
+    knn_every: int = 1               # epochs between k-NN evaluations (and at the end)
 
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else 0.06 * self.batch_size / 128
+
+
+# Fields that do not change the sequence of optimiser steps: free to differ on resume.
+# (``epochs`` and ``budget_minutes`` only size the run at its first start.)
+_NOT_SHAPING = {"epochs", "budget_minutes", "checkpoint_minutes", "knn_k", "knn_temperature",
+                "knn_bank", "knn_queries", "knn_every", "compile"}
 
 
 @dataclass
@@ -68,6 +98,37 @@ class TrainResult:
     model: Encoder
     history: list = field(default_factory=list)
     checkpoint: Path | None = None
+    total_steps: int = 0
+
+
+def parse_resolution(spec: str) -> list[tuple[int, float]]:
+    """``"16:0.75,32"`` -> ``[(16, 0.75), (32, 1.0)]``: crop side and the fraction of
+    the run at which its phase ends. The last phase has no fraction (it takes the rest)."""
+    phases, end = [], 0.0
+    parts = str(spec).split(",")
+    try:
+        for i, part in enumerate(parts):
+            size, _, frac = part.partition(":")
+            last = i == len(parts) - 1
+            if last == bool(frac):
+                raise ValueError
+            end = 1.0 if last else end + float(frac)
+            if int(size) < 4 or not (0 < end <= 1) or (not last and end >= 1):
+                raise ValueError
+            phases.append((int(size), end))
+    except ValueError:
+        raise ValueError(f"resolution must look like '32' or '16:0.75,32' (side:fraction, "
+                         f"sides >= 4, fractions summing below 1); got {spec!r}") from None
+    return phases
+
+
+def data_fingerprint(train_set) -> dict:
+    """What a checkpoint records of its training data: content hash, size, classes."""
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(train_set.images).data)
+    digest.update(np.ascontiguousarray(train_set.labels).astype(np.int64).data)
+    return {"sha256": digest.hexdigest(), "n": int(len(train_set)), "name": train_set.name,
+            "classes": sorted(int(c) for c in np.unique(train_set.labels))}
 
 
 def knn_top1(bank: np.ndarray, bank_labels: np.ndarray, queries: np.ndarray,
@@ -88,9 +149,9 @@ def knn_top1(bank: np.ndarray, bank_labels: np.ndarray, queries: np.ndarray,
     return float(np.mean(votes.argmax(axis=1) == query_labels))
 
 
-def _schedule(config: TrainConfig, steps_per_epoch: int):
-    total = max(1, config.epochs * steps_per_epoch)
-    warmup = int(config.warmup_epochs * steps_per_epoch)
+def _schedule(config: TrainConfig, steps_per_epoch: int, total: int):
+    total = max(1, total)
+    warmup = min(int(config.warmup_epochs * steps_per_epoch), total // 4)
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -103,10 +164,98 @@ def _subset(n_total: int, n: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(n_total)[:min(n, n_total)])
 
 
+class _Step:
+    """One optimiser step of the configured objective, views drawn from ``gen``."""
+
+    def __init__(self, config, model, optimizer, scheduler, criterion, labels, device):
+        self.config, self.model, self.optimizer, self.scheduler = config, model, optimizer, scheduler
+        self.criterion, self.labels, self.device = criterion, labels, device
+        self.forward = torch.compile(model) if config.compile else model
+        scale = (config.crop_min_scale, 1.0)
+        self.augments = {size: SimCLRAugment(size=size, crop_scale=scale)
+                         for size, _ in parse_resolution(config.resolution)}
+        self.small = {size: SimCLRAugment(size=max(4, size // 2),
+                                          crop_scale=(0.05, config.small_crop_scale))
+                      for size in self.augments}
+
+    def _embed(self, views):
+        if self.config.channels_last:
+            views = views.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                            enabled=self.device.type == "cuda"):
+            return self.forward(views)[1].float()
+
+    def __call__(self, batch, index, size, gen) -> torch.Tensor:
+        v1, v2 = two_views(self.augments[size], batch, gen)
+        z1, z2 = self._embed(torch.cat([v1, v2])).chunk(2)
+        if self.labels is not None:
+            loss = self.criterion(torch.cat([z1, z2]), self.labels[index].repeat(2))
+        elif self.config.small_crops:
+            m = self.config.small_crops
+            small = torch.cat([self.small[size](batch, gen) for _ in range(m)])
+            pairs = [(z1, z2)] + [(zg, zs) for zs in self._embed(small).chunk(m) for zg in (z1, z2)]
+            loss = sum(self.criterion(a, b) for a, b in pairs) / len(pairs)
+        else:
+            loss = self.criterion(z1, z2)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss.detach()
+
+
+def _seconds_per_step(step: _Step, images, sizes, batch_size, device, repeats: int = 3) -> dict:
+    """Median seconds of one step at each crop side, timed on a copy of the model."""
+    trial = copy.copy(step)
+    trial.model = copy.deepcopy(step.model)
+    trial.forward = trial.model
+    trial.optimizer = torch.optim.SGD(trial.model.parameters(), lr=1e-4, momentum=0.9)
+    trial.scheduler = torch.optim.lr_scheduler.LambdaLR(trial.optimizer, lambda s: 1.0)
+    gen = torch.Generator(device=device).manual_seed(12345)
+    index = torch.arange(batch_size, device=device) % images.shape[0]
+    batch = images[index]
+    out = {}
+    for size in sizes:
+        times = []
+        for r in range(repeats + 1):  # the first call warms caches and is not counted
+            t0 = time.perf_counter()
+            trial(batch, index, size, gen)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if r:
+                times.append(time.perf_counter() - t0)
+        out[size] = float(np.median(times))
+    return out
+
+
+def _check_resume(path: Path, state: dict, config: TrainConfig, fingerprint: dict) -> None:
+    if state["format"] != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is an encoder file, not a training checkpoint.")
+    saved = state["config"]
+    defaults = asdict(TrainConfig())
+    changed = [f"{name}: {saved.get(name, defaults[name])!r} -> {value!r}"
+               for name, value in asdict(config).items()
+               if name not in _NOT_SHAPING and saved.get(name, defaults[name]) != value]
+    if changed:
+        raise ValueError(f"{path} was written with another configuration ({'; '.join(changed)}); "
+                         "use a new checkpoint_dir or resume=False.")
+    data = state.get("data")
+    if data is None:
+        warnings.warn(f"{path} does not record its training data (written by an older "
+                      "gaussood); resuming without checking that the data are the same.",
+                      UserWarning, stacklevel=3)
+    elif data["sha256"] != fingerprint["sha256"]:
+        raise ValueError(
+            f"{path} was trained on other data ({data['name']}, n={data['n']}, classes "
+            f"{data['classes']}, sha256 {data['sha256'][:12]}...) than this run's "
+            f"({fingerprint['name']}, n={fingerprint['n']}, classes {fingerprint['classes']}, "
+            f"sha256 {fingerprint['sha256'][:12]}...); use a new checkpoint_dir or resume=False.")
+
+
 def train_encoder(train_set, config: TrainConfig | None = None, *, eval_set=None,
                   checkpoint_dir=None, device="auto", resume: bool = True,
                   progress: bool = True, stop_after: int | None = None,
-                  snapshots: bool = False) -> TrainResult:
+                  stop_after_steps: int | None = None, snapshots: bool = False) -> TrainResult:
     """Train an encoder with InfoNCE on ``train_set`` (an ``ImageSet``).
 
     With ``config.objective == "supervised"`` the same architecture is trained
@@ -117,13 +266,14 @@ def train_encoder(train_set, config: TrainConfig | None = None, *, eval_set=None
     Parameters
     ----------
     eval_set : ImageSet, optional
-        Held-out labelled images for the per-epoch k-NN monitor (the bank is
-        a fixed subset of ``train_set``).
+        Held-out labelled images for the k-NN monitor (the bank is a fixed subset
+        of ``train_set``).
     checkpoint_dir : path, optional
-        ``last.pt`` is written there after every epoch; with ``resume=True`` a
-        run continues from it.
-    stop_after : int, optional
-        Stop after this many epochs in this call (simulates an interruption).
+        ``last.pt`` is written there at every epoch end and every
+        ``config.checkpoint_minutes``; with ``resume=True`` a run continues from it.
+    stop_after, stop_after_steps : int, optional
+        Stop after this many epochs / optimiser steps in this call (an interruption;
+        a checkpoint is written at the stop).
     snapshots : bool
         Also write ``epoch<N>.pt`` (an fp16 encoder file) after every epoch into
         ``checkpoint_dir``, for studies across epochs.
@@ -131,23 +281,30 @@ def train_encoder(train_set, config: TrainConfig | None = None, *, eval_set=None
     config = config or TrainConfig()
     device = pick_device(device)
     n = len(train_set)
-    steps = n // config.batch_size
-    if steps < 1:
+    steps_per_epoch = n // config.batch_size
+    if steps_per_epoch < 1:
         raise ValueError(f"batch_size={config.batch_size} is larger than the {n} training images.")
     if config.steps_per_epoch:
-        steps = min(steps, config.steps_per_epoch)
-
+        steps_per_epoch = min(steps_per_epoch, config.steps_per_epoch)
+    phases = parse_resolution(config.resolution)
     if config.objective not in ("infonce", "supervised"):
         raise ValueError(f"objective must be 'infonce' or 'supervised'; got {config.objective!r}.")
+    if config.budget_minutes is not None and not config.budget_minutes > 0:
+        raise ValueError(f"budget_minutes must be > 0; got {config.budget_minutes!r}.")
+    if not config.checkpoint_minutes > 0 or config.knn_every < 1 or config.small_crops < 0:
+        raise ValueError("checkpoint_minutes must be > 0, knn_every >= 1, small_crops >= 0.")
     if snapshots and checkpoint_dir is None:
         raise ValueError("snapshots=True needs a checkpoint_dir.")
     supervised = config.objective == "supervised"
-    proj_dim = config.proj_dim
+    if supervised and config.small_crops:
+        raise ValueError("small_crops applies to objective='infonce' only.")
+    proj_dim, labels = config.proj_dim, None
     if supervised:
         if train_set.labels is None or train_set.labels.min() < 0:
             raise ValueError("objective='supervised' needs a labelled training set.")
         proj_dim = int(train_set.labels.max()) + 1
         labels = torch.from_numpy(train_set.labels.astype(np.int64)).to(device)
+    fingerprint = data_fingerprint(train_set)
 
     torch.manual_seed(config.seed)
     model = Encoder(config.model, proj_dim).to(device)
@@ -156,30 +313,49 @@ def train_encoder(train_set, config: TrainConfig | None = None, *, eval_set=None
     optimizer = torch.optim.SGD(model.parameters(), lr=config.learning_rate(),
                                 momentum=config.momentum, weight_decay=config.weight_decay,
                                 nesterov=True)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, steps))
     criterion = (torch.nn.CrossEntropyLoss() if supervised
                  else InfoNCELoss(config.temperature, norm_weight=config.norm_weight,
-                                 entropy_weight=config.entropy_weight))
-    augment = SimCLRAugment()
-    step_fn = torch.compile(model) if config.compile else model
+                                  entropy_weight=config.entropy_weight))
+    images = torch.from_numpy(train_set.images).to(device).permute(0, 3, 1, 2)
 
-    history, start_epoch = [], 0
     path = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
+    state = None
     if path is not None and resume and path.is_file():
         state = read_payload(path)
-        if state["format"] != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path} is an encoder file, not a training checkpoint.")
-        saved = {k: v for k, v in state["config"].items() if k != "epochs"}
-        if saved != {k: v for k, v in asdict(config).items() if k != "epochs"}:
-            raise ValueError(f"{path} was written with another configuration; use a new "
-                             "checkpoint_dir or resume=False.")
+        _check_resume(path, state, config, fingerprint)
+    history, start, elapsed, acc, gen_state = [], 0, 0.0, [0.0, 0.0, 0], None
+    timing = None
+    if state is not None:
+        total = int(state.get("total_steps", state["config"].get("epochs", config.epochs)
+                              * steps_per_epoch))
+        start = int(state.get("step", int(state["epoch"]) * steps_per_epoch))
+        history, elapsed = list(state["history"]), float(state.get("elapsed", 0.0))
+        acc, gen_state, timing = list(state.get("epoch_acc", acc)), state.get("gen"), state.get(
+            "timing")
+    elif config.budget_minutes is not None:
+        probe = _Step(config, model, optimizer, None, criterion, labels, device)
+        timing = _seconds_per_step(probe, images, [s for s, _ in phases], config.batch_size,
+                                   device)
+        mean_step, begin = 0.0, 0.0
+        for size, end in phases:
+            mean_step, begin = mean_step + (end - begin) * timing[size], end
+        total = max(1, int(config.budget_minutes * 60 / mean_step))
+        timing = {"seconds_per_step": {str(k): v for k, v in timing.items()},
+                  "mean_seconds_per_step": mean_step, "total_steps": total}
+        if progress:
+            tqdm.write(f"budget {config.budget_minutes:g} min: {mean_step:.3f} s/step "
+                       f"measured -> {total} steps ({total / steps_per_epoch:.1f} epochs)")
+    else:
+        total = config.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
+                                                  _schedule(config, steps_per_epoch, total))
+    step_fn = _Step(config, model, optimizer, scheduler, criterion, labels, device)
+    if state is not None:
         model.load_state_dict(state["encoder"]["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
-        history, start_epoch = list(state["history"]), int(state["epoch"])
 
-    images = torch.from_numpy(train_set.images).to(device).permute(0, 3, 1, 2)
     monitor = None
     if eval_set is not None:
         bank = _subset(n, config.knn_bank, config.seed)
@@ -187,52 +363,72 @@ def train_encoder(train_set, config: TrainConfig | None = None, *, eval_set=None
         monitor = (train_set.images[bank], train_set.labels[bank],
                    eval_set.images[queries], eval_set.labels[queries])
 
-    end_epoch = config.epochs if stop_after is None else min(config.epochs, start_epoch + stop_after)
-    for epoch in range(start_epoch, end_epoch):
+    def save(step, gen):
+        if path is None:
+            return
+        atomic_torch_save({
+            "format": CHECKPOINT_FORMAT, "version": VERSION, "config": asdict(config),
+            "encoder": encoder_payload(model), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "epoch": step // steps_per_epoch,
+            "step": step, "total_steps": total, "history": history, "elapsed": elapsed,
+            "epoch_acc": acc, "rng": torch.get_rng_state(),
+            "gen": None if gen is None else gen.get_state(), "data": fingerprint,
+            "timing": timing}, path)
+
+    end = total
+    if stop_after is not None:
+        end = min(end, (start // steps_per_epoch + stop_after) * steps_per_epoch)
+    if stop_after_steps is not None:
+        end = min(end, start + stop_after_steps)
+    gen, perm, last_save = None, None, time.monotonic()
+    bar = tqdm(range(start, end), desc="train", disable=not progress, mininterval=2.0)
+    for step in bar:
+        epoch, k = divmod(step, steps_per_epoch)
+        if perm is None or k == 0:
+            gen = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + epoch)
+            perm = torch.randperm(n, generator=gen, device=device)
+            if k and gen_state is not None:  # resumed mid-epoch
+                gen.set_state(gen_state)
+        size = next(s for s, e in phases if step < e * total)
         model.train()
-        gen = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + epoch)
-        perm = torch.randperm(n, generator=gen, device=device)
-        t0, total = time.perf_counter(), 0.0
-        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress)
-        for step in bar:
-            index = perm[step * config.batch_size:(step + 1) * config.batch_size]
-            batch = images[index]
-            v1, v2 = two_views(augment, batch, gen)
-            views = torch.cat([v1, v2])
-            if config.channels_last:
-                views = views.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                _, z = step_fn(views)
-            loss = (criterion(z.float(), labels[index].repeat(2)) if supervised
-                    else criterion(*z.float().chunk(2)))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += float(loss.detach())
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+        t0 = time.perf_counter()
+        index = perm[k * config.batch_size:(k + 1) * config.batch_size]
+        loss = float(step_fn(images[index], index, size, gen))
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
-        record = {"epoch": epoch + 1, "loss": total / steps, "seconds": seconds,
-                  "views_per_s": 2 * steps * config.batch_size / seconds,
-                  "lr": scheduler.get_last_lr()[0], "knn_top1": None}
-        if monitor is not None:
-            bank_x, bank_y, query_x, query_y = monitor
-            feats = [embed_images(model, x, device=device) for x in (bank_x, query_x)]
-            record["knn_top1"] = knn_top1(feats[0], bank_y, feats[1], query_y,
-                                          config.knn_k, config.knn_temperature)
-        history.append(record)
-        if progress:
-            knn = "" if record["knn_top1"] is None else f", kNN top-1 {100 * record['knn_top1']:.1f}%"
-            tqdm.write(f"epoch {epoch + 1}: loss {record['loss']:.4f}, "
-                       f"{record['views_per_s']:.0f} views/s{knn}")
-        if path is not None:
-            atomic_torch_save({
-                "format": CHECKPOINT_FORMAT, "version": VERSION, "config": asdict(config),
-                "encoder": encoder_payload(model), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "history": history,
-                "rng": torch.get_rng_state()}, path)
-            if snapshots:
+        acc = [acc[0] + loss, acc[1] + seconds, acc[2] + 1]
+        elapsed += seconds
+        bar.set_postfix(loss=f"{loss:.3f}", px=size, epoch=epoch + 1, refresh=False)
+        epoch_end = k == steps_per_epoch - 1 or step == total - 1
+        if epoch_end:
+            record = {"epoch": epoch + 1, "step": step + 1, "views": 2 * (step + 1) *
+                      config.batch_size, "resolution": size, "loss": acc[0] / acc[2],
+                      "seconds": acc[1], "elapsed": elapsed,
+                      "views_per_s": 2 * acc[2] * config.batch_size / acc[1],
+                      "lr": scheduler.get_last_lr()[0], "knn_top1": None}
+            if monitor is not None and ((epoch + 1) % config.knn_every == 0 or step == total - 1):
+                bank_x, bank_y, query_x, query_y = monitor
+                feats = [embed_images(model, x, device=device) for x in (bank_x, query_x)]
+                record["knn_top1"] = knn_top1(feats[0], bank_y, feats[1], query_y,
+                                              config.knn_k, config.knn_temperature)
+            history.append(record)
+            acc = [0.0, 0.0, 0]
+            if progress:
+                knn = ("" if record["knn_top1"] is None
+                       else f", kNN top-1 {100 * record['knn_top1']:.1f}%")
+                tqdm.write(f"epoch {epoch + 1} (step {step + 1}/{total}, {size} px): loss "
+                           f"{record['loss']:.4f}, {record['views_per_s']:.0f} views/s, "
+                           f"{elapsed / 60:.1f} min{knn}")
+        if (epoch_end or step == end - 1
+                or time.monotonic() - last_save >= 60 * config.checkpoint_minutes):
+            save(step + 1, None if epoch_end else gen)
+            last_save = time.monotonic()
+            if snapshots and epoch_end:
                 save_encoder(model, path.parent / f"epoch{epoch + 1}.pt", half=True)
-    return TrainResult(model.eval(), history, path)
+    bar.close()
+    return TrainResult(model.eval(), history, path, total)
+
+
+__all__ = ["TrainConfig", "TrainResult", "train_encoder", "knn_top1", "data_fingerprint",
+           "parse_resolution"]

@@ -1,0 +1,188 @@
+"""CPU recipe study: which InfoNCE recipe buys the most k-NN accuracy per CPU minute?
+
+Every arm is one ``train_encoder`` run on the CIFAR-10 JPEG train split with the same
+number of views (``--epochs`` x 2 x 49,920 global views), one torch thread, a cosine
+schedule sized to the arm, and the weighted k-NN monitor (k = 200, T = 0.1, backbone
+features at 32 px; bank 10,000 train images, 2,000 test queries) after every epoch.
+Arms differ from the ``base`` arm in one setting each: backbone (small convnet,
+ResNet-8, ResNet-20, airbench-style), progressive resolution (16 px for 75% of the
+steps, then 32 px) against 32 px throughout, multi-crop (two extra 16 px crops),
+temperature, batch size. ``--jobs 2`` runs two arms at a time (one per core, each its
+own process); nothing else should run meanwhile, since minutes are part of the result.
+``--throughput`` measures views/s per backbone and crop side with 1 and 2 threads
+(timed steps, nothing else running), which turns views into idle-core minutes.
+
+    python benchmarks/cpu_recipe.py --arms all --jobs 2      # the study (~50 min, 2 cores)
+    python benchmarks/cpu_recipe.py --throughput             # views/s table (~3 min)
+    python benchmarks/cpu_recipe.py --report                 # results/cpu_recipe.{md,json}
+
+Each arm writes ``results/cpu_recipe/<arm>.json`` (history, config, environment) and
+checkpoints under ``~/.cache/gaussood/runs/recipe-<arm>`` (an interrupted study resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _common import environment, write_results  # noqa: E402
+
+OUT = HERE / "results" / "cpu_recipe"
+PROGRESSIVE = "16:0.75,32"
+
+# name -> (changes from the base TrainConfig, what the arm tests)
+ARMS = {
+    "small-32": ({"model": "small", "resolution": "32"}, "baseline: today's net, 32 px"),
+    "small-prog": ({"model": "small", "resolution": PROGRESSIVE}, "progressive resolution"),
+    "resnet8-prog": ({"model": "resnet8", "resolution": PROGRESSIVE}, "backbone: ResNet-8"),
+    "resnet20-prog": ({"model": "resnet20", "resolution": PROGRESSIVE}, "backbone: ResNet-20"),
+    "airbench-prog": ({"model": "airbench", "resolution": PROGRESSIVE}, "backbone: airbench"),
+    "small-prog-mc2": ({"model": "small", "resolution": PROGRESSIVE, "small_crops": 2},
+                       "multi-crop: + two half-side crops"),
+    "small-prog-t02": ({"model": "small", "resolution": PROGRESSIVE, "temperature": 0.2},
+                       "temperature 0.2"),
+    "small-prog-b512": ({"model": "small", "resolution": PROGRESSIVE, "batch_size": 512},
+                        "batch 512 (lr scaled)"),
+    "small-32-s1": ({"model": "small", "resolution": "32", "seed": 1}, "baseline, seed 1"),
+}
+
+
+def arm_config(name: str, epochs: int):
+    from gaussood.deep import TrainConfig
+
+    changes, _ = ARMS[name]
+    return dataclasses.replace(TrainConfig(), epochs=epochs, knn_every=1, **changes)
+
+
+def run_arm(name: str, epochs: int, root: str | None) -> None:
+    import torch
+
+    from gaussood.deep import load_dataset, train_encoder
+
+    torch.set_num_threads(1)
+    config = arm_config(name, epochs)
+    train = load_dataset("cifar10", "train", root=root)
+    test = load_dataset("cifar10", "test", root=root)
+    start = time.perf_counter()
+    result = train_encoder(train, config, eval_set=test, device="cpu",
+                           checkpoint_dir=Path.home() / ".cache/gaussood/runs" / f"recipe-{name}")
+    OUT.mkdir(parents=True, exist_ok=True)
+    record = {"arm": name, "tests": ARMS[name][1], "config": dataclasses.asdict(config),
+              "history": result.history, "wall_seconds_this_call": time.perf_counter() - start,
+              "data": {"train": train.source, "test": test.source},
+              "environment": environment()}
+    (OUT / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def throughput(models, sizes, threads, steps: int) -> list[dict]:
+    """views/s of one training step per (model, side, threads), timed by the trainer's probe."""
+    import torch
+
+    from gaussood.deep import TrainConfig
+    from gaussood.deep.loss import InfoNCELoss
+    from gaussood.deep.models import Encoder, model_flops
+    from gaussood.deep.train import _seconds_per_step, _Step
+
+    rows = []
+    images = torch.randint(0, 256, (512, 3, 32, 32), dtype=torch.uint8)
+    for model_name in models:
+        for t in threads:
+            torch.set_num_threads(t)
+            config = TrainConfig(model=model_name, resolution=",".join(
+                f"{s}:{1 / (len(sizes) + 1):.3f}" for s in sizes) + ",32")
+            model = Encoder(model_name).to(memory_format=torch.channels_last)
+            opt = torch.optim.SGD(model.parameters(), lr=0.1)
+            probe = _Step(config, model, opt, None, InfoNCELoss(0.5), None, torch.device("cpu"))
+            sec = _seconds_per_step(probe, images, sizes, config.batch_size,
+                                    torch.device("cpu"), repeats=steps)
+            for size in sizes:
+                rows.append({"model": model_name, "side": size, "threads": t,
+                             "views_per_s": 2 * config.batch_size / sec[size],
+                             "forward_mflop": model_flops(model_name, size) / 1e6})
+                print(rows[-1], flush=True)
+    return rows
+
+
+def report() -> None:
+    arms = {p.stem: json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))
+            if p.stem != "throughput"}
+    tp_path = OUT / "throughput.json"
+    tp = json.loads(tp_path.read_text()) if tp_path.is_file() else None
+    lines = ["CPU recipe study: InfoNCE on the CIFAR-10 JPEG train split, one torch thread per "
+             "arm, two arms at a time (one per core). Weighted k-NN top-1 (k=200, T=0.1) on "
+             "backbone features at 32 px, bank 10,000 train / 2,000 test images. Minutes are "
+             "training time measured in the arm (two arms ran side by side).", "",
+             "| arm | tests | views (M) | k-NN per epoch (%) | final k-NN (%) | train min | "
+             "views/s |", "|---|---|---|---|---|---|---|"]
+    for name, rec in arms.items():
+        h = rec["history"]
+        curve = " / ".join(f"{100 * r['knn_top1']:.1f}" for r in h if r["knn_top1"] is not None)
+        mins = h[-1]["elapsed"] / 60
+        lines.append(f"| {name} | {rec['tests']} | {h[-1]['views'] / 1e6:.2f} | {curve} | "
+                     f"{100 * h[-1]['knn_top1']:.1f} | {mins:.1f} | "
+                     f"{h[-1]['views'] / h[-1]['elapsed']:.0f} |")
+    if tp:
+        lines += ["", f"Throughput on an idle machine ({tp['steps']} timed steps of batch 256 "
+                  "per cell; views/s; forward MFLOP per image at that side):", "",
+                  "| model | side | MFLOP | 1 thread | 2 threads |", "|---|---|---|---|---|"]
+        cells = {(r["model"], r["side"], r["threads"]): r for r in tp["rows"]}
+        for (m, s, t), r in cells.items():
+            if t == 1:
+                two = cells.get((m, s, 2))
+                two = "-" if two is None else f"{two['views_per_s']:.0f}"
+                lines.append(f"| {m} | {s} | {r['forward_mflop']:.0f} | "
+                             f"{r['views_per_s']:.0f} | {two} |")
+    write_results("cpu_recipe", {"arms": arms, "throughput": tp, "environment": environment()},
+                  "\n".join(lines))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arms", default=None, help=f"comma list or 'all' ({', '.join(ARMS)})")
+    parser.add_argument("--arm", default=None, help=argparse.SUPPRESS)  # one arm, in-process
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--root", default=None, help="data root with the CIFAR-10 archive")
+    parser.add_argument("--throughput", action="store_true")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per throughput cell")
+    parser.add_argument("--report", action="store_true")
+    args = parser.parse_args(argv)
+    if args.arm:
+        return run_arm(args.arm, args.epochs, args.root)
+    if args.throughput:
+        models = ["small", "resnet8", "resnet20", "airbench"]
+        rows = throughput(models, [16, 24, 32], [1, 2], args.steps)
+        OUT.mkdir(parents=True, exist_ok=True)
+        (OUT / "throughput.json").write_text(json.dumps(
+            {"steps": args.steps, "rows": rows, "environment": environment()}, indent=2) + "\n")
+    if args.arms:
+        names = list(ARMS) if args.arms == "all" else args.arms.split(",")
+        unknown = [n for n in names if n not in ARMS]
+        if unknown:
+            parser.error(f"unknown arms {unknown}; known: {', '.join(ARMS)}")
+        cmd = [sys.executable, __file__, "--epochs", str(args.epochs)]
+        cmd += ["--root", args.root] if args.root else []
+        logs = OUT / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+
+        def one(name):
+            with open(logs / f"{name}.log", "w") as log:
+                return name, subprocess.run(cmd + ["--arm", name], stdout=log,
+                                            stderr=subprocess.STDOUT).returncode
+        with ThreadPoolExecutor(args.jobs) as pool:
+            for name, code in pool.map(one, names):
+                print(f"{name}: {'done' if code == 0 else f'failed ({code})'}", flush=True)
+    if args.report or args.arms or args.throughput:
+        report()
+
+
+if __name__ == "__main__":
+    main()
