@@ -1,16 +1,22 @@
 """Train the contrastive encoder that the benchmarks use, and record how it went.
 
 Trains ``gaussood.deep.train_encoder`` (SimCLR / InfoNCE) on the CIFAR-10 JPEG
-train split, monitors weighted k-NN top-1 accuracy (k = 200) on the test split
-after every epoch, and writes
+train split (or Fashion-MNIST), monitors weighted k-NN top-1 accuracy (k = 200) on
+the test split, then measures the full protocol (bank = every train image, queries =
+every test image) on the final encoder, and writes
   benchmarks/checkpoints/<name>.pt     fp16 encoder file (loadable by load_encoder)
-  benchmarks/checkpoints/<name>.json   provenance: command, config, epochs, wall
-                                       time, device, versions, seed, kNN accuracy, sha256
-  benchmarks/results/<name>.json/.md   k-NN accuracy and loss against wall time.
-The run checkpoints every epoch under --work-dir and resumes there if cut short.
+  benchmarks/checkpoints/<name>.json   provenance: command, recipe, wall clock, CPU,
+                                       commit, versions, seed, kNN accuracy, sha256
+  benchmarks/results/<name>.json/.md   k-NN accuracy and loss against training time.
+Every TrainConfig field is an option (``--budget-minutes``, ``--resolution``, ...).
+The run checkpoints under --work-dir (every epoch and every --checkpoint-minutes) and
+resumes there if cut short; for a run longer than one sitting, point --work-dir at
+benchmarks/checkpoints/runs/<name> and commit its last.pt.
 
 Run (CPU default, under 30 minutes on 2 cores):
     python benchmarks/train_encoder.py --root ../shared/data --threads 1
+Budgeted CPU recipe (see benchmarks/results/cpu_recipe.md):
+    python benchmarks/train_encoder.py --threads 1 --budget-minutes 240 --resolution 16:0.75,32
 GPU (ResNet-18): python benchmarks/train_encoder.py --model resnet18 --epochs 30 --batch-size 512
 """
 
@@ -18,119 +24,157 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import shlex
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import environment, write_results  # noqa: E402
 
-from gaussood.deep import TrainConfig, load_dataset, save_encoder, train_encoder  # noqa: E402
+from gaussood._atomic import atomic_path  # noqa: E402
+from gaussood.cli import _add_train_config_flags, _train_config  # noqa: E402
+from gaussood.deep import (embed_images, knn_top1, load_dataset, save_encoder,  # noqa: E402
+                           train_encoder)
 from gaussood.deep.checkpoint import file_sha256  # noqa: E402
+from gaussood.deep.data import parse_classes  # noqa: E402
 from gaussood.deep.embed import pick_device  # noqa: E402
+from gaussood.deep.models import model_flops  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
 
-def parse_classes(text):
-    """'0-5' or '0,1,2' -> list of ints (None stays None)."""
-    if text is None:
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
         return None
-    out = []
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        out.extend(range(int(lo), int(hi or lo) + 1))
-    return out
+
+
+def full_protocol(model, train, test, config, device) -> dict:
+    """Weighted k-NN top-1 with every train image in the bank and every test image queried."""
+    start = time.perf_counter()
+    bank, queries = (embed_images(model, s.images, device=device) for s in (train, test))
+    acc = knn_top1(bank, train.labels, queries, test.labels, config.knn_k, config.knn_temperature)
+    return {"knn_top1": acc, "bank": len(train), "queries": len(test),
+            "seconds": time.perf_counter() - start}
 
 
 def main(argv=None):
-    defaults = TrainConfig()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=None, help="data root with the CIFAR-10 archive")
-    parser.add_argument("--model", default=defaults.model, choices=["small", "resnet18"])
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=float, default=None)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--steps-per-epoch", type=int, default=None, help="cap (smoke runs)")
-    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--dataset", default="cifar10", choices=["cifar10", "fashion-mnist"])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice; 1 is faster when "
                              "another process keeps a core busy)")
-    parser.add_argument("--objective", default=defaults.objective,
-                        choices=["infonce", "supervised"],
-                        help="supervised: cross-entropy baseline, same architecture and budget")
     parser.add_argument("--classes", default=None,
-                        help="train (and monitor) on these CIFAR-10 class ids only, e.g. 0-5")
+                        help="train (and monitor) on these class ids only, e.g. 0-5")
+    parser.add_argument("--name", default=None, help="output name (default: <dataset>-<model>)")
+    parser.add_argument("--work-dir", type=Path, default=None)
+    parser.add_argument("--stop-after-minutes", type=float, default=None,
+                        help="leave the run after about this many minutes in this call, with a "
+                             "checkpoint (SIGTERM does the same); resume later from --work-dir")
     parser.add_argument("--snapshots", action="store_true",
                         help="also keep an fp16 encoder file per epoch in --work-dir")
-    parser.add_argument("--name", default=None, help="output name (default: cifar10-<model>)")
-    parser.add_argument("--work-dir", type=Path, default=None)
     parser.add_argument("--checkpoint-dir", type=Path, default=HERE / "checkpoints")
     parser.add_argument("--results-dir", type=Path, default=HERE / "results")
+    _add_train_config_flags(parser)
     args = parser.parse_args(argv)
 
     if args.threads:
         torch.set_num_threads(args.threads)
     classes = parse_classes(args.classes)
-    name = args.name or f"cifar10-{args.model}"
-    config = dataclasses.replace(defaults, model=args.model, epochs=args.epochs,
-                                 objective=args.objective,
-                                 batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                                 steps_per_epoch=args.steps_per_epoch, compile=args.compile)
+    config = _train_config(args)
+    name = args.name or f"{args.dataset}-{config.model}"
     device = pick_device(args.device)
     work = args.work_dir or Path.home() / ".cache" / "gaussood" / "runs" / name
     start = time.perf_counter()
-    train = load_dataset("cifar10", "train", root=args.root, classes=classes)
-    test = load_dataset("cifar10", "test", root=args.root, classes=classes)
+    train = load_dataset(args.dataset, "train", root=args.root, classes=classes)
+    test = load_dataset(args.dataset, "test", root=args.root, classes=classes)
     load_s = time.perf_counter() - start
+    deadline = (None if args.stop_after_minutes is None
+                else time.monotonic() + 60 * args.stop_after_minutes)
+    terminated = []
+    signal.signal(signal.SIGTERM, lambda *_: terminated.append(True))
     result = train_encoder(train, config, eval_set=test, checkpoint_dir=work, device=device,
-                           snapshots=args.snapshots)
+                           snapshots=args.snapshots, should_stop=lambda: bool(terminated) or (
+                               deadline is not None and time.monotonic() > deadline))
     wall = time.perf_counter() - start
+    final = result.history[-1] if result.history else {"step": 0}
+    done = torch.load(work / "last.pt", weights_only=True)["step"]
+    if done < result.total_steps:
+        print(f"stopped at step {done} of {result.total_steps}; resume with the same "
+              f"command (checkpoint {work / 'last.pt'})")
+        return
 
+    full = full_protocol(result.model, train, test, config, device)
     args.checkpoint_dir.mkdir(parents=True, exist_ok=True)
     encoder_path = args.checkpoint_dir / f"{name}.pt"
     save_encoder(result.model, encoder_path, half=True)
-    train_s = sum(h["seconds"] for h in result.history)
-    final = result.history[-1]
+    train_s = final["elapsed"]
+    protocol = (f"weighted k-NN (k={config.knn_k}, T={config.knn_temperature}) on backbone "
+                "features")
     provenance = {
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
-        "config": dataclasses.asdict(config), "epochs": len(result.history),
-        "device": str(device), "environment": environment(),
+        "recipe": dataclasses.asdict(config), "total_steps": result.total_steps,
+        "epochs": len(result.history), "views": final["views"],
+        "backbone_mflop_32px": model_flops(config.model) / 1e6,
+        "device": str(device), "environment": environment(), "commit": git_commit(),
         "data": {"train": train.source, "test": test.source, "n_train": len(train),
                  "classes": classes},
-        "knn_top1": final["knn_top1"], "knn_protocol": (
-            f"weighted k-NN (k={config.knn_k}, T={config.knn_temperature}) on backbone "
-            f"features: bank {config.knn_bank} train images, {config.knn_queries} test images"),
-        "train_seconds": train_s, "wall_seconds_this_call": wall, "data_load_seconds": load_s,
+        "knn_top1": full["knn_top1"],
+        "knn_protocol": f"{protocol}: bank = all {len(train)} train images, queries = all "
+                        f"{len(test)} test images",
+        "knn_top1_monitor": final["knn_top1"],
+        "knn_monitor_protocol": f"{protocol}: bank {min(config.knn_bank, len(train))} train "
+                                f"images, {min(config.knn_queries, len(test))} test images",
+        "train_seconds": train_s, "wall_seconds_last_call": wall, "data_load_seconds": load_s,
         "encoder_file": encoder_path.name, "sha256": file_sha256(encoder_path),
         "size_bytes": encoder_path.stat().st_size, "weights": "float16",
     }
-    (args.checkpoint_dir / f"{name}.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    with atomic_path(args.checkpoint_dir / f"{name}.json") as tmp:
+        Path(tmp).write_text(json_dumps(provenance))
 
-    elapsed, rows = 0.0, []
+    rows = []
     for h in result.history:
-        elapsed += h["seconds"]
         knn = "-" if h["knn_top1"] is None else f"{100 * h['knn_top1']:.2f}"
-        rows.append(f"| {h['epoch']} | {elapsed / 60:.1f} | {h['loss']:.4f} | {knn} | "
+        rows.append(f"| {h['epoch']} | {h['views'] / 1e6:.2f} | {h['resolution']} | "
+                    f"{h['elapsed'] / 60:.1f} | {h['loss']:.4f} | {knn} | "
                     f"{h['views_per_s']:,.0f} |")
+    objective = "Supervised (cross-entropy)" if config.objective == "supervised" else "Contrastive"
     table = "\n".join([
-        f"{'Supervised (cross-entropy)' if config.objective == 'supervised' else 'Contrastive'} "
-        f"training of `{config.model}` on {train.source}; device {device}; "
-        f"batch {config.batch_size}, seed {config.seed}. k-NN top-1: {provenance['knn_protocol']}.",
-        "", f"| epoch | training minutes (cumulative) | "
+        f"{objective} training of `{config.model}` on {train.source}; device {device}; "
+        f"batch {config.batch_size}, seed {config.seed}, resolution schedule "
+        f"`{config.resolution}`, temperature {config.temperature}, {result.total_steps} steps"
+        + (f" (sized to a {config.budget_minutes:g}-minute budget)" if config.budget_minutes
+           else "") + ".",
+        "", f"Final weighted k-NN top-1 (k={config.knn_k}, T={config.knn_temperature}): "
+        f"**{100 * full['knn_top1']:.2f}%** with the full protocol (bank = all {len(train)} "
+        f"train images, queries = all {len(test)} test images); "
+        f"{100 * final['knn_top1']:.2f}% on the monitor protocol of the table below.",
+        "", f"| epoch | views (M) | crop px | training minutes (cumulative) | "
         f"{'cross-entropy' if config.objective == 'supervised' else 'InfoNCE'} loss | "
-        "k-NN top-1 (%) | views/s |",
-        "|---|---|---|---|---|", *rows, "",
+        f"k-NN top-1 (%), {provenance['knn_monitor_protocol']} | views/s |",
+        "|---|---|---|---|---|---|---|", *rows, "",
         f"Encoder: `benchmarks/checkpoints/{encoder_path.name}` (fp16, "
-        f"{provenance['size_bytes'] / 2**20:.1f} MiB, sha256 {provenance['sha256'][:16]}...)."])
-    write_results(name, {"provenance": provenance, "history": result.history}, table,
-                  args.results_dir)
+        f"{provenance['size_bytes'] / 2**20:.1f} MiB, sha256 {provenance['sha256'][:16]}...); "
+        f"commit {provenance['commit'] or 'unknown'}."])
+    write_results(name, {"provenance": provenance, "history": result.history,
+                         "full_protocol": full}, table, args.results_dir)
+
+
+def json_dumps(obj) -> str:
+    import json
+
+    return json.dumps(obj, indent=2, default=lambda o: o.item() if isinstance(o, np.generic)
+                      else str(o)) + "\n"
 
 
 if __name__ == "__main__":

@@ -255,7 +255,8 @@ def _check_resume(path: Path, state: dict, config: TrainConfig, fingerprint: dic
 def train_encoder(train_set, config: TrainConfig | None = None, *, eval_set=None,
                   checkpoint_dir=None, device="auto", resume: bool = True,
                   progress: bool = True, stop_after: int | None = None,
-                  stop_after_steps: int | None = None, snapshots: bool = False) -> TrainResult:
+                  stop_after_steps: int | None = None, should_stop=None,
+                  snapshots: bool = False) -> TrainResult:
     """Train an encoder with InfoNCE on ``train_set`` (an ``ImageSet``).
 
     With ``config.objective == "supervised"`` the same architecture is trained
@@ -274,6 +275,9 @@ def train_encoder(train_set, config: TrainConfig | None = None, *, eval_set=None
     stop_after, stop_after_steps : int, optional
         Stop after this many epochs / optimiser steps in this call (an interruption;
         a checkpoint is written at the stop).
+    should_stop : callable, optional
+        Called after every step; when it returns True the run writes a checkpoint and
+        returns (e.g. a deadline, or a flag set by a SIGTERM handler). Resume later.
     snapshots : bool
         Also write ``epoch<N>.pt`` (an fp16 encoder file) after every epoch into
         ``checkpoint_dir``, for studies across epochs.
@@ -420,12 +424,18 @@ def train_encoder(train_set, config: TrainConfig | None = None, *, eval_set=None
                 tqdm.write(f"epoch {epoch + 1} (step {step + 1}/{total}, {size} px): loss "
                            f"{record['loss']:.4f}, {record['views_per_s']:.0f} views/s, "
                            f"{elapsed / 60:.1f} min{knn}")
-        if (epoch_end or step == end - 1
+        stop = should_stop is not None and bool(should_stop())
+        if (epoch_end or step == end - 1 or stop
                 or time.monotonic() - last_save >= 60 * config.checkpoint_minutes):
             save(step + 1, None if epoch_end else gen)
             last_save = time.monotonic()
             if snapshots and epoch_end:
                 save_encoder(model, path.parent / f"epoch{epoch + 1}.pt", half=True)
+        if stop:
+            if progress:
+                tqdm.write(f"stopped on request after step {step + 1} of {total}"
+                           + ("" if path is None else f"; resume from {path}"))
+            break
     bar.close()
     return TrainResult(model.eval(), history, path, total)
 

@@ -225,3 +225,14 @@ def test_encoder_file_version_2_has_preprocessing_and_version_1_still_loads(tmp_
         torch.save({**payload, "version": bad}, tmp_path / "bad.pt")
         with pytest.raises(ValueError, match="version"):
             load_encoder(tmp_path / "bad.pt")
+
+
+def test_should_stop_checkpoints_and_resumes_exactly(tmp_path):
+    train, cfg = tiny_set(), TrainConfig(**MID)
+    full = train_encoder(train, cfg, progress=False)
+    calls = []
+    cut = train_encoder(train, cfg, checkpoint_dir=tmp_path, progress=False,
+                        should_stop=lambda: calls.append(1) or len(calls) >= 2)
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == 2 and not cut.history
+    resumed = train_encoder(train, cfg, checkpoint_dir=tmp_path, progress=False)
+    torch.testing.assert_close(_weights(resumed.model), _weights(full.model), rtol=1e-5, atol=1e-6)
