@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from gaussood._atomic import atomic_path
 from gaussood._env import environment  # noqa: F401  (re-exported for the scripts)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def write_results(name: str, result: dict, table: str, folder: Path = RESULTS) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    (folder / f"{name}.md").write_text(table.rstrip() + "\n")
+def write_results(name: str, result: dict, table: str, folder: Path = RESULTS, *,
+                  indent: int = 2) -> None:
+    """Write ``name.json`` and ``name.md`` in ``folder`` (each atomically) and print the table."""
+    with atomic_path(Path(folder) / f"{name}.json") as tmp, open(tmp, "w") as fh:
+        fh.write(json.dumps(result, indent=indent, default=str) + "\n")
+    with atomic_path(Path(folder) / f"{name}.md") as tmp, open(tmp, "w") as fh:
+        fh.write(table.rstrip() + "\n")
     print(table)
-    print(f"\nwrote {folder / name}.json and .md")
+    print(f"\nwrote {Path(folder) / name}.json and .md")

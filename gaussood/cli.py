@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 PROG = "gaussood"
+TORCH_COMMANDS = ("train", "embed", "bench")  # their options are built on the torch side
 # Errors of a run (not of the command line): one line on stderr, exit status 1.
 RUNTIME_ERRORS = (FileNotFoundError, ValueError, TypeError, OSError, ImportError,
                   RuntimeError, MemoryError, KeyError)
@@ -567,17 +568,48 @@ def cmd_diagnose(args, parser) -> int:
     return 0
 
 
-def cmd_bench(argv: list[str]) -> int:
-    """Forward ``argv`` to ``gaussood.deep.benchmark.main``."""
-    import importlib
+def cmd_bench(args, parser) -> int:
+    if args.n_fit < 100 or args.n_eval < 100:
+        parser.error("--n-fit and --n-eval must be at least 100")
+    classes = _classes_arg(args.classes, parser)
+    torch = _torch("bench")
+    from .deep.data import parse_classes
+    from .deep.evaluate import OODSet, dataset_loader, evaluate
 
-    try:
-        benchmark = importlib.import_module("gaussood.deep.benchmark")
-    except ImportError as exc:
-        raise ImportError(f"cannot load the benchmark (gaussood.deep.benchmark, needs torch): "
-                          f"{_one_line(exc)}") from None
-    code = benchmark.main(list(argv))
-    return 0 if code is None else int(code)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    _existing_file(args.encoder, "encoder file")
+    seeds = args.seeds[:1] if args.quick else args.seeds
+    n_fit = min(args.n_fit, 5000) if args.quick else args.n_fit
+    n_eval = min(args.n_eval, 1000) if args.quick else args.n_eval
+    quality = None if args.jpeg_quality == 0 else args.jpeg_quality
+    ood = {}
+    for spec in args.ood:
+        name, _, subset = spec.partition(":")
+        try:
+            ood_classes = parse_classes(subset) if subset else None
+        except ValueError as exc:
+            parser.error(f"argument --ood: {spec}: {exc}")
+        kind = "near" if name in args.near or name == args.dataset else "far"
+        ood[spec] = OODSet(dataset_loader(name, "test", root=args.data_root, classes=ood_classes,
+                                          n=2 * n_eval, download=args.download,
+                                          jpeg_quality=quality), kind, spec)
+
+    def id_set(split, n):
+        return _load_dataset(args.dataset, split, root=args.data_root, download=args.download,
+                             classes=classes, n=n, jpeg_quality=quality)
+
+    result = evaluate(args.encoder, id_set("train", 2 * n_fit if args.quick else None),
+                      id_set("test", 2 * n_eval if args.quick else None), ood, seeds=seeds,
+                      n_fit=n_fit, n_eval=n_eval, alpha=args.alpha, layer=args.layer,
+                      name=args.dataset, progress=not args.quiet)
+    text = result.to_markdown()
+    print(text)
+    if args.out_dir is not None:
+        _write_text(args.out_dir / f"{args.name}.md", text)
+        _write_text(args.out_dir / f"{args.name}.json", result.to_json() + "\n")
+        print(f"wrote {args.out_dir / args.name}.md and .json", file=sys.stderr)
+    return 0
 
 
 # ------------------------------------------------------- shared option groups
@@ -590,7 +622,8 @@ def _add_data_flags(p, *, default_dataset, n_help) -> None:
                    help="data folder (default: $GAUSSOOD_DATA or ~/.cache/gaussood/data)")
     p.add_argument("--download", action="store_true", help="fetch missing data (network)")
     p.add_argument("--classes", default=None, help="class subset, e.g. '0-5' or '0,1,2'")
-    p.add_argument("--n", type=_positive_int, default=None, help=n_help)
+    if n_help is not None:
+        p.add_argument("--n", type=_positive_int, default=None, help=n_help)
 
 
 def _add_device_flag(p) -> None:
@@ -772,9 +805,41 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="write report.md, report.json (and figures, where supported)")
     p.set_defaults(handler=cmd_diagnose, parser=p)
 
-    # bench (arguments are forwarded untouched; see main)
-    sub.add_parser("bench", add_help=False, help="run the OOD benchmark (torch); all arguments "
-                   "go to gaussood.deep.benchmark ('gaussood bench --help' shows them)")
+    p = sub.add_parser("bench", formatter_class=fmt, help="evaluate every scorer on an "
+                       "encoder's embeddings (torch)",
+                       description="Embed an ID dataset and OOD sets with an encoder file, fit "
+                       "gaussood's scorers over several seeds and print AUROC, AUPR, FPR@95TPR "
+                       "and false alarms (gaussood.deep.evaluate). Never trains: give an "
+                       "encoder file ('gaussood train' or 'make train' writes one). The full "
+                       "CIFAR-10 benchmark with its peers is benchmarks/cifar10_ood.py.")
+    p.set_defaults(handler=cmd_bench, parser=p)
+    if command == "bench":
+        p.add_argument("--encoder", type=Path, required=True, metavar="PATH.pt",
+                       help="encoder file")
+        _add_data_flags(p, default_dataset="cifar10", n_help=None)
+        p.add_argument("--ood", nargs="+", metavar="NAME[:CLASSES]",
+                       default=["cifar100", "svhn", "fashion-mnist", "mnist", "uniform-noise",
+                                "gaussian-noise"],
+                       help="OOD test sets (missing files are reported and skipped); "
+                            "NAME:CLASSES takes some classes, e.g. cifar10:6-9")
+        p.add_argument("--near", nargs="*", default=["cifar100"],
+                       help="OOD sets reported as near (also the ID dataset's own classes)")
+        p.add_argument("--jpeg-quality", type=int, default=75,
+                       help="JPEG re-encoding of every image (0: none)")
+        _add_layer_flag(p)
+        p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+        p.add_argument("--n-fit", type=int, default=40_000, help="ID train images per seed")
+        p.add_argument("--n-eval", type=int, default=5_000,
+                       help="held-out ID test images and images per OOD set, per seed")
+        p.add_argument("--alpha", type=_param_types()["alpha"], default=0.05,
+                       help="target false-alarm rate of every scorer")
+        p.add_argument("--quick", action="store_true",
+                       help="one seed, at most 5,000 fit / 1,000 eval images")
+        p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+        p.add_argument("--out-dir", type=Path, default=None, metavar="DIR",
+                       help="also write NAME.md and NAME.json here")
+        p.add_argument("--name", default="bench", help="file name for --out-dir")
+        _add_quiet_flag(p)
     return parser
 
 
@@ -808,9 +873,7 @@ def main(argv=None) -> int:
     """Run the command line; return the exit status (never raises SystemExit)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv and argv[0] == "bench":
-            return _run(f"{PROG} bench", cmd_bench, argv[1:])
-        command = argv[0] if argv and argv[0] in ("train", "embed") else None
+        command = argv[0] if argv and argv[0] in TORCH_COMMANDS else None
         try:
             if command is not None:
                 _torch(command)

@@ -1,14 +1,12 @@
-"""The gaussood command line, numpy side: fit, score, diagnose, errors, bench forwarding.
+"""The gaussood command line, numpy side: fit, score, diagnose, errors.
 
-Real scorers on synthetic Gaussian .npy files; only the benchmark module behind
-``gaussood bench`` is replaced (it needs torch and trains encoders).
+Real scorers on synthetic Gaussian .npy files ('bench' is tested in tests/deep).
 """
 
 import json
 import os
 import subprocess
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -259,37 +257,6 @@ def test_top_level_usage(capsys):
     assert code == 0 and "index,score,pvalue,flagged" in out
     code, _, err = run(capsys, "diagnose", "--embeddings")
     assert_one_line_error(err, "diagnose", code, 2)
-
-
-@pytest.fixture
-def fake_benchmark(monkeypatch):
-    """Stand-in for gaussood.deep.benchmark (it trains; the forwarding is what is tested)."""
-    calls = []
-    module = types.ModuleType("gaussood.deep.benchmark")
-
-    def fake_main(argv):
-        calls.append(list(argv))
-        if "--help" in argv:
-            print("usage: benchmark [--quick] [--seeds ...]")
-            raise SystemExit(0)
-        if "--fail" in argv:
-            raise FileNotFoundError("no encoder at enc.pt")
-        return 3 if "--three" in argv else 0
-
-    module.main = fake_main
-    monkeypatch.setitem(sys.modules, "gaussood.deep.benchmark", module)
-    return calls
-
-
-def test_bench_forwards_its_arguments(fake_benchmark, capsys):
-    assert run(capsys, "bench", "--quick", "--seeds", "0", "1")[0] == 0
-    assert fake_benchmark[-1] == ["--quick", "--seeds", "0", "1"]
-    assert run(capsys, "bench")[0] == 0 and fake_benchmark[-1] == []
-    assert run(capsys, "bench", "--three")[0] == 3
-    code, out, _ = run(capsys, "bench", "--help")
-    assert code == 0 and "usage: benchmark" in out
-    code, _, err = run(capsys, "bench", "--fail")
-    assert_one_line_error(err, "bench", code, 1)
 
 
 def _run_python(*args):

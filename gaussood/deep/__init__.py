@@ -7,8 +7,9 @@ numpy arrays for the scorers in ``gaussood``.
 
 from .augment import SimCLRAugment, eval_transform, two_views
 from .checkpoint import load_encoder, save_encoder
-from .data import ImageSet, jpeg_reencode, load_dataset
+from .data import ImageSet, jpeg_reencode, load_dataset, parse_classes
 from .embed import embed_images, extract_embeddings
+from .evaluate import Evaluation, OODSet, evaluate
 from .loss import InfoNCELoss
 from .models import Encoder
 from .train import TrainConfig, TrainResult, knn_top1, train_encoder
@@ -16,4 +17,4 @@ from .train import TrainConfig, TrainResult, knn_top1, train_encoder
 __all__ = ["ImageSet", "load_dataset", "jpeg_reencode", "SimCLRAugment", "two_views",
            "eval_transform", "InfoNCELoss", "Encoder", "TrainConfig", "TrainResult",
            "train_encoder", "knn_top1", "embed_images", "extract_embeddings",
-           "load_encoder", "save_encoder"]
+           "load_encoder", "save_encoder", "parse_classes", "evaluate", "Evaluation", "OODSet"]

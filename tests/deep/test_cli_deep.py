@@ -187,3 +187,17 @@ def test_cifar_train_embed_with_labels(tmp_path, capsys):
                        "--device", "cpu", "--quiet", "--out", out)
     assert code == 0 and "removed stale" in err
     assert not (tmp_path / "test.labels.npy").exists()
+
+
+def test_bench_evaluates_an_encoder_file(encoder, tmp_path, capsys):
+    code, out, err = run(capsys, "bench", "--encoder", encoder, "--dataset", "uniform-noise",
+                         "--ood", "gaussian-noise", "--quick", "--n-fit", 100, "--n-eval", 100,
+                         "--seeds", 4, "--quiet", "--out-dir", tmp_path, "--name", "b")
+    assert code == 0, err
+    assert out.startswith("### Setting `uniform-noise`: AUROC (%), mean over seeds [4]")
+    assert (tmp_path / "b.md").read_text().strip() == out.strip()
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert result["seeds"] == [4] and "Gaussian (pooled)" in result["summary"]
+    code, _, err = run(capsys, "bench", "--encoder", tmp_path / "none.pt")
+    assert_one_line_error(err, "bench", code, 1)
+    assert "encoder file not found" in err
