@@ -1,9 +1,10 @@
 """A drop-in OOD filter for data pipelines: encoder + scorer + threshold.
 
-``OODFilter`` works on numpy arrays of embeddings (2-D) or images (4-D uint8,
-N x H x W x 3, embedded by its encoder), on PyTorch datasets (``subset``) and
-on DataLoader streams (``stream``), and as a scikit-learn step. torch is
-imported only when images or torch objects are involved.
+``OODFilter`` works on numpy arrays of embeddings (2-D) or on images of any kind
+(arrays, tensors, PIL images of mixed sizes and modes, folders; embedded by its encoder,
+see ``gaussood.deep.encoders``), on PyTorch datasets (``subset``) and on DataLoader
+streams (``stream``), and as a scikit-learn step. torch is imported only when images or
+torch objects are involved.
 """
 
 from __future__ import annotations
@@ -22,41 +23,51 @@ ACTIONS = ("drop", "flag")
 
 @dataclass
 class FilterResult:
-    """Per-sample outcome: ``keep`` (bool), ``score`` (higher = more ID), ``pvalue``."""
+    """Per-sample outcome: ``keep`` (bool), ``score`` (higher = more ID), ``pvalue``,
+    and ``paths`` (the files scored, for a folder input; else None)."""
 
     keep: np.ndarray
     score: np.ndarray
     pvalue: np.ndarray
+    paths: list | None = None   # the scored files, for a folder or a list of paths
 
     @property
     def flagged_share(self) -> float:
         return float(1.0 - self.keep.mean()) if self.keep.size else 0.0
 
 
-def _to_uint8_images(batch) -> np.ndarray:
-    """uint8 (N, H, W, 3) from a numpy/torch batch: uint8 NHWC or NCHW, or float NCHW
-    in [0, 1] (``ToTensor()`` output, not ``Normalize``d)."""
-    if hasattr(batch, "detach"):  # torch tensor
-        batch = batch.detach().cpu()
-        channels_first = batch.ndim == 4 and batch.shape[1] == 3 and batch.shape[-1] != 3
-        if batch.dtype.is_floating_point:
-            if not channels_first:
-                raise ValueError("float image tensors must be (N, 3, H, W) in [0, 1]; got "
-                                 f"shape {tuple(batch.shape)}.")
-            lo, hi = float(batch.min()), float(batch.max())
-            if lo < -1e-3 or hi > 1 + 1e-3:
-                raise ValueError(f"float image tensors must lie in [0, 1]; got values in "
-                                 f"[{lo:.3g}, {hi:.3g}] (normalised images? give the "
-                                 "ToTensor() output, before Normalize).")
-            batch = (batch.clamp(0, 1) * 255).round().byte()
-        batch = batch.numpy()
-    batch = np.asarray(batch)
-    if batch.ndim == 4 and batch.shape[1] == 3 and batch.shape[-1] != 3:
-        batch = batch.transpose(0, 2, 3, 1)   # NCHW (numpy or torch) -> NHWC
-    if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[-1] != 3:
-        raise ValueError("images must be uint8 (N, H, W, 3) arrays or float (N, 3, H, W) "
-                         f"tensors in [0, 1]; got {batch.dtype} {batch.shape}.")
-    return batch
+def _embedding_array(X):
+    """X as an array of embeddings (2-D, or fewer dims: an error later), or None when X
+    holds images. numpy only: deciding this never imports torch."""
+    if hasattr(X, "detach") and getattr(X, "ndim", 0) <= 2:
+        return X.detach().cpu().numpy()
+    if isinstance(X, np.ndarray):
+        return X if X.ndim <= 2 else None
+    if isinstance(X, (list, tuple)) and (not X or np.ndim(X[0]) <= 1 and not
+                                         isinstance(X[0], (str, Path))):
+        return np.asarray(X)
+    return None
+
+
+def _take(X, keep: np.ndarray, paths):
+    """The kept part of X: rows of an array or tensor, items of a list, kept file paths
+    of a folder, a ``Subset`` of a Dataset."""
+    if paths is not None:
+        return [p for p, k in zip(paths, keep) if k]
+    if isinstance(X, (list, tuple)):
+        return [x for x, k in zip(X, keep) if k]
+    if isinstance(X, np.ndarray):
+        return X[keep]
+    if hasattr(X, "detach"):
+        import torch
+
+        return X[torch.from_numpy(keep)]
+    if hasattr(X, "__getitem__") and hasattr(X, "__len__"):
+        from torch.utils.data import Subset
+
+        return Subset(X, np.flatnonzero(keep).tolist())
+    raise TypeError(f"filter cannot index a {type(X).__name__}; use evaluate (its keep mask) "
+                    "or stream for DataLoaders.")
 
 
 class OODFilter(TransformerMixin, BaseEstimator):
@@ -67,20 +78,27 @@ class OODFilter(TransformerMixin, BaseEstimator):
     scorer : gaussood scorer
         Template fitted (as a clone) by ``fit`` on in-distribution data. To wrap
         a scorer that is already fitted, use ``OODFilter.from_fitted``.
-    encoder : None, path, ``gaussood.deep.Encoder`` or callable, default=None
-        None: inputs are embeddings. A path to a gaussood encoder file or an
-        ``Encoder`` embeds 4-D images (uint8 N x H x W x 3 or N x 3 x H x W, or float
-        N x 3 x H x W in [0, 1] as ``ToTensor()`` gives); any other callable maps an image
-        batch (uint8, N x H x W x 3) to an (N, d) array.
+    encoder : None or any encoder spec of ``gaussood.deep.make_encoder``, default=None
+        None: inputs are embeddings. Otherwise images are embedded by it: a gaussood
+        encoder file or ``Encoder``, any ``torch.nn.Module`` (default: its penultimate
+        features), ``"torchvision:<name>"``, a TorchScript file, ``"package.module:factory"``,
+        an ``ImageEncoder``, or a callable (by default given the uint8 ``(N, H, W, 3)``
+        numpy batch; see ``preprocessing``).
     alpha, contamination : float, optional
         Threshold set on the clone of ``scorer`` (false-alarm rate on ID data,
         or fraction of training samples flagged); at most one. Neither: the
         scorer's own setting (default alpha = 0.05).
     action : {"drop", "flag"}, default="drop"
         What ``subset`` / ``stream`` / ``filter`` do with flagged samples.
-    layer : {"backbone", "head"}, default="backbone"
-    batch_size : int, default=512
+    layer : str, optional
+        Feature layer: "backbone" (default) or "head" for gaussood encoders; a submodule
+        name, "name:input" or "output" for other modules (default: penultimate).
+    preprocessing : dict, transform or "raw", optional
+        What the encoder expects of an image (``gaussood.deep.preprocess``); default: the
+        encoder's own (stored in gaussood files, torchvision's for its models).
+    batch_size : int, default=512   images per encoder call, for every kind of encoder.
     device : str, optional   torch device for the encoder ("auto" picks CUDA).
+    progress : bool, default=True   progress bars while embedding more than one batch.
 
     Attributes
     ----------
@@ -99,15 +117,18 @@ class OODFilter(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, scorer=None, encoder=None, *, alpha=None, contamination=None,
-                 action="drop", layer="backbone", batch_size=512, device=None):
+                 action="drop", layer=None, preprocessing=None, batch_size=512, device=None,
+                 progress=True):
         self.scorer = scorer
         self.encoder = encoder
         self.alpha = alpha
         self.contamination = contamination
         self.action = action
         self.layer = layer
+        self.preprocessing = preprocessing
         self.batch_size = batch_size
         self.device = device
+        self.progress = progress
 
     def set_params(self, **params):
         self.__dict__.pop("_encoder_cache", None)   # a new encoder must be reloaded
@@ -115,7 +136,7 @@ class OODFilter(TransformerMixin, BaseEstimator):
 
     def __getstate__(self):
         state = dict(super().__getstate__())       # a copy: never strip the live object
-        state.pop("_encoder_cache", None)           # a closure; rebuilt on first use
+        state.pop("_encoder_cache", None)           # holds a model; rebuilt on first use
         return state
 
     # ------------------------------------------------------------ construction
@@ -151,71 +172,65 @@ class OODFilter(TransformerMixin, BaseEstimator):
         scorer = clone(self.scorer) if self.scorer is not None else GaussianScorer()
         if self.alpha is not None or self.contamination is not None:
             scorer.set_params(alpha=self.alpha, contamination=self.contamination)
-        Z = self.embed(X)
+        Z = self.embed(X, desc="fit: embed")
         scorer = scorer.fit(Z) if y is None else scorer.fit(Z, y)
         self.scorer_ = scorer
         self.n_features_in_ = scorer.n_features_in_
         return self
 
     # --------------------------------------------------------------- embedding
-    def _encoder_fn(self):
+    @property
+    def image_encoder_(self):
+        """The ``gaussood.deep.ImageEncoder`` built from ``encoder`` (None without one)."""
         if self.encoder is None:
             return None
-        if getattr(self, "_encoder_cache", None) is not None:
-            return self._encoder_cache
-        encoder = self.encoder
-        if isinstance(encoder, (str, Path)):
-            from .deep.checkpoint import load_encoder
-            from .deep.embed import pick_device
-            encoder = load_encoder(encoder, device=pick_device(self.device))
-        try:
-            from .deep.models import Encoder
-        except ImportError:  # torch missing: only plain callables can work
-            Encoder = ()
-        if isinstance(encoder, Encoder):
-            from .deep.embed import embed_images
-            model = encoder
+        if getattr(self, "_encoder_cache", None) is None:
+            from .deep.encoders import make_encoder
 
-            def fn(images):
-                return embed_images(model, images, layer=self.layer,
-                                    batch_size=self.batch_size, device=self.device)
-        elif callable(encoder):
-            def fn(images):
-                return np.asarray(encoder(images))
-        else:
-            raise TypeError("encoder must be None, a path to an encoder file, an Encoder, "
-                            f"or a callable; got {type(encoder).__name__}.")
-        self._encoder_cache = fn
-        return fn
+            self._encoder_cache = make_encoder(
+                self.encoder, layer=self.layer, preprocessing=self.preprocessing,
+                batch_size=self.batch_size, device=self.device)
+        return self._encoder_cache
 
-    def embed(self, X) -> np.ndarray:
-        """Embeddings of ``X``: 2-D input is returned as is; 4-D images are encoded."""
-        ndim = getattr(X, "ndim", np.ndim(X))
-        if ndim == 2:
-            return np.asarray(X.detach().cpu() if hasattr(X, "detach") else X)
-        if ndim != 4:
-            raise ValueError("Expected embeddings (n, d) or images (N, H, W, 3) / (N, 3, H, W); "
-                             f"got an array with {ndim} dimensions.")
-        fn = self._encoder_fn()
-        if fn is None:
+    def embed(self, X, *, image_index: int = 0, strict: bool = False, desc: str = "embed",
+              progress=None) -> np.ndarray:
+        """Embeddings of ``X``: 2-D input is returned as is (embeddings); images (arrays,
+        tensors, PIL images, lists of mixed sizes, a folder, a Dataset or DataLoader) are
+        encoded. A folder's unreadable files are skipped (``strict=True``: raise)."""
+        Z = _embedding_array(X)
+        if Z is not None:
+            if Z.ndim != 2:
+                raise ValueError("Expected embeddings (n, d) or images; got an array with "
+                                 f"{Z.ndim} dimensions.")
+            self._paths = None
+            return Z
+        encoder = self.image_encoder_
+        if encoder is None:
             raise ValueError("Got images but this filter has no encoder: pass encoder=... "
                              "or give embeddings.")
-        return fn(_to_uint8_images(X))
+        Z = encoder.embed(X, batch_size=self.batch_size, image_index=image_index,
+                          strict=strict, desc=desc,
+                          progress=self.progress if progress is None else progress)
+        files = encoder.last_source.files
+        self._paths = list(files.read) if files is not None else None
+        return Z
 
     # ----------------------------------------------------------------- scoring
-    def evaluate(self, X) -> FilterResult:
-        """Score, p-value and keep/flag decision of every sample."""
-        check_is_fitted(self, "scorer_")
-        if len(X) == 0:
+    def _result(self, Z, paths=None) -> FilterResult:
+        if len(Z) == 0:
             empty = np.empty(0)
-            self.last_result_ = FilterResult(np.empty(0, dtype=bool), empty, empty.copy())
-            return self.last_result_
-        Z = self.embed(X)
+            return FilterResult(np.empty(0, dtype=bool), empty, empty.copy(), paths)
         score = self.scorer_.score_samples(Z)
-        result = FilterResult(keep=score >= self.scorer_.offset_, score=score,
-                              pvalue=self.scorer_.pvalue_from_scores(score))
-        self.last_result_ = result
-        return result
+        return FilterResult(keep=score >= self.scorer_.offset_, score=score,
+                            pvalue=self.scorer_.pvalue_from_scores(score), paths=paths)
+
+    def evaluate(self, X, *, strict: bool = False, progress=None) -> FilterResult:
+        """Score, p-value and keep/flag decision of every sample (for a folder, of every
+        readable file, listed in ``result.paths``)."""
+        check_is_fitted(self, "scorer_")
+        Z = self.embed(X, strict=strict, desc="evaluate: embed", progress=progress)
+        self.last_result_ = self._result(Z, self._paths)
+        return self.last_result_
 
     def predict(self, X) -> np.ndarray:
         """+1 in-distribution, -1 flagged (the scorer's ``predict`` on the embeddings)."""
@@ -226,10 +241,11 @@ class OODFilter(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "scorer_")
         return self.embed(X)
 
-    def filter(self, X):
-        """(kept rows of X, FilterResult) for numpy arrays of embeddings or images."""
-        result = self.evaluate(X)
-        return X[result.keep], result
+    def filter(self, X, *, strict: bool = False):
+        """(kept part of X, FilterResult): rows of an array or tensor, items of a list,
+        file paths of a folder, a ``Subset`` of a Dataset."""
+        result = self.evaluate(X, strict=strict)
+        return _take(X, result.keep, result.paths), result
 
     # ------------------------------------------------------------------- torch
     def subset(self, dataset, *, image_index: int = 0, num_workers: int = 0):
@@ -239,19 +255,25 @@ class OODFilter(TransformerMixin, BaseEstimator):
         ``torch.utils.data.Subset`` of the kept indices (``action="drop"``), or
         a dataset whose items are the original items followed by the score and
         the p-value (``action="flag"``). Items are tuples whose element
-        ``image_index`` is the image, or bare images. The scan's FilterResult
-        is kept in ``last_result_``.
+        ``image_index`` is the image, or bare images (tensors, arrays or PIL images,
+        of any size), or 1-D embeddings for a filter without an encoder. The scan's
+        FilterResult is kept in ``last_result_``.
         """
         import torch
         from torch.utils.data import DataLoader, Subset
 
-        loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=False,
-                            num_workers=num_workers)
-        parts = [self._evaluate_batch(batch, image_index) for batch in loader]
-        result = FilterResult(*(np.concatenate([getattr(p, f) for p in parts])
-                                if parts else np.empty(0)
-                                for f in ("keep", "score", "pvalue")))
-        self.last_result_ = result
+        check_is_fitted(self, "scorer_")
+        if self.encoder is None:   # items are embeddings
+            loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=False,
+                                num_workers=num_workers)
+            parts = [self.embed(b[image_index] if isinstance(b, (tuple, list)) else b)
+                     for b in loader]
+            Z = np.concatenate(parts) if parts else np.empty((0, self.n_features_in_))
+        else:
+            Z = self.image_encoder_.embed(dataset, batch_size=self.batch_size,
+                                          image_index=image_index, num_workers=num_workers,
+                                          progress=self.progress, desc="subset: embed")
+        result = self.last_result_ = self._result(Z)
         if self.action == "drop":
             return Subset(dataset, np.flatnonzero(result.keep).tolist())
         return _FlaggedDataset(dataset, torch.from_numpy(result.score),
@@ -262,28 +284,31 @@ class OODFilter(TransformerMixin, BaseEstimator):
 
         Yields each batch with flagged rows removed (``action="drop"``; empty
         batches are skipped), or with two float64 tensors appended: score and
-        p-value (``action="flag"``). A batch is a tensor or a tuple/list of
-        tensors sharing the first dimension.
+        p-value (``action="flag"``). A batch is a tensor, a tuple/list of tensors
+        (or lists) sharing the first dimension, or a list of PIL images.
         """
         import torch
+        from tqdm.auto import tqdm
 
-        for batch in loader:
-            result = self._evaluate_batch(batch, image_index)
+        total = len(loader) if hasattr(loader, "__len__") else None
+        for batch in tqdm(loader, total=total, desc="stream", unit="batch", leave=False,
+                          disable=not self.progress):
+            pil_list = isinstance(batch, list) and batch and all(hasattr(b, "convert")
+                                                                 for b in batch)
+            images = batch[image_index] if isinstance(batch, (tuple, list)) and not pil_list \
+                else batch
+            result = self.evaluate(images, progress=False)
             if result.keep.size == 0:
                 continue
-            items = list(batch) if isinstance(batch, (tuple, list)) else [batch]
+            items = [batch] if pil_list or not isinstance(batch, (tuple, list)) else list(batch)
             if self.action == "drop":
-                keep = torch.from_numpy(result.keep)
-                if not keep.any():
+                if not result.keep.any():
                     continue
-                items = [item[keep] for item in items]
+                items = [_take(item, result.keep, None) for item in items]
             else:
                 items += [torch.from_numpy(result.score), torch.from_numpy(result.pvalue)]
-            yield items if isinstance(batch, (tuple, list)) or len(items) > 1 else items[0]
-
-    def _evaluate_batch(self, batch, image_index):
-        images = batch[image_index] if isinstance(batch, (tuple, list)) else batch
-        return self.evaluate(images)
+            bare = pil_list or not isinstance(batch, (tuple, list))
+            yield items[0] if bare and len(items) == 1 else items
 
 
 class _FlaggedDataset:

@@ -1,59 +1,37 @@
-"""Embedding extraction: images in, float32 numpy embeddings out (cached on disk)."""
+"""Embedding extraction: images in, float32 numpy embeddings out (cached on disk).
+
+Both functions take any encoder spec of ``gaussood.deep.make_encoder`` (a gaussood encoder
+file or ``Encoder``, a torch module, ``torchvision:<name>``, a TorchScript file, an import
+spec, a callable, or an ``ImageEncoder``) and any image input of
+``gaussood.deep.open_images``.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
-from .._atomic import atomic_path
-from .augment import eval_transform
-from .checkpoint import file_sha256, load_encoder
-from .models import Encoder
-
-LAYERS = ("backbone", "head")
+from .encoders import GAUSSOOD_LAYERS as LAYERS  # noqa: F401 - re-exported
+from .encoders import make_encoder, pick_device  # noqa: F401 - pick_device re-exported
 
 
-def pick_device(device=None) -> torch.device:
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+def embed_images(model, images, *, layer: str | None = None, batch_size: int | None = None,
+                 device=None, progress: bool = False, preprocessing=None, out=None,
+                 strict: bool = False) -> np.ndarray:
+    """float32 ``(N, D)`` embeddings (unnormalised) of ``images`` by ``model``.
 
-
-@torch.no_grad()
-def embed_images(model: Encoder, images: np.ndarray, *, layer: str = "backbone",
-                 batch_size: int = 512, device=None, progress: bool = False) -> np.ndarray:
-    """Embeddings of uint8 images (N, 32, 32, 3) as float32 (N, D), unnormalised.
-
-    ``layer="backbone"`` gives the features h, ``"head"`` the projection z.
+    For a gaussood encoder ``layer="backbone"`` (default) gives the features h, ``"head"``
+    the projection z; for other modules see ``make_encoder``. ``out``: a ``.npy`` path
+    written row by row (bounded memory); a read-only memmap of it is returned.
     """
-    if layer not in LAYERS:
-        raise ValueError(f"layer must be one of {LAYERS}; got {layer!r}.")
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"images must be uint8 of shape (N, H, W, 3); got {images.dtype} "
-                         f"{images.shape}.")
-    device = pick_device(device)
-    was_training = model.training
-    model.eval().to(device)
-    out = None
-    try:
-        starts = range(0, images.shape[0], batch_size)
-        for start in tqdm(starts, desc=f"embed ({layer})", disable=not progress, leave=False):
-            batch = torch.from_numpy(images[start:start + batch_size]).to(device)
-            batch = eval_transform(batch.permute(0, 3, 1, 2))
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                h, z = model(batch)
-            feats = (h if layer == "backbone" else z).float().cpu().numpy()
-            if out is None:
-                out = np.empty((images.shape[0], feats.shape[1]), dtype=np.float32)
-            out[start:start + feats.shape[0]] = feats
-    finally:
-        model.train(was_training)
-    return out if out is not None else np.empty((0, 0), dtype=np.float32)
+    encoder = make_encoder(model, layer=layer, preprocessing=preprocessing, device=device)
+    if device is not None:
+        encoder.device = device
+    return encoder.embed(images, batch_size=batch_size, progress=progress, out=out,
+                         strict=strict, desc=f"embed ({encoder.layer})")
 
 
 def dataset_fingerprint(dataset) -> str:
@@ -64,26 +42,51 @@ def dataset_fingerprint(dataset) -> str:
     return digest.hexdigest()
 
 
-def extract_embeddings(checkpoint, dataset, *, layer: str = "backbone", batch_size: int = 512,
-                       device=None, cache_dir=None, progress: bool = True) -> np.ndarray:
-    """Embed an ``ImageSet`` with the encoder in ``checkpoint``; cached on disk.
+def _cache_entry(dataset, strict):
+    """(images, name, fingerprint or None) of an ImageSet, a folder or another input."""
+    from .data import ImageSet
+    from .images import ImageFiles
 
-    The cache key is the checkpoint file's SHA-256, the dataset's content
-    fingerprint and the layer, so a retrained encoder or a changed dataset
-    never reuses stale embeddings. ``cache_dir=False`` disables the cache.
+    if isinstance(dataset, ImageSet):
+        return dataset.images, dataset.name, dataset_fingerprint(dataset)
+    if isinstance(dataset, (str, Path)) and Path(dataset).is_dir():
+        dataset = ImageFiles(dataset, strict=strict)
+    if isinstance(dataset, ImageFiles):
+        return dataset, dataset.root.name or "folder", dataset.fingerprint() + f"|{strict}"
+    return dataset, None, None
+
+
+def extract_embeddings(checkpoint, dataset, *, layer: str | None = None,
+                       batch_size: int | None = None, device=None, cache_dir=None,
+                       progress: bool = True, preprocessing=None, out=None,
+                       strict: bool = False) -> np.ndarray:
+    """Embed ``dataset`` (an ``ImageSet``, a folder, or any image input) with an encoder.
+
+    ImageSets and folders are cached on disk: the key is the encoder's ``identity()``
+    (weights SHA-256, layer, preprocessing) and the data's fingerprint (content of an
+    ImageSet; paths, sizes and times of a folder's files), so a retrained encoder or
+    changed data never reuse stale embeddings. ``cache_dir=False`` disables the cache.
+    Folders are embedded straight into the cache file and come back as a read-only
+    memmap, so memory does not grow with the number of images; ``out`` (a ``.npy`` path)
+    does the same for any input, without the cache.
     """
     from .data import cache_dir as default_cache
+    from .data import ImageSet
 
-    key = hashlib.sha256(
-        f"{file_sha256(checkpoint)}|{dataset_fingerprint(dataset)}|{layer}".encode()).hexdigest()
-    folder = None if cache_dir is False else Path(cache_dir or default_cache()) / "embeddings"
-    target = None if folder is None else folder / f"{dataset.name}-{layer}-{key[:24]}.npy"
-    if target is not None and target.is_file():
-        return np.load(target)
-    model = load_encoder(checkpoint, device=pick_device(device))
-    feats = embed_images(model, dataset.images, layer=layer, batch_size=batch_size,
-                         device=device, progress=progress)
-    if target is not None:
-        with atomic_path(target, suffix=".npy") as tmp, open(tmp, "wb") as fh:
-            np.save(fh, feats)
-    return feats
+    encoder = make_encoder(checkpoint, layer=layer, preprocessing=preprocessing, device=device)
+    if device is not None:
+        encoder.device = device
+    images, name, fingerprint = _cache_entry(dataset, strict)
+    kw = {"batch_size": batch_size, "progress": progress, "strict": strict,
+          "desc": f"embed {name or ''} ({encoder.layer})"}
+    if out is not None or fingerprint is None or cache_dir is False:
+        return encoder.embed(images, out=out, **kw)
+    key = hashlib.sha256((json.dumps(encoder.identity(), sort_keys=True) + "|"
+                          + fingerprint).encode()).hexdigest()
+    safe_layer = "".join(c if c.isalnum() else "-" for c in encoder.layer)
+    target = Path(cache_dir or default_cache()) / "embeddings" / \
+        f"{name}-{safe_layer}-{key[:24]}.npy"
+    in_memory = isinstance(dataset, ImageSet)
+    if not target.is_file():
+        encoder.embed(images, out=target, **kw)
+    return np.load(target, mmap_mode=None if in_memory else "r")

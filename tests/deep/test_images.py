@@ -1,0 +1,138 @@
+"""Every image input kind of gaussood.deep.images, through one raw callable encoder."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+Image = pytest.importorskip("PIL.Image")
+
+from torch.utils.data import DataLoader, Dataset, TensorDataset  # noqa: E402
+
+from gaussood.deep import ImageFiles, make_encoder, open_images  # noqa: E402
+from gaussood.deep.images import to_rgb  # noqa: E402
+
+
+def stats(batch):
+    """Raw callable encoder: per-image channel means and the image size."""
+    b = np.asarray(batch, dtype=np.float64)
+    return np.column_stack([b.mean(axis=(1, 2)), np.full(len(b), b.shape[1] * b.shape[2])])
+
+
+@pytest.fixture()
+def rgb():
+    return np.random.default_rng(0).integers(0, 256, (6, 9, 7, 3), dtype=np.uint8)
+
+
+def test_array_layouts_and_dtypes_agree(rgb):
+    enc = make_encoder(stats)
+    ref = enc.embed(rgb)
+    assert ref.shape == (6, 4) and ref.dtype == np.float32
+    nchw = rgb.transpose(0, 3, 1, 2)
+    for x in (nchw, torch.from_numpy(rgb), torch.from_numpy(nchw),
+              torch.from_numpy(nchw).float() / 255, rgb.astype(np.float32) / 255,
+              np.concatenate([rgb, np.full((6, 9, 7, 1), 7, np.uint8)], axis=-1),   # RGBA
+              list(rgb), [Image.fromarray(im) for im in rgb], tuple(torch.from_numpy(nchw))):
+        np.testing.assert_allclose(enc.embed(x), ref, atol=1e-4)
+    np.testing.assert_allclose(enc.embed(rgb[0]), ref[:1])                 # one HWC image
+    np.testing.assert_allclose(enc.embed(Image.fromarray(rgb[0])), ref[:1])  # one PIL image
+    np.testing.assert_allclose(enc.embed(torch.from_numpy(nchw[0])), ref[:1])  # one CHW tensor
+    with pytest.raises(ValueError, match="Normalize"):
+        enc.embed((torch.from_numpy(nchw).float() / 255 - 0.5) / 0.2)
+    with pytest.raises(ValueError, match="channels"):
+        enc.embed(np.zeros((2, 5, 5, 2), np.uint8))
+
+
+def test_grayscale_and_modes_become_rgb():
+    gray = np.random.default_rng(1).integers(0, 256, (3, 8, 8), dtype=np.uint8)
+    out = open_images(gray)
+    batch = next(iter(out))
+    assert batch.shape == (3, 8, 8, 3) and (batch[..., 0] == gray).all()
+    assert (batch[..., 2] == gray).all()
+    pil = Image.fromarray(gray[0]).convert("P")
+    assert to_rgb(pil).shape == (8, 8, 3)
+    rgba = Image.fromarray(np.zeros((4, 5, 4), np.uint8), "RGBA")
+    assert to_rgb(rgba).shape == (4, 5, 3)
+    assert to_rgb(Image.fromarray(np.ones((4, 4), bool))).max() == 255
+
+
+def test_mixed_sizes_keep_their_sizes():
+    rng = np.random.default_rng(2)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(5, 5), (9, 4), (5, 5)]]
+    batches = list(open_images(images, batch_size=2))
+    assert isinstance(batches[0], list) and batches[1].shape == (1, 5, 5, 3)
+    np.testing.assert_allclose(make_encoder(lambda x: x.reshape(len(x), -1)[:, :2],
+                                            preprocessing={"input_size": 4, "resize": "resize"},
+                                            device="cpu").embed(images).shape, (3, 2))
+    with pytest.raises(ValueError, match="different sizes"):
+        make_encoder(stats).embed(images)
+
+
+class PILDataset(Dataset):
+    def __init__(self, n):
+        rng = np.random.default_rng(3)
+        self.images = [Image.fromarray(rng.integers(0, 256, (8 + i, 10, 3), dtype=np.uint8))
+                       for i in range(n)]
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i].convert("L" if i % 2 else "RGBA"), i
+
+
+def test_dataset_and_dataloader_inputs(rgb):
+    enc = make_encoder(stats)
+    ref = enc.embed(rgb)
+    chw = torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 255
+    ds = TensorDataset(chw, torch.arange(6))
+    np.testing.assert_allclose(enc.embed(ds, batch_size=4), ref, atol=1e-4)
+    np.testing.assert_allclose(enc.embed(DataLoader(ds, batch_size=4)), ref, atol=1e-4)
+    loader = DataLoader(PILDataset(5), batch_size=2, collate_fn=lambda items: [x for x, _ in items])
+    prep = {"input_size": 8, "resize": "resize"}
+    feats = make_encoder(lambda x: x.mean(dim=(2, 3)), preprocessing=prep).embed(loader)
+    assert feats.shape == (5, 3)
+    direct = make_encoder(lambda x: x.mean(dim=(2, 3)), preprocessing=prep).embed(PILDataset(5))
+    np.testing.assert_allclose(direct, feats, atol=1e-6)
+    assert open_images(DataLoader(ds, batch_size=4)).n == 6
+
+
+def test_folder_recursive_skips_unreadable(tmp_path, rgb):
+    for i, ext in enumerate(["png", "jpg", "webp", "bmp", "tiff", "PNG"]):
+        sub = tmp_path / f"d{i % 2}" / "deeper"
+        sub.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rgb[i]).save(sub / f"im{i}.{ext}")
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    enc = make_encoder(stats)
+    with pytest.warns(UserWarning, match="Skipped 1 unreadable.*broken.jpg"):
+        feats = enc.embed(tmp_path)
+    files = enc.last_source.files
+    assert feats.shape == (6, 4) and len(files.read) == 6
+    assert [p for p, _ in files.skipped] == [str(tmp_path / "broken.jpg")]
+    with pytest.raises(ValueError, match="broken.jpg"):
+        enc.embed(str(tmp_path), strict=True)
+    assert len(ImageFiles(tmp_path)) == 7
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        enc.embed(files.read)                         # a list of paths
+    with pytest.raises(FileNotFoundError):
+        enc.embed(tmp_path / "missing")
+
+
+@pytest.mark.filterwarnings("ignore:Skipped")
+def test_skimage_photos_folder(tmp_path):
+    skimage_data = pytest.importorskip("skimage.data")
+    from pathlib import Path
+
+    root = Path(skimage_data.__file__).parent
+    photos = [p for p in root.iterdir() if p.suffix.lower() in (".png", ".jpg", ".tif")]
+    assert len(photos) >= 10
+    enc = make_encoder(lambda x: x.mean(dim=(2, 3)),
+                       preprocessing={"input_size": 32, "resize": "resize_crop"})
+    feats = enc.embed(root)
+    read = enc.last_source.files.read
+    assert feats.shape == (len(read), 3) and len(read) >= 10
+    modes = {Image.open(p).mode for p in read}
+    assert len(modes) >= 3                             # e.g. RGB, L, RGBA, P
