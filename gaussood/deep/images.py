@@ -9,7 +9,8 @@
   sizes and modes;
 - a map-style torch ``Dataset`` (items are images, or tuples whose element
   ``image_index`` is the image) and a ``DataLoader`` or any iterable of such batches;
-- a folder (``str`` / ``Path``): its image files, recursively (``IMAGE_EXTENSIONS``).
+- a folder (``str`` / ``Path``): its image files, recursively (``IMAGE_EXTENSIONS``);
+- a gaussood ``ImageSet`` (its ``images``).
 
 Every image becomes RGB: grayscale is repeated to three channels, the alpha channel of
 RGBA is dropped (Pillow's ``convert("RGB")``), palette and other PIL modes are converted by
@@ -219,6 +220,8 @@ def open_images(X, *, batch_size: int = 256, image_index: int = 0, strict: bool 
         raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
     if isinstance(X, ImageSource):
         return X
+    if isinstance(getattr(X, "images", None), np.ndarray):    # a gaussood ImageSet
+        X = X.images
     if isinstance(X, (str, os.PathLike)) and Path(X).is_dir():
         X = ImageFiles(X, strict=strict)
     if isinstance(X, ImageFiles):

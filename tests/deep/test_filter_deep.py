@@ -83,3 +83,18 @@ def test_tensor_layouts_and_normalised_input(fitted, data):
     assert np.allclose(fitted.evaluate(chw_uint8.float() / 255).score, ref)
     with pytest.raises(ValueError, match="Normalize"):
         fitted.evaluate((chw_uint8.float() / 255 - 0.5) / 0.25)
+
+
+def test_large_photos_are_resized_for_the_cifar_encoder(fitted, data):
+    """224x224 images given to the 32 px encoder: resized (with a warning), not embedded
+    at native size (where every one would be flagged)."""
+    from PIL import Image
+
+    _, test, _ = data
+    photos = [Image.fromarray(im).resize((224, 224), Image.BICUBIC) for im in test.images[:300]]
+    filt = OODFilter.from_fitted(fitted.scorer_, encoder=SHIPPED, progress=False)
+    with pytest.warns(UserWarning, match="takes 32x32 images"):
+        result = filt.evaluate(photos)
+    assert result.flagged_share <= 0.12
+    native = fitted.evaluate(test.images[:300]).keep
+    assert np.mean(result.keep == native) > 0.9

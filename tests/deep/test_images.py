@@ -136,3 +136,11 @@ def test_skimage_photos_folder(tmp_path):
     assert feats.shape == (len(read), 3) and len(read) >= 10
     modes = {Image.open(p).mode for p in read}
     assert len(modes) >= 3                             # e.g. RGB, L, RGBA, P
+
+
+def test_imageset_input():
+    from gaussood.deep import ImageSet
+
+    images = np.random.default_rng(4).integers(0, 256, (5, 6, 6, 3), dtype=np.uint8)
+    data = ImageSet(images, np.zeros(5, np.int64), "toy", [], "toy; N=5")
+    np.testing.assert_array_equal(make_encoder(stats).embed(data), make_encoder(stats).embed(images))

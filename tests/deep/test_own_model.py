@@ -1,0 +1,118 @@
+"""The new user's path: a torchvision model in OODFilter, fitted on a folder of photos of
+mixed sizes and modes (crops of scikit-image's bundled photos), then filtering PIL images,
+a Dataset of PIL images and a stream of PIL batches. No glue code."""
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+torchvision = pytest.importorskip("torchvision")
+skimage_data = pytest.importorskip("skimage.data")
+from PIL import Image  # noqa: E402
+from torch.utils.data import DataLoader, Dataset  # noqa: E402
+
+from gaussood import GaussianScorer, OODFilter  # noqa: E402
+
+MODES = ("RGB", "L", "RGBA", "P")
+FORMATS = {"RGB": ("jpg", "png", "webp", "bmp", "tiff"), "L": ("jpg", "png", "bmp", "tiff"),
+           "RGBA": ("png", "webp", "tiff"), "P": ("png", "bmp", "tiff")}
+SMALL_INPUT = {"input_size": 64, "resize": "resize_crop", "resize_size": 72,
+               "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+def photos():
+    root = Path(skimage_data.__file__).parent
+    out = []
+    for path in sorted(root.iterdir()):
+        if path.suffix.lower() in (".png", ".jpg"):
+            try:
+                with Image.open(path) as img:
+                    img.load()
+                    if min(img.size) >= 128:
+                        out.append(img.convert("RGB"))
+            except OSError:
+                continue
+    if len(out) < 8:
+        pytest.skip("scikit-image's bundled photos not found")
+    return out
+
+
+def crops(n, seed):
+    """n random crops (48-160 px sides, mixed aspect) in random modes."""
+    rng = np.random.default_rng(seed)
+    base = photos()
+    images = []
+    for _ in range(n):
+        photo = base[rng.integers(len(base))]
+        w, h = (min(int(s), d) for s, d in zip(rng.integers(48, 161, 2), photo.size))
+        left, top = rng.integers(0, photo.size[0] - w + 1), rng.integers(0, photo.size[1] - h + 1)
+        images.append(photo.crop((left, top, left + w, top + h)).convert(MODES[rng.integers(4)]))
+    return images
+
+
+def write_folder(root, images, seed=0):
+    rng = np.random.default_rng(seed)
+    for i, img in enumerate(images):
+        ext = FORMATS[img.mode][rng.integers(len(FORMATS[img.mode]))]
+        sub = root / f"part{i % 3}"
+        sub.mkdir(parents=True, exist_ok=True)
+        img.save(sub / f"img{i:05d}.{ext}")
+    return root
+
+
+class PILItems(Dataset):
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i], i
+
+
+def test_torchvision_model_on_a_folder_then_pil_images_fast(tmp_path):
+    folder = write_folder(tmp_path / "id", crops(240, seed=0))
+    model = torchvision.models.resnet18()        # random weights: the path, not the quality
+    filt = OODFilter(GaussianScorer(random_state=0), encoder=model, alpha=0.05,
+                     preprocessing=SMALL_INPUT, batch_size=64, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                      # no warning on this path
+        filt.fit(folder)
+    assert filt.n_features_in_ == 512
+    test = crops(80, seed=1)
+    kept, result = filt.filter(test)
+    assert len(kept) == int(result.keep.sum()) and all(isinstance(k, Image.Image) for k in kept)
+    assert result.flagged_share <= 0.2
+    paths, res = filt.filter(folder)
+    assert len(res.paths) == 240 and set(paths) <= set(res.paths)
+    np.testing.assert_allclose(filt.evaluate(folder).score, res.score)
+    items = PILItems(test[:50])
+    keep = filt.evaluate(test[:50]).keep
+    assert filt.subset(items).indices == np.flatnonzero(keep).tolist()
+    assert filt.last_result_.keep.tolist() == keep.tolist()
+    loader = DataLoader(items, batch_size=16,
+                        collate_fn=lambda b: ([x for x, _ in b], [i for _, i in b]))
+    ids = [i for _, idx in filt.stream(loader) for i in idx]
+    assert ids == np.flatnonzero(keep).tolist()
+    flagged = OODFilter.from_fitted(filt.scorer_, encoder=filt.image_encoder_, action="flag")
+    x, i, score, pvalue = flagged.subset(items)[3]
+    assert isinstance(x, Image.Image) and i == 3 and float(pvalue) == pytest.approx(
+        flagged.last_result_.pvalue[3])
+
+
+@pytest.mark.slow
+def test_new_user_path_flags_alpha_of_id_photos(tmp_path):
+    """2,000 ID photos (1,500 in a folder to fit on, 500 as PIL images to filter), a
+    torchvision ResNet-18 with its default (ImageNet) preprocessing: 5 +/- 2% flagged."""
+    images = crops(2000, seed=0)
+    folder = write_folder(tmp_path / "id", images[:1500])
+    filt = OODFilter(GaussianScorer(random_state=0), encoder=torchvision.models.resnet18(),
+                     alpha=0.05)
+    filt.fit(folder)
+    kept, result = filt.filter(images[1500:])
+    assert 0.03 <= result.flagged_share <= 0.07
+    assert len(kept) == int(result.keep.sum())
