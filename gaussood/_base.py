@@ -20,14 +20,16 @@ import contextlib
 import math
 import re
 import warnings
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.model_selection import KFold
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._validation import check_features, check_fraction, check_positive_int, raise_nonfinite
+from ._validation import FittedState, check_features, raise_nonfinite
 
 DEFAULT_ALPHA = 0.05
 
@@ -119,31 +121,56 @@ class BaseScorer(OutlierMixin, BaseEstimator):
     _fit_uses_labels: bool = False
     scorer_name: str | None = None  # set on each registered class
 
+    # scikit-learn's parameter declarations: checked by ``_validate_params`` in fit,
+    # partial_fit, scoring and load, and read by the command line to parse its options.
+    # Subclasses extend this dict; "calibration" is filled from ``_calibrations``.
+    _parameter_constraints: dict = {
+        "alpha": [Interval(Real, 0, 1, closed="neither"), None],
+        "contamination": [Interval(Real, 0, 0.5, closed="right"), None],
+        "calibration": [StrOptions({"auto", "conformal"})],
+        "calibration_folds": [Interval(Integral, 2, None, closed="left")],
+        "random_state": ["random_state"],
+        "chunk_size": [Interval(Integral, 1, None, closed="left")],
+    }
+    _parameter_hints: dict = {
+        "chunk_size": "it is the number of rows scored at a time; there is no 'no chunking' "
+                      "value: pass a large number such as 10**9",
+    }
+
     def __init_subclass__(cls, *, name: str | None = None, register: bool = True, **kwargs):
         super().__init_subclass__(**kwargs)
+        # the calibration choices are declared once, by ``_calibrations``
+        cls._parameter_constraints = {**cls._parameter_constraints,
+                                      "calibration": [StrOptions({"auto", *cls._calibrations})]}
         if register:
             _register(cls, name or _short_name(cls))
         else:
             cls.scorer_name = None
 
     # ------------------------------------------------------------------ params
+    def _validate_params(self):
+        """Check every constructor parameter against ``_parameter_constraints``.
+
+        Raises scikit-learn's ``InvalidParameterError`` (a ``ValueError`` and a
+        ``TypeError``) naming the parameter, with a hint where one helps.
+        """
+        try:
+            super()._validate_params()
+        except InvalidParameterError as exc:
+            hint = next((h for name, h in self._parameter_hints.items()
+                         if f"'{name}' parameter" in str(exc)), None)
+            if hint is None:
+                raise
+            raise InvalidParameterError(f"{exc} ({hint})") from None
+
     def _resolve_threshold(self):
+        self._validate_params()
         if self.alpha is not None and self.contamination is not None:
             raise ValueError(
                 "Give either alpha (target false-alarm rate on in-distribution data) or "
                 "contamination (fraction of training samples to flag), not both.")
-        if self.contamination is not None:
-            check_fraction(self.contamination, "contamination", high=0.5, high_inclusive=True)
-            rule = "contamination"
-        else:
-            rule = "alpha"
-        alpha = DEFAULT_ALPHA if self.alpha is None else check_fraction(self.alpha, "alpha")
-        if self.calibration not in self._calibrations + ("auto",):
-            raise ValueError(
-                f"calibration must be one of {self._calibrations + ('auto',)}; "
-                f"got {self.calibration!r}.")
-        check_positive_int(self.calibration_folds, "calibration_folds", minimum=2)
-        check_positive_int(self.chunk_size, "chunk_size")
+        rule = "alpha" if self.contamination is None else "contamination"
+        alpha = DEFAULT_ALPHA if self.alpha is None else float(self.alpha)
         return rule, alpha
 
     def _auto_calibration(self, n_samples: int, n_features: int, y=None) -> str:
@@ -202,7 +229,7 @@ class BaseScorer(OutlierMixin, BaseEstimator):
         return self._fit_state(X, y), self._score_folds(X, folds, fold_states)
 
     def _score_folds(self, X, folds, fold_states):
-        scores = np.empty(X.shape[0])
+        scores = np.full(X.shape[0], np.nan)
         for (_, test), state in zip(folds, fold_states):
             fold_model = object.__new__(type(self))
             fold_model.__dict__.update(self.__dict__)
@@ -251,10 +278,11 @@ class BaseScorer(OutlierMixin, BaseEstimator):
         O(chunk_size x d) whatever the number of rows.
         """
         check_is_fitted(self)
+        self._validate_params()  # set_params may have changed chunk_size since the fit
         X = check_features(self, X, reset=False, ensure_all_finite=False)
         cache = self._scoring_cache(X.dtype)
-        out = np.empty(X.shape[0], dtype=np.float64)
-        step = self.chunk_size
+        out = np.full(X.shape[0], np.nan)  # never uninitialised memory
+        step = int(self.chunk_size)
         for start in range(0, X.shape[0], step):
             chunk = X[start:start + step]
             with np.errstate(over="ignore", invalid="ignore"):  # checked just below
@@ -325,3 +353,39 @@ class BaseScorer(OutlierMixin, BaseEstimator):
 
     def _after_load(self) -> None:
         """Rebuild derived, non-persisted state after loading."""
+
+    def _check_loaded(self) -> None:
+        """Check parameters and fitted state as read from a file (``gaussood.load``).
+
+        Raises ``ValueError`` naming the first parameter or attribute that is
+        invalid or inconsistent with the others.
+        """
+        self._resolve_threshold()
+        state = FittedState(self)
+        self._check_fitted_state(state)
+
+    def _check_fitted_state(self, state: FittedState) -> None:
+        """The fitted attributes every scorer has; subclasses add theirs (calling this).
+
+        ``state`` binds ``d`` (``n_features_in_``); see ``_validation.FittedState``.
+        """
+        if hasattr(self, "feature_names_in_"):
+            state.array("feature_names_in_", ("d",), kind=None, finite=False)
+        rule = state.choice("threshold_rule_", {"alpha", "contamination"})
+        state.number("alpha_", low=0.0, high=1.0)
+        if not 0.0 < self.alpha_ < 1.0:
+            state.fail(f"alpha_ is {self.alpha_!r}; it must lie in (0, 1)")
+        # -inf: too few calibration scores to flag anything at this alpha
+        state.number("offset_", allow=(-np.inf,))
+        calibration = state.choice("calibration_", set(self._calibrations))
+        scores = state.array("calibration_scores_", ("m",), none_ok=True)
+        if scores is None and calibration == "conformal":
+            state.fail("calibration_ is 'conformal' but calibration_scores_ is missing")
+        if scores is not None:
+            if scores.shape[0] < 1:
+                state.fail("calibration_scores_ is empty")
+            if np.any(np.diff(scores) < 0):
+                state.fail("calibration_scores_ is not sorted")
+        if rule == "contamination" and self.contamination is None:
+            state.fail("threshold_rule_ is 'contamination' but the contamination "
+                       "parameter is None")

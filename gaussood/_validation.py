@@ -87,3 +87,101 @@ def raise_nonfinite(X_chunk: np.ndarray) -> None:
         "Scores overflowed: X holds values too large for its dtype "
         f"({X_chunk.dtype}); pass float64 or rescale the features."
     )
+
+
+def check_moments_finite(moments: dict, what: str = "X") -> None:
+    """A clear error when moment sums overflowed float64 (values near 1e77 or more)."""
+    for key in ("mean", "scatter", "fourth"):
+        if key in moments and not np.all(np.isfinite(moments[key])):
+            raise ValueError(
+                f"{what} holds values too large to fit: their {'fourth' if key == 'fourth' else 'second'}"
+                "-order moments overflow float64 (the fit needs sums of |x|^4, so |x| must "
+                "stay well below 1e77). Rescale the features (e.g. divide by their scale).")
+
+
+# --------------------------------------------------------- fitted-state schema
+class StateError(ValueError):
+    """A fitted attribute that is missing or inconsistent (raised by ``FittedState``)."""
+
+
+class FittedState:
+    """Checks a scorer's fitted attributes (used by ``gaussood.load``).
+
+    Shapes are written with symbols (``("K", "d")``): a symbol's first use binds
+    it, later uses must agree; ``d`` is bound to ``n_features_in_``.
+    """
+
+    def __init__(self, scorer):
+        self.scorer = scorer
+        self.dims = {"d": self.integer("n_features_in_", low=1)}
+
+    def fail(self, message: str):
+        raise StateError(message)
+
+    def get(self, name, optional=False):
+        if not hasattr(self.scorer, name):
+            if optional:
+                return None
+            self.fail(f"{name} is missing")
+        return getattr(self.scorer, name)
+
+    def array(self, name, shape, *, kind="f", finite=True, low=None, optional=False,
+              none_ok=False):
+        value = self.get(name, optional)
+        if value is None and (optional or none_ok):
+            return None
+        if not isinstance(value, np.ndarray):
+            self.fail(f"{name} must be an array; got {type(value).__name__}")
+        if kind is not None and value.dtype.kind not in kind:
+            self.fail(f"{name} has dtype {value.dtype}")
+        if value.ndim != len(shape):
+            self.fail(f"{name} has shape {value.shape}; expected {len(shape)} dimensions "
+                      f"{tuple(shape)}")
+        for axis, (size, symbol) in enumerate(zip(value.shape, shape)):
+            if isinstance(symbol, int):
+                if size != symbol:
+                    self.fail(f"{name} has shape {value.shape}; expected {tuple(shape)}")
+            elif self.dims.setdefault(symbol, size) != size:
+                want = tuple(self.dims.get(s, s) for s in shape)
+                self.fail(f"{name} has shape {value.shape}; expected {want}")
+        if value.dtype.kind in "fc":
+            if finite and not np.all(np.isfinite(value)):
+                self.fail(f"{name} holds NaN or infinity")
+            if low is not None and value.size and not np.all(value >= low):
+                self.fail(f"{name} holds values below {low}")
+        return value
+
+    def number(self, name, *, low=None, high=None, finite=True, optional=False,
+               allow=()):
+        value = self.get(name, optional)
+        if value is None and optional:
+            return None
+        if isinstance(value, np.ndarray) and value.ndim == 0:
+            value = value[()]
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            self.fail(f"{name} must be a number; got {value!r}")
+        value = float(value)
+        if value in allow:
+            return value
+        if np.isnan(value) or (finite and not np.isfinite(value)):
+            self.fail(f"{name} is {value!r}; it must be finite")
+        if (low is not None and value < low) or (high is not None and value > high):
+            self.fail(f"{name} is {value!r}; it must lie in [{low}, {high}]")
+        return value
+
+    def integer(self, name, *, low=None, high=None):
+        value = self.get(name)
+        if isinstance(value, np.ndarray) and value.ndim == 0:
+            value = value[()]
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+            self.fail(f"{name} must be an integer; got {value!r}")
+        value = int(value)
+        if (low is not None and value < low) or (high is not None and value > high):
+            self.fail(f"{name} is {value}; it must lie in [{low}, {high}]")
+        return value
+
+    def choice(self, name, choices):
+        value = self.get(name)
+        if not isinstance(value, str) or value not in choices:
+            self.fail(f"{name} is {value!r}; it must be one of {sorted(choices)}")
+        return value

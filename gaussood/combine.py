@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import clone
+from sklearn.utils._param_validation import StrOptions
 
 from ._base import BaseScorer
 
@@ -63,6 +64,15 @@ class PValueCombination(BaseScorer, register=False):  # holds fitted scorers, no
     """
 
     _calibrations = ("conformal",)
+    _parameter_constraints = {
+        **BaseScorer._parameter_constraints,
+        "scorers": [list, tuple, None],
+        "method": [StrOptions(set(METHODS))],
+    }
+    _parameter_hints = {
+        **BaseScorer._parameter_hints,
+        "scorers": "wrap a single scorer in a list: PValueCombination([scorer, ...])",
+    }
 
     def __init__(self, scorers=None, *, method="fisher", alpha=None, contamination=None,
                  calibration="auto", calibration_folds=5, random_state=None, chunk_size=4096):
@@ -76,8 +86,7 @@ class PValueCombination(BaseScorer, register=False):  # holds fitted scorers, no
         self.chunk_size = chunk_size
 
     def _templates(self):
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}; got {self.method!r}.")
+        self._validate_params()
         if self.scorers is None:
             from .gaussian import GaussianScorer
             from .norm_shell import NormShellScorer

@@ -41,7 +41,8 @@ def ledoit_wolf_shrinkage(emp_cov: np.ndarray, n: float, fourth: float) -> float
     beta = (fourth / n - delta_) / (p * n)
     delta = (delta_ - 2.0 * mu * tr + p * mu**2) / p
     beta = min(beta, delta)
-    return 0.0 if beta == 0 else float(beta / delta)
+    # rounding can leave beta a hair below 0 (n = 2): clip into [0, 1]
+    return 0.0 if beta <= 0 else float(min(beta / delta, 1.0))
 
 
 def oas_shrinkage(emp_cov: np.ndarray, n: float) -> float:

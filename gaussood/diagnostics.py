@@ -9,6 +9,7 @@ as n grows. The norm CV of a Gaussian cannot fall below about 1/sqrt(2 d_eff).
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,9 @@ import numpy as np
 from scipy import stats
 
 from sklearn.utils import check_array
+
+
+MIN_SAMPLES = 20  # D'Agostino-Pearson needs n >= 20
 
 
 def norm_cv(X: np.ndarray, center: bool = True) -> float:
@@ -275,7 +279,14 @@ def diagnose(X, *, max_samples: int = 5000, n_projections: int = 128, seed: int 
     with X's mean and covariance and the same n, so pass shares can be read against
     what exact Gaussianity gives at this n.
     """
-    X = check_array(X, dtype=np.float64, ensure_min_samples=20)
+    for name, value, low in (("max_samples", max_samples, MIN_SAMPLES),
+                             ("n_projections", n_projections, 1)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{name} must be an integer; got {value!r}.")
+        if value < low:
+            raise ValueError(f"{name} must be at least {low}; got {value}"
+                             + (" (the tests need 20 rows)." if low == MIN_SAMPLES else "."))
+    X = check_array(X, dtype=np.float64, ensure_min_samples=MIN_SAMPLES)
     rng = np.random.default_rng(seed)
     if X.shape[0] > max_samples:
         X = X[np.sort(rng.choice(X.shape[0], max_samples, replace=False))]

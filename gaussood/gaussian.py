@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import warnings
+from numbers import Integral, Real
 
 import numpy as np
 from scipy import stats
 from sklearn.cluster import KMeans
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 
 from ._base import BaseScorer, atomic_update
 from ._moments import compute_moments, merge_moments
-from ._validation import check_features, check_labels, check_positive_int
-from .covariance import check_covariance_param, pooled_covariance, whitening_factor
+from ._validation import check_features, check_labels, check_moments_finite, check_positive_int
+from .covariance import COVARIANCE_METHODS, pooled_covariance, whitening_factor
 
 _MOMENT_KEYS = ("count", "mean", "scatter", "third", "fourth")
 
@@ -105,6 +107,12 @@ class GaussianScorer(BaseScorer):
 
     _calibrations = ("f", "chi2", "conformal")
     _fit_uses_labels = True
+    _parameter_constraints = {
+        **BaseScorer._parameter_constraints,
+        "covariance": [StrOptions(set(COVARIANCE_METHODS)), Interval(Real, 0, 1, closed="both")],
+        "n_clusters": [Interval(Integral, 1, None, closed="left"), None],
+        "reg_covar": [Interval(Real, 0, None, closed="left")],  # finite: inf and NaN fail
+    }
 
     def __init__(self, covariance="ledoit_wolf", *, n_clusters=None, reg_covar=0.0,
                  alpha=None, contamination=None, calibration="auto",
@@ -131,9 +139,7 @@ class GaussianScorer(BaseScorer):
         return "conformal"
 
     def _check_params(self):
-        check_covariance_param(self.covariance)
-        if not isinstance(self.reg_covar, (int, float)) or self.reg_covar < 0:
-            raise ValueError(f"reg_covar must be a float >= 0; got {self.reg_covar!r}.")
+        self._validate_params()
 
     # --------------------------------------------------------------------- fit
     def _components(self, X, y):
@@ -186,7 +192,16 @@ class GaussianScorer(BaseScorer):
             warnings.simplefilter("ignore", UserWarning)
             for i in range(len(folds)):
                 moments, keys = merged(per_fold[:i] + per_fold[i + 1:])
-                fold_states.append(self._state_from_moments(moments, keys, structure))
+                try:
+                    fold_states.append(self._state_from_moments(moments, keys, structure))
+                except ValueError as exc:
+                    if "too large" in str(exc):
+                        raise
+                    raise ValueError(
+                        f"Conformal calibration refits on {len(folds) - 1} of "
+                        f"{len(folds)} folds of the {X.shape[0]} rows, and a fold fit "
+                        f"fails: {exc} Give more samples (per class), or use "
+                        "calibration='chi2'.") from None
         moments, keys = merged(per_fold)
         state = self._state_from_moments(moments, keys, structure)
         return state, self._score_folds(X, folds, fold_states)
@@ -196,6 +211,16 @@ class GaussianScorer(BaseScorer):
         if not np.all(present):
             moments = {key: value[present] for key, value in moments.items()}
             classes = classes[present]
+        check_moments_finite(moments)
+        if moments["count"].sum() <= classes.shape[0]:
+            raise ValueError(
+                f"{int(moments['count'].sum())} samples in {classes.shape[0]} components "
+                "leave no residual to estimate a covariance (every component has one "
+                "sample).")
+        if not np.any(moments["scatter"]):
+            raise ValueError(
+                "The training rows do not vary around their component means (zero "
+                "covariance): a Gaussian cannot be fitted to identical rows.")
         cov, shrinkage = pooled_covariance(moments, self.covariance)
         whitener, n_floored = whitening_factor(cov, float(self.reg_covar))
         if n_floored and self.covariance == "empirical":
@@ -250,6 +275,14 @@ class GaussianScorer(BaseScorer):
                     raise ValueError(
                         f"This scorer was fitted as '{self.structure_}'; a batch "
                         f"{'with' if y is not None else 'without'} labels does not fit it.")
+                if structure == "class" and ((classes.dtype.kind in "US")
+                                             != (self.classes_.dtype.kind in "US")):
+                    kind = {True: "strings", False: "numbers"}
+                    raise ValueError(
+                        f"The labels of this batch are {kind[classes.dtype.kind in 'US']} "
+                        f"but earlier batches had {kind[self.classes_.dtype.kind in 'US']} "
+                        f"({self.classes_[:3].tolist()}...); give the same labels in "
+                        "every batch.")
                 old = {key: getattr(self, f"moment_{key}_") for key in _MOMENT_KEYS}
                 new, classes = merge_moments(old, self.classes_, new, classes)
             if new["count"].sum() <= classes.shape[0]:
@@ -264,6 +297,28 @@ class GaussianScorer(BaseScorer):
             self.calibration_scores_ = None
             self.offset_ = self._alpha_offset(alpha)
         return self
+
+    def _check_fitted_state(self, state):
+        super()._check_fitted_state(state)
+        structure = state.choice("structure_", {"single", "class", "cluster"})
+        state.array("location_", ("d",))
+        state.array("means_", ("K", "d"))
+        state.array("classes_", ("K",), kind=None, finite=False)
+        state.array("whitened_means_", ("K", "d"))
+        for name in ("covariance_", "whitener_"):
+            state.array(name, ("d", "d"))
+        state.number("shrinkage_", low=0.0, high=1.0)
+        k = state.dims["K"]
+        if structure == "single" and k != 1:
+            state.fail(f"structure_ is 'single' but there are {k} components")
+        n = state.integer("n_samples_fit_", low=k + 1)
+        counts = state.array("moment_count_", ("K",), low=0)
+        state.array("moment_mean_", ("K", "d"))
+        state.array("moment_scatter_", ("K", "d", "d"))
+        state.array("moment_third_", ("K", "d"))
+        state.array("moment_fourth_", ("K",), low=0)
+        if counts.sum() != n:
+            state.fail(f"moment_count_ sums to {counts.sum():g}, not n_samples_fit_ = {n}")
 
     # ----------------------------------------------------------------- scoring
     def _scoring_cache(self, dtype):

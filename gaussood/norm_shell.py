@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import warnings
+from numbers import Real
 
 import numpy as np
 from scipy import stats
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import BaseScorer, atomic_update
 from ._moments import compute_moments, merge_component
 from ._quadform import deviate_table, normal_deviate
-from ._validation import check_features
-from .covariance import check_covariance_param, pooled_covariance
+from ._validation import check_features, check_moments_finite
+from .covariance import COVARIANCE_METHODS, check_covariance_param, pooled_covariance
 from .gaussian import GaussianScorer
 
 _MOMENT_KEYS = ("count", "mean", "scatter", "third", "fourth")
@@ -87,6 +89,11 @@ class NormShellScorer(BaseScorer, name="shell"):
     """
 
     _calibrations = ("shell", "conformal")
+    _parameter_constraints = {
+        **BaseScorer._parameter_constraints,
+        "whiten": ["boolean"],
+        "covariance": [StrOptions(set(COVARIANCE_METHODS)), Interval(Real, 0, 1, closed="both")],
+    }
 
     def __init__(self, whiten=False, *, covariance="ledoit_wolf", alpha=None,
                  contamination=None, calibration="auto", calibration_folds=5,
@@ -129,6 +136,7 @@ class NormShellScorer(BaseScorer, name="shell"):
 
     def _state_from_moments(self, moments):
         n, mean, m2, _, q4 = moments
+        check_moments_finite({"mean": mean, "scatter": m2, "fourth": q4})
         r2_mean = float(np.trace(m2)) / n
         cov, _ = pooled_covariance({k: np.asarray(v)[None] for k, v in zip(_MOMENT_KEYS, moments)},
                                    self.covariance)
@@ -210,6 +218,32 @@ class NormShellScorer(BaseScorer, name="shell"):
             self.calibration_, self.calibration_scores_ = "shell", None
             self.offset_ = self._alpha_offset(alpha)
         return self
+
+    def _check_fitted_state(self, state):
+        super()._check_fitted_state(state)
+        state.array("location_", ("d",))
+        whitener = state.array("whitener_", ("d", "d"), none_ok=True)
+        if (whitener is None) == bool(self.whiten):
+            state.fail(f"whitener_ is {'missing' if whitener is None else 'present'} but "
+                       f"whiten={self.whiten!r}")
+        radius = state.number("radius_", low=0.0)
+        spread = state.number("spread_", low=0.0)
+        state.number("norm_cv_", low=0.0)
+        if not radius > 0 or not spread > 0:
+            state.fail("radius_ and spread_ must be positive")
+        law = state.array("law_eigenvalues_", ("d",), low=0.0)
+        if not law.max() > 0:
+            state.fail("law_eigenvalues_ are all zero")
+        grid = state.array("law_log_grid_", ("g",))
+        state.array("law_z_grid_", ("g",))
+        if grid.shape[0] < 2 or np.any(np.diff(grid) <= 0):
+            state.fail("law_log_grid_ must hold at least 2 increasing values")
+        if hasattr(self, "moment_count_"):
+            state.number("moment_count_", low=2)
+            state.array("moment_mean_", ("d",))
+            state.array("moment_scatter_", ("d", "d"))
+            state.array("moment_third_", ("d",))
+            state.number("moment_fourth_", low=0.0)
 
     def _scoring_cache(self, dtype):
         cache = {"loc": self.location_.astype(dtype)}

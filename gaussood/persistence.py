@@ -69,30 +69,53 @@ def save(scorer, path) -> None:
         np.savez(fh, **{_HEADER: np.array(json.dumps(header))}, **arrays)
 
 
-def load(path, expected=None):
-    """Read a scorer written by :func:`save`.
-
-    Raises ``ValueError`` for a truncated, corrupted or foreign file and for a
-    file from a newer format version; ``TypeError`` when ``expected`` (a
-    class) does not match the stored class.
-    """
-    path = os.fspath(path)
+def _read(path):
+    """(header, arrays) of a scorer file, or a ValueError saying why not."""
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a folder, not a gaussood scorer file.") from None
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise ValueError(f"{path} is not a readable gaussood file (truncated or corrupted): "
+                         f"{exc}") from exc
+    except ValueError:
+        raise ValueError(f"{path} is not a readable gaussood file (not an .npz archive, "
+                         "or one that needs pickle).") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path} is not a gaussood scorer file: it holds a single "
+                         f"{'.npy array' if isinstance(data, np.ndarray) else 'object'}, not "
+                         "an .npz archive written by gaussood.save.")
+    try:
+        with data:
             if _HEADER not in data.files:
                 raise ValueError(f"{path} is not a gaussood scorer file (no {_HEADER} header).")
             header = json.loads(str(data[_HEADER]))
             arrays = {k[len("attr/"):]: data[k] for k in data.files if k.startswith("attr/")}
-    except FileNotFoundError:
-        raise
     except (zipfile.BadZipFile, EOFError, OSError, KeyError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path} is not a readable gaussood file (truncated or corrupted): "
                          f"{exc}") from exc
     except ValueError as exc:
         if "gaussood" in str(exc):
             raise
-        raise ValueError(f"{path} is not a readable gaussood file (not an .npz archive, "
-                         "or one that needs pickle).") from None
+        raise ValueError(f"{path} is not a readable gaussood file (an array that needs "
+                         f"pickle, or a corrupted one): {exc}") from None
+    return header, arrays
+
+
+def load(path, expected=None):
+    """Read a scorer written by :func:`save`.
+
+    Raises ``ValueError`` for a truncated, corrupted, foreign or inconsistent
+    file (every parameter goes through the class's own validation, and every
+    fitted attribute through its schema check: shapes against
+    ``n_features_in_``, finite values, sorted calibration scores, bounds) and
+    for a file from a newer format version; ``TypeError`` when ``expected`` (a
+    class) does not match the stored class.
+    """
+    path = os.fspath(path)
+    header, arrays = _read(path)
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ValueError(f"{path} is not a gaussood scorer file (format "
                          f"{header.get('format') if isinstance(header, dict) else header!r}).")
@@ -108,6 +131,10 @@ def load(path, expected=None):
                          "define or import that class before loading the file.")
     if expected is not None and not issubclass(cls, expected):
         raise TypeError(f"{path} holds a {cls.__name__}, not a {expected.__name__}.")
+    for key in ("params", "scalars"):
+        if not isinstance(header.get(key), dict):
+            raise ValueError(f"{path} has a header without {key!r} (a corrupted or "
+                             "hand-edited gaussood file).")
     try:
         scorer = cls(**header["params"])
     except TypeError as exc:
@@ -118,6 +145,11 @@ def load(path, expected=None):
         if name == "feature_names_in_":
             value = value.astype(object)
         setattr(scorer, name, value)
+    try:  # parameters and every fitted array, before anything is built from them
+        scorer._check_loaded()
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path} holds an incomplete or inconsistent {cls.__name__}: "
+                         f"{exc}") from None
     try:  # a file with missing or reshaped arrays fails here, not at first use
         scorer._after_load()
         scorer.score_samples(np.zeros((1, int(scorer.n_features_in_))))
