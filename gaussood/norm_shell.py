@@ -144,6 +144,14 @@ class NormShellScorer(BaseScorer, name="shell"):
         law = np.clip(np.linalg.eigvalsh(cov), 0.0, None) * (1.0 + 1.0 / n)
         return self._state(mean, r2_mean, q4 / n - r2_mean**2, law, None, moments)
 
+    def _whitened_state(self, location, whitener, n, r2_mean, r2_var):
+        """Fitted state of the whitened shell, from the mean and (population)
+        variance of the n training rows' squared whitened norms."""
+        d = whitener.shape[0]
+        # Hotelling: a fresh D^2 has mean d (n + 1) / (n - d - 2)
+        inflation = (n + 1.0) / (n - d - 2.0) if n > d + 2 else 1.0 + 1.0 / n
+        return self._state(location, r2_mean, r2_var, np.full(d, inflation), whitener)
+
     def _fit_state(self, X, y=None):
         if not isinstance(self.whiten, (bool, np.bool_)):
             raise TypeError(f"whiten must be True or False; got {self.whiten!r}.")
@@ -153,11 +161,8 @@ class NormShellScorer(BaseScorer, name="shell"):
             gauss = GaussianScorer(self.covariance, calibration="chi2").fit(X)
             Z = (X - gauss.location_) @ gauss.whitener_
             r2 = np.einsum("ij,ij->i", Z, Z)
-            n, d = X.shape
-            # Hotelling: a fresh D^2 has mean d (n + 1) / (n - d - 2)
-            inflation = (n + 1.0) / (n - d - 2.0) if n > d + 2 else 1.0 + 1.0 / n
-            return self._state(gauss.location_, float(r2.mean()), float(r2.var()),
-                               np.full(d, inflation), gauss.whitener_)
+            return self._whitened_state(gauss.location_, gauss.whitener_, X.shape[0],
+                                        float(r2.mean()), float(r2.var()))
         m = compute_moments(X, None, 1)
         return self._state_from_moments(tuple(m[k][0] for k in _MOMENT_KEYS))
 
