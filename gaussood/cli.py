@@ -13,7 +13,11 @@ torch is imported only by ``train``, ``embed`` and ``bench``; the other commands
 need numpy, scipy, scikit-learn and faiss only. Errors are one line on stderr,
 ``gaussood <command>: error: <message>``; exit status 2 for bad arguments, 1 for
 errors while running (missing or unreadable files, invalid data), 0 otherwise.
-Every output is written to a temporary name and renamed when complete.
+Every output is written to a temporary name and renamed when complete (companion
+files such as ``X.labels.npy`` only after the main output; SIGTERM removes the
+temporary files), and an output that would replace one of the command's inputs
+(or ``train``'s resume checkpoint) is refused with exit status 2. Scorer options are
+parsed with the scorers' own ``_parameter_constraints``.
 """
 
 from __future__ import annotations
@@ -119,6 +123,28 @@ def _write_text(path, text: str) -> None:
         fh.write(text)
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Do ``a`` and ``b`` name the same file (also through links, or before it exists)?"""
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return Path(os.path.abspath(a)).resolve() == Path(os.path.abspath(b)).resolve()
+
+
+def _refuse_overwriting_inputs(parser, outputs, inputs) -> None:
+    """A usage error when an output would replace one of the command's inputs.
+
+    ``outputs`` and ``inputs`` are ``(what, path)`` pairs; a None path is skipped.
+    """
+    for out_what, out in outputs:
+        for in_what, path in inputs:
+            if out is not None and path is not None and _same_file(Path(out), Path(path)):
+                parser.error(f"{out_what} {out} is the same file as {in_what}; writing it "
+                             "would destroy that input: choose another name")
+
+
 def _json_default(value):
     if hasattr(value, "item"):
         return value.item()
@@ -167,16 +193,10 @@ def _number_or_word(text):
     return text
 
 
-def _covariance_value(text):
-    from .covariance import COVARIANCE_METHODS
-
-    return text if text in COVARIANCE_METHODS else float(text)
-
-
-def _positive_int_check(name):
+def _positive_int_check(name, minimum: int = 1):
     from ._validation import check_positive_int
 
-    return lambda value: check_positive_int(value, name)
+    return lambda value: check_positive_int(value, name, minimum=minimum)
 
 
 _positive_int = _checked(int, _positive_int_check("the value"), "a positive integer")
@@ -218,11 +238,18 @@ def cmd_train(args, parser) -> int:
         parser.error("--out names the encoder file (.pt); the .json provenance goes beside it")
     if args.snapshots and args.work_dir is None:
         parser.error("--snapshots needs --work-dir")
+    json_path = args.out.with_suffix(".json")
+    if args.work_dir is not None:
+        inputs = [("the resume checkpoint of --work-dir", args.work_dir / "last.pt")]
+        if args.snapshots and re.fullmatch(r"epoch\d+\.pt", args.out.name):
+            inputs.append(("a snapshot of --work-dir", args.work_dir / args.out.name))
+        _refuse_overwriting_inputs(parser, [("--out", args.out),
+                                            ("the provenance file", json_path)], inputs)
     classes = _classes_arg(args.classes, parser)
     torch = _torch("train")
     import dataclasses
 
-    from ._atomic import atomic_path
+    from ._atomic import atomic_paths
     from ._env import environment
     from .deep import save_encoder, train_encoder
     from .deep.checkpoint import file_sha256
@@ -248,9 +275,9 @@ def cmd_train(args, parser) -> int:
     wall = time.perf_counter() - start
 
     out = args.out
-    json_path = out.with_suffix(".json")
     final = result.history[-1]
-    with atomic_path(out, suffix=".partial.pt") as tmp_pt, atomic_path(json_path) as tmp_json:
+    # the encoder is renamed into place first; its .json only after it
+    with atomic_paths([out, json_path], [".partial.pt", ".partial"]) as (tmp_pt, tmp_json):
         save_encoder(result.model, tmp_pt, half=True)
         size = os.path.getsize(tmp_pt)
         provenance = {
@@ -290,6 +317,9 @@ def cmd_embed(args, parser) -> int:
         if dataset_only:
             parser.error(f"{', '.join(dataset_only)} apply to --dataset only")
     _existing_file(args.encoder, "encoder file")
+    _refuse_overwriting_inputs(
+        parser, [("--out", args.out), ("the labels file", _labels_path(args.out))],
+        [("--images", args.images), ("--encoder", args.encoder)])
     classes = _classes_arg(args.classes, parser)
     images = None
     if args.images is not None:
@@ -327,9 +357,9 @@ def cmd_embed(args, parser) -> int:
             print(f"{PROG} embed: removed stale {labels_out}", file=sys.stderr)
         wrote = f"{out}"
     else:
-        from ._atomic import atomic_path
-        with atomic_path(out, suffix=".partial.npy") as t1, \
-                atomic_path(labels_out, suffix=".partial.npy") as t2:
+        from ._atomic import atomic_paths
+        # the embeddings are renamed into place first; the labels only after them
+        with atomic_paths([out, labels_out], [".partial.npy"] * 2) as (t1, t2):
             with open(t1, "wb") as fh:
                 np.save(fh, feats)
             with open(t2, "wb") as fh:
@@ -349,20 +379,51 @@ FIT_FLAGS = ("embeddings", "labels", "scorer", "out")  # the command's own optio
 _PARAM_DEFAULTS = {"random_state": 0}  # where 'fit' differs from the class default
 
 
-def _param_types() -> dict:
-    from ._validation import check_fraction
-    from .covariance import check_covariance_param
+def _candidates(text):
+    """The values a command-line word may stand for: an int, a float, the word itself."""
+    out = []
+    for convert in (int, float):
+        try:
+            out.append(convert(text))
+        except ValueError:
+            pass
+    return out + [text]
 
-    return {
-        "alpha": _checked(float, lambda v: check_fraction(v, "alpha"), "a number in (0, 1)"),
-        "contamination": _checked(
-            float, lambda v: check_fraction(v, "contamination", high=0.5, high_inclusive=True),
-            "a number in (0, 0.5]"),
-        "covariance": _checked(_covariance_value, check_covariance_param,
-                               "ledoit_wolf, oas, empirical or a shrinkage in [0, 1]"),
-        "random_state": _checked(int, None, "an integer"),
-        "calibration": str,
-    }
+
+def _constraint_type(name, constraint_lists):
+    """An argparse ``type`` built from scikit-learn parameter declarations.
+
+    ``constraint_lists``: the ``_parameter_constraints[name]`` of each scorer that
+    takes ``name`` (a value any of them accepts is parsed; ``_scorer_params`` then
+    checks it against the chosen scorer). None: a boolean (a --flag/--no-flag pair).
+    """
+    from sklearn.utils._param_validation import _Booleans, _NoneConstraint, make_constraint
+
+    constraints = [make_constraint(c) for lst in constraint_lists for c in lst]
+    constraints = [c for c in constraints if not isinstance(c, _NoneConstraint)]
+    if constraints and all(isinstance(c, _Booleans) for c in constraints):
+        return None
+    want = " or ".join(dict.fromkeys(str(c) for c in constraints if not c.hidden))
+
+    def parse(text):
+        for value in _candidates(text):
+            if any(c.is_satisfied_by(value) for c in constraints):
+                return value
+        raise argparse.ArgumentTypeError(f"want {want}; got {text!r}")
+    return parse
+
+
+def _param_types() -> dict:
+    """``{parameter: argparse type}`` for every scorer parameter with a declaration."""
+    from ._base import registered_scorers
+
+    lists: dict = {}
+    for cls in registered_scorers().values():
+        for name, constraints in cls._parameter_constraints.items():
+            lists.setdefault(name, []).append(constraints)
+    types = {name: _constraint_type(name, value) for name, value in lists.items()}
+    types["random_state"] = _checked(int, None, "an integer")  # files store an int seed
+    return types
 
 
 def _type_from_default(name, default):
@@ -442,7 +503,10 @@ def _add_scorer_flags(p) -> None:
         target = group if name in ("alpha", "contamination") else p
         kwargs = {"dest": f"param_{name}", "default": default, "help": text,
                   "metavar": name.upper()}
-        kind = types.get(name) or _type_from_default(name, next(iter(entry["defaults"].values())))
+        if name in types:
+            kind = types[name]
+        else:
+            kind = _type_from_default(name, next(iter(entry["defaults"].values())))
         if kind is None:
             del kwargs["metavar"]
             target.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
@@ -471,6 +535,14 @@ def _scorer_params(args, parser, cls) -> dict:
     if calibration not in allowed:
         parser.error(f"--calibration for --scorer {scorers[cls]} must be one of "
                      f"{', '.join(allowed)}; got {calibration!r}")
+    from sklearn.utils._param_validation import validate_parameter_constraints
+
+    for name, value in params.items():  # the chosen class's own declarations
+        try:
+            validate_parameter_constraints(cls._parameter_constraints, {name: value},
+                                           caller_name=cls.__name__)
+        except (TypeError, ValueError) as exc:
+            parser.error(f"--{name.replace('_', '-')}: {_one_line(exc)}")
     return params
 
 
@@ -482,6 +554,8 @@ def cmd_fit(args, parser) -> int:
         users = [k for k, c in registered_scorers().items() if c._fit_uses_labels]
         parser.error(f"--labels applies to --scorer {' or '.join(users)} only")
     params = _scorer_params(args, parser, cls)
+    _refuse_overwriting_inputs(parser, [("--out", args.out)],
+                               [("--embeddings", args.embeddings), ("--labels", args.labels)])
     X = _load_embeddings(args.embeddings)
     y = None
     if args.labels is not None:
@@ -511,6 +585,8 @@ def cmd_score(args, parser) -> int:
     out = args.out
     if out.suffix not in (".csv", ".npz"):
         parser.error(f"--out must end in .csv or .npz; got {out}")
+    _refuse_overwriting_inputs(parser, [("--out", out)],
+                               [("--scorer", args.scorer), ("--embeddings", args.embeddings)])
     import zipfile
 
     if not zipfile.is_zipfile(_existing_file(args.scorer, "scorer file")):
@@ -544,6 +620,11 @@ def cmd_score(args, parser) -> int:
 
 
 def cmd_diagnose(args, parser) -> int:
+    if args.out_dir is not None:
+        _refuse_overwriting_inputs(
+            parser, [("--out-dir's " + name, args.out_dir / name)
+                     for name in ("report.md", "report.json")],
+            [("--embeddings", args.embeddings)])
     X = _load_embeddings(args.embeddings)
     from .diagnostics import diagnose
     report = diagnose(X, max_samples=args.max_samples, n_projections=args.projections,
@@ -579,6 +660,11 @@ def cmd_bench(args, parser) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     _existing_file(args.encoder, "encoder file")
+    if args.out_dir is not None:
+        _refuse_overwriting_inputs(
+            parser, [("--out-dir's " + name, args.out_dir / name)
+                     for name in (f"{args.name}.md", f"{args.name}.json")],
+            [("--encoder", args.encoder)])
     seeds = args.seeds[:1] if args.quick else args.seeds
     n_fit = min(args.n_fit, 5000) if args.quick else args.n_fit
     n_eval = min(args.n_eval, 1000) if args.quick else args.n_eval
@@ -795,8 +881,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                        "Gaussian sample of the same n, d and covariance.")
     p.add_argument("--embeddings", type=Path, required=True, metavar="X.npy",
                    help="2-D array (n_samples, n_features), n >= 20")
-    p.add_argument("--max-samples", type=_positive_int, default=5000,
-                   help="random subsample of at most this many rows")
+    p.add_argument("--max-samples", type=_checked(int, _positive_int_check("--max-samples",
+                                                                      minimum=20),
+                                                  "an integer >= 20"), default=5000,
+                   help="random subsample of at most this many rows (at least 20)")
     p.add_argument("--projections", type=_positive_int, default=128,
                    help="random projections tested")
     p.add_argument("--seed", type=int, default=0,
@@ -843,8 +931,33 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that partial outputs are removed."""
+
+
+@contextlib.contextmanager
+def _terminate_cleanly():
+    """Turn SIGTERM into an exception while a command runs (unless someone else
+    already handles it), so that every atomic write removes its temporary file."""
+    import signal
+    import threading
+
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield
+        return
+
+    def handler(signum, frame):
+        raise _Terminated()
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _run(prog: str, fn, *fn_args) -> int:
-    with _one_line_warnings(prog):
+    with _one_line_warnings(prog), _terminate_cleanly():
         try:
             return fn(*fn_args)
         except CommandError as exc:
@@ -853,6 +966,9 @@ def _run(prog: str, fn, *fn_args) -> int:
         except KeyboardInterrupt:
             sys.stderr.write(f"{prog}: interrupted\n")
             return 130
+        except _Terminated:
+            sys.stderr.write(f"{prog}: terminated\n")
+            return 143
         except RUNTIME_ERRORS as exc:
             if os.environ.get("GAUSSOOD_DEBUG"):
                 raise

@@ -84,7 +84,35 @@ def read_payload(path) -> dict:
         raise ValueError(f"{path} has no valid format version ({version!r}).")
     if version > VERSION:
         raise ValueError(f"{path} has version {version}; upgrade gaussood to read it.")
+    enc = payload
+    if payload["format"] == CHECKPOINT_FORMAT:
+        enc = payload.get("encoder")
+        if not isinstance(enc, dict):
+            raise ValueError(f"{path} is a training checkpoint without its 'encoder' entry "
+                             "(truncated or edited).")
+    _check_encoder_entries(path, enc)
     return payload
+
+
+def _check_encoder_entries(path, enc: dict) -> None:
+    """The entries ``load_encoder`` reads, with their types: a clear error, not a KeyError."""
+    version = enc.get("version", VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= VERSION:
+        raise ValueError(f"{path} holds an encoder of invalid version {version!r}.")
+    for key, kind in (("config", dict), ("state_dict", dict)):
+        if key not in enc:
+            raise ValueError(f"{path} is an encoder file without its {key!r} entry "
+                             "(truncated or edited).")
+        if not isinstance(enc[key], kind):
+            raise ValueError(f"{path}: the encoder's {key!r} entry is a "
+                             f"{type(enc[key]).__name__}, not a {kind.__name__}.")
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+               for k, v in enc["state_dict"].items()):
+        raise ValueError(f"{path}: the encoder's 'state_dict' must map names to tensors.")
+    prep = enc.get("preprocessing")
+    if prep is not None and not isinstance(prep, dict):
+        raise ValueError(f"{path}: the encoder's 'preprocessing' entry is a "
+                         f"{type(prep).__name__}, not a dict.")
 
 
 def load_encoder(path, *, expected_model: str | None = None,
@@ -99,7 +127,11 @@ def load_encoder(path, *, expected_model: str | None = None,
     config = enc["config"]
     if expected_model is not None and config.get("model") != expected_model:
         raise ValueError(f"{path} holds a '{config.get('model')}' encoder, not '{expected_model}'.")
-    model = Encoder(**config)
+    try:
+        model = Encoder(**config)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"{path} has an encoder configuration this gaussood cannot build "
+                         f"({config!r}): {exc}") from None
     state = {k: v.float() if v.is_floating_point() else v for k, v in enc["state_dict"].items()}
     try:
         model.load_state_dict(state, strict=True)

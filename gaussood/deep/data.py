@@ -155,7 +155,13 @@ def _decode_jpeg_tree(members: Iterable[tuple[str, bytes]]) -> dict:
         if parts[1] not in found or parts[2] not in CIFAR10_CLASSES:
             raise ValueError(f"unexpected member {rel!r}: want cifar10-jpeg/{{train,test}}/"
                              f"<one of {CIFAR10_CLASSES}>/NNNN.jpg")
-        img = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        try:
+            img = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        except Exception as exc:  # Pillow raises several kinds for a broken file
+            raise ValueError(f"member {rel!r} is not a readable JPEG: {exc}") from None
+        if img.shape != (32, 32, 3):
+            raise ValueError(f"member {rel!r} is {img.shape[1]}x{img.shape[0]} pixels; every "
+                             "CIFAR-10 image must be 32x32")
         found[parts[1]].append((CIFAR10_CLASSES.index(parts[2]), parts[3], img))
     arrays = {}
     for split, items in found.items():
@@ -181,17 +187,34 @@ def _load_cifar10_jpeg(src: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Decode the JPEG archive (or extracted folder) ``src``, or read it back from the cache
     (keyed by name, path, size and mtime). Both splits are decoded and cached in one pass."""
     st = src.stat()
-    key = (f"{src.name}-{hashlib.sha1(str(src.resolve()).encode()).hexdigest()[:8]}"
-           f"-{st.st_size}-{st.st_mtime_ns}")
+    stamp = f"{st.st_size}-{st.st_mtime_ns}"
+    files = None
+    if src.is_dir():  # a folder's own mtime misses edits inside it: stamp every image
+        files = sorted(src.glob("*/*/*.jp*g"))
+        digest = hashlib.sha1()
+        for f in files:
+            fst = f.stat()
+            digest.update(f"{f.relative_to(src).as_posix()}\0{fst.st_size}\0"
+                          f"{fst.st_mtime_ns}\n".encode())
+        stamp = f"{len(files)}-{digest.hexdigest()[:16]}"
+    key = f"{src.name}-{hashlib.sha1(str(src.resolve()).encode()).hexdigest()[:8]}-{stamp}"
     cached = {s: [cache_dir(create=False) / f"cifar10-jpeg-{key}-{s}-{a}.npy"
                   for a in ("images", "labels")] for s in SPLITS}
     if all(p.exists() for p in cached[split]):
-        return np.load(cached[split][0]), np.load(cached[split][1])
-    if src.is_dir():
+        try:
+            imgs, labels = (np.load(p, allow_pickle=False) for p in cached[split])
+            if (imgs.dtype == np.uint8 and imgs.ndim == 4 and imgs.shape[1:] == (32, 32, 3)
+                    and labels.shape == (len(imgs),)):
+                return imgs, labels.astype(np.int64)
+        except (ValueError, OSError, EOFError):
+            pass
+        warnings.warn(f"the decoded CIFAR-10 cache {cached[split][0]} is unreadable or of "
+                      "the wrong shape; decoding the images again", UserWarning, stacklevel=3)
+    if files is not None:
         from tqdm.auto import tqdm
-        files = tqdm(sorted(src.glob("*/*/*.jp*g")), desc=f"decoding {src}")
         arrays = _decode_jpeg_tree(
-            (f"cifar10-jpeg/{f.relative_to(src).as_posix()}", f.read_bytes()) for f in files)
+            (f"cifar10-jpeg/{f.relative_to(src).as_posix()}", f.read_bytes())
+            for f in tqdm(files, desc=f"decoding {src}"))
     else:
         arrays = _decode_jpeg_tree(_iter_tar(src))
     for s, pair in arrays.items():
@@ -207,9 +230,44 @@ def _load_cifar10_jpeg(src: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return arrays[split]
 
 
+# The only globals a CIFAR pickle may name: numpy's array and scalar reconstruction
+# (protocols 2 to 5, numpy 1 and 2 module names) and latin-1 bytes. Lists, dicts,
+# strings and numbers need no global. Anything else (os.system, eval, ...) is refused
+# before it can run.
+_PICKLE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and builtin containers only (CIFAR's torchvision files)."""
+
+    def find_class(self, module, name):
+        if (module, name) in _PICKLE_GLOBALS:
+            return super().find_class(module, name)
+        if module.startswith("numpy") and name.startswith("dtype[") or (
+                module == "numpy.dtypes" and name.endswith("DType")):
+            return super().find_class(module, name)  # numpy 2's dtype classes
+        raise pickle.UnpicklingError(
+            f"refused to unpickle {module}.{name}: a CIFAR file holds only arrays, lists "
+            "and dicts, so this file is not one (or was tampered with)")
+
+
 def _unpickle(path: Path) -> dict:
-    with open(path, "rb") as fh:
-        d = pickle.load(fh, encoding="latin1")
+    try:
+        with open(path, "rb") as fh:
+            d = _ArrayUnpickler(fh, encoding="latin1").load()
+    except pickle.UnpicklingError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        raise ValueError(f"{path} is not a readable CIFAR pickle (truncated or corrupted): "
+                         f"{type(exc).__name__}: {exc}") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path} is not a CIFAR batch: it holds a {type(d).__name__}, "
+                         "not a dict")
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
 
 
@@ -229,13 +287,25 @@ def _load_cifar_pickles(root: Path, split: str, download: bool, hundred: bool):
         raise _missing(title, [root / CIFAR10_ARCHIVE, root / "cifar10-jpeg", *missing],
                        f", or put {CIFAR10_ARCHIVE} in {root}")
     batches = [_unpickle(base / f) for f in names]
+    key = "fine_labels" if hundred else "labels"
+    for f, b in zip(names, batches):
+        want = ("fine_label_names",) if hundred and f == "meta" else ("data", key)
+        if missing_keys := [k for k in want if k not in b]:
+            raise ValueError(f"{base / f} is not a {title} file: no {missing_keys} entry "
+                             f"(it has {sorted(map(str, b))[:6]})")
     if hundred:
         classes = [c.decode() if isinstance(c, bytes) else str(c)
                    for c in batches.pop()["fine_label_names"]]
-    imgs = np.concatenate([np.asarray(b["data"], np.uint8).reshape(-1, 3, 32, 32)
-                           for b in batches]).transpose(0, 2, 3, 1)
-    key = "fine_labels" if hundred else "labels"
-    labels = np.concatenate([np.asarray(b[key], dtype=np.int64) for b in batches])
+    parts, label_parts = [], []
+    for f, b in zip(names, batches):
+        data, lab = np.asarray(b["data"]), np.asarray(b[key])
+        if data.ndim != 2 or data.shape[1] != 3072 or lab.shape != (data.shape[0],):
+            raise ValueError(f"{base / f}: want data of shape (N, 3072) and N labels; got "
+                             f"{data.shape} and {lab.shape}")
+        parts.append(data.astype(np.uint8).reshape(-1, 3, 32, 32))
+        label_parts.append(lab.astype(np.int64))
+    imgs = np.concatenate(parts).transpose(0, 2, 3, 1)
+    labels = np.concatenate(label_parts)
     note = (f"{title} {split} split{', fine labels' if hundred else ''}, torchvision "
             f"pickle ({base}/{{{','.join(names)}}})")
     return imgs, labels, classes if hundred else CIFAR10_CLASSES, note
