@@ -372,11 +372,6 @@ def test_filter_refuses_a_nan_float_tensor():
         filt.evaluate(bad)
 
 
-filter_nan_xfail = pytest.mark.xfail(
-    strict=True, reason="owner: any-encoder helper (gaussood/filter.py, deep/images.py): a "
-    "NaN float tensor is still converted to a black image and scored")
-test_filter_refuses_a_nan_float_tensor = filter_nan_xfail(test_filter_refuses_a_nan_float_tensor)
-
 
 def test_wrong_image_size_is_resized_with_a_warning():
     torch = pytest.importorskip("torch")  # noqa: F841
@@ -442,12 +437,6 @@ def _small_set():
     return load_dataset("uniform-noise", n=6, seed=0)
 
 
-embed_cache_xfail = pytest.mark.xfail(
-    strict=True, reason="owner: any-encoder helper (gaussood/deep/embed.py "
-    "extract_embeddings): a broken cache file is not recomputed")
-
-
-@embed_cache_xfail
 def test_truncated_embedding_cache_is_recomputed(tmp_path):
     pytest.importorskip("torch")
     from gaussood.deep import extract_embeddings
@@ -460,7 +449,6 @@ def test_truncated_embedding_cache_is_recomputed(tmp_path):
     np.testing.assert_allclose(got, ref)
 
 
-@embed_cache_xfail
 def test_wrong_shape_embedding_cache_is_recomputed(tmp_path):
     pytest.importorskip("torch")
     from gaussood.deep import extract_embeddings

@@ -87,6 +87,31 @@ def extract_embeddings(checkpoint, dataset, *, layer: str | None = None,
     target = Path(cache_dir or default_cache()) / "embeddings" / \
         f"{name}-{safe_layer}-{key[:24]}.npy"
     in_memory = isinstance(dataset, ImageSet)
-    if not target.is_file():
-        encoder.embed(images, out=target, **kw)
+    rows = len(dataset) if in_memory else len(images)
+    if target.is_file():
+        cached = _read_cache(target, rows, exact=in_memory)
+        if cached is not None:
+            return np.array(cached) if in_memory else cached
+    encoder.embed(images, out=target, **kw)
     return np.load(target, mmap_mode=None if in_memory else "r")
+
+
+def _read_cache(target: Path, rows: int, *, exact: bool):
+    """The cached embeddings (a memmap), or None (with a warning) when the file is
+    unreadable or has the wrong shape: it is then computed again."""
+    import warnings
+
+    try:
+        cached = np.load(target, mmap_mode="r")
+        ok = (cached.ndim == 2 and cached.dtype == np.float32
+              and (cached.shape[0] == rows if exact else cached.shape[0] <= rows))
+    except (OSError, ValueError) as exc:
+        cached, ok = None, False
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    else:
+        why = f"shape {cached.shape} {cached.dtype}, expected {rows} rows of float32"
+    if ok:
+        return cached
+    warnings.warn(f"Embedding cache {target} is broken ({why}); computing it again.",
+                  stacklevel=3)
+    return None

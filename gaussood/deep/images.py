@@ -55,7 +55,10 @@ def _uint8(array: np.ndarray) -> np.ndarray:
         return array.astype(np.uint8) * 255
     if np.issubdtype(array.dtype, np.floating):
         lo, hi = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
-        if not np.isfinite([lo, hi]).all() or lo < -1e-3 or hi > 1 + 1e-3:
+        if not np.isfinite([lo, hi]).all():
+            bad = int((~np.isfinite(array)).sum())
+            raise ValueError(f"float images contain NaN or inf values ({bad} of them).")
+        if lo < -1e-3 or hi > 1 + 1e-3:
             raise ValueError(f"float images must lie in [0, 1]; got values in [{lo:.3g}, "
                              f"{hi:.3g}] (normalised images? give the ToTensor() output, before "
                              "Normalize; 0..255 values as uint8).")

@@ -143,4 +143,5 @@ def test_imageset_input():
 
     images = np.random.default_rng(4).integers(0, 256, (5, 6, 6, 3), dtype=np.uint8)
     data = ImageSet(images, np.zeros(5, np.int64), "toy", [], "toy; N=5")
-    np.testing.assert_array_equal(make_encoder(stats).embed(data), make_encoder(stats).embed(images))
+    enc = make_encoder(stats)
+    np.testing.assert_array_equal(enc.embed(data), enc.embed(images))
