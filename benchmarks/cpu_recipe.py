@@ -52,6 +52,8 @@ ARMS = {
     "small-prog-b512": ({"model": "small", "resolution": PROGRESSIVE, "batch_size": 512},
                         "batch 512 (lr scaled)"),
     "small-32-s1": ({"model": "small", "resolution": "32", "seed": 1}, "baseline, seed 1"),
+    "small-prog-t02-s1": ({"model": "small", "resolution": PROGRESSIVE, "temperature": 0.2,
+                           "seed": 1}, "best arm (temperature 0.2), seed 1"),
 }
 
 
