@@ -17,6 +17,8 @@ at most one of them (``alpha`` defaults to 0.05 when neither is given).
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import hashlib
 import math
 import re
 import warnings
@@ -99,6 +101,55 @@ def conformal_offset(calibration_scores: np.ndarray, alpha: float) -> float:
             UserWarning, stacklevel=3)
         return -np.inf
     return float(calibration_scores[j])
+
+
+# Per-fold moments shared by scorers fitted on the same array (``sharing_fold_moments``):
+# {(id(X), digest of the fold's rows): (X, moments)}; None outside such a block.
+_SHARED_FOLD_MOMENTS: contextvars.ContextVar = contextvars.ContextVar(
+    "gaussood_shared_fold_moments", default=None)
+
+
+@contextlib.contextmanager
+def sharing_fold_moments():
+    """Inside the block, scorers fitted on the same array compute each fold's moments once.
+
+    ``GaussianScorer`` (without labels or clusters) and ``NormShellScorer`` compute the
+    same moments (count, mean, scatter, third, fourth) of each calibration fold; with
+    the same ``calibration_folds`` and an integer ``random_state`` their folds are the
+    same rows. ``PValueCombination`` fits its components inside this block, so the
+    second one reuses the first one's moments (``fold_moments``). Nested blocks share
+    the outer cache; it is dropped when the outermost block ends.
+    """
+    if _SHARED_FOLD_MOMENTS.get() is not None:
+        yield
+        return
+    token = _SHARED_FOLD_MOMENTS.set({})
+    try:
+        yield
+    finally:
+        _SHARED_FOLD_MOMENTS.reset(token)
+
+
+def fold_moments(X: np.ndarray, rows: np.ndarray, codes=None, n_components: int = 1) -> dict:
+    """``compute_moments(X[rows], codes[rows], n_components)``, shared where possible.
+
+    Inside ``sharing_fold_moments`` the moments of one component (``codes`` None) are
+    cached by the identity of ``X`` and the rows' content, and a hit returns a copy
+    (callers may keep or change the arrays).
+    """
+    from ._moments import compute_moments
+
+    cache = _SHARED_FOLD_MOMENTS.get()
+    if cache is None or codes is not None:
+        return compute_moments(X[rows], None if codes is None else codes[rows], n_components)
+    rows = np.asarray(rows)
+    key = (id(X), X.shape, str(rows.dtype),
+           hashlib.blake2b(np.ascontiguousarray(rows).tobytes(), digest_size=20).digest())
+    hit = cache.get(key)
+    if hit is None or hit[0] is not X:  # a different array at a reused address: recompute
+        hit = (X, compute_moments(X[rows], None, 1))
+        cache[key] = hit
+    return {name: value.copy() for name, value in hit[1].items()}
 
 
 class BaseScorer(OutlierMixin, BaseEstimator):

@@ -44,3 +44,23 @@ def pin_blas_threads(n: int = 1) -> None:
     """
     os.environ.update(blas_thread_env(n))
     threadpool_limits(limits=int(n))
+
+
+# Largest d x d matrix decomposed on one thread by ``dense_decomposition_threads``.
+# Measured: a 256 x 256 ``eigh`` takes 10-44 ms on one thread (quiet / busy) and
+# 0.8-1.6 s with 2 OpenBLAS threads on 2 busy cores; a pool only pays off for
+# matrices far larger than embedding covariances.
+SMALL_DENSE_MAX = 1024
+
+
+def dense_decomposition_threads(size: int):
+    """Context manager for an ``eigh``/``cholesky``/``qr`` of a ``size`` x ``size`` matrix.
+
+    One BLAS/OpenMP thread when ``size <= SMALL_DENSE_MAX`` (the pool's
+    synchronisation costs more than it gains there, and on busy cores it stalls),
+    the process's own setting above. Used around the covariance decompositions of
+    the scorers and diagnostics; ``limit_blas_threads`` is the unconditional form.
+    """
+    if int(size) <= SMALL_DENSE_MAX:
+        return limit_blas_threads(1)
+    return contextlib.nullcontext()

@@ -6,7 +6,7 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.utils._param_validation import StrOptions
 
-from ._base import BaseScorer
+from ._base import BaseScorer, sharing_fold_moments
 
 METHODS = ("fisher", "min")
 
@@ -26,8 +26,9 @@ class PValueCombination(BaseScorer, register=False):  # holds fitted scorers, no
     p-values are dependent, so Fisher's chi-square law does not hold; the
     combined threshold and p-values are therefore conformal: cross-conformal
     out-of-fold scores in ``fit`` (each fold refits every component, so a fit
-    costs ``calibration_folds + 1`` component fits), or split conformal with
-    ``calibrate(X_cal)``.
+    costs ``calibration_folds + 1`` component fits; components fitted on the same
+    folds, such as the default pair with an integer ``random_state``, compute
+    each fold's moments once), or split conformal with ``calibrate(X_cal)``.
 
     Parameters
     ----------
@@ -100,9 +101,10 @@ class PValueCombination(BaseScorer, register=False):  # holds fitted scorers, no
 
     def _fit_state(self, X, y=None):
         fitted = []
-        for template in self._templates():
-            scorer = clone(template)
-            fitted.append(scorer.fit(X) if y is None else scorer.fit(X, y))
+        with sharing_fold_moments():  # components on the same folds: moments computed once
+            for template in self._templates():
+                scorer = clone(template)
+                fitted.append(scorer.fit(X) if y is None else scorer.fit(X, y))
         return {"scorers_": fitted}
 
     def _score_chunk(self, X, cache):

@@ -11,8 +11,9 @@ from sklearn.cluster import KMeans
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 
-from ._base import BaseScorer, atomic_update
+from ._base import BaseScorer, atomic_update, fold_moments
 from ._moments import compute_moments, merge_moments
+from ._threads import dense_decomposition_threads
 from ._validation import check_features, check_labels, check_moments_finite, check_positive_int
 from .covariance import COVARIANCE_METHODS, pooled_covariance, whitening_factor
 
@@ -178,8 +179,7 @@ class GaussianScorer(BaseScorer):
         """One pass over X: per-fold moments, merged for the folds and the whole."""
         codes, classes, structure = self._prepare(X, y)
         folds = self._folds(X)
-        per_fold = [compute_moments(X[test], None if codes is None else codes[test],
-                                    classes.shape[0]) for _, test in folds]
+        per_fold = [fold_moments(X, test, codes, classes.shape[0]) for _, test in folds]
 
         def merged(parts):
             total, keys = parts[0], classes
@@ -221,8 +221,9 @@ class GaussianScorer(BaseScorer):
             raise ValueError(
                 "The training rows do not vary around their component means (zero "
                 "covariance): a Gaussian cannot be fitted to identical rows.")
-        cov, shrinkage = pooled_covariance(moments, self.covariance)
-        whitener, n_floored = whitening_factor(cov, float(self.reg_covar))
+        with dense_decomposition_threads(moments["mean"].shape[1]):  # eigh: 1 thread
+            cov, shrinkage = pooled_covariance(moments, self.covariance)
+            whitener, n_floored = whitening_factor(cov, float(self.reg_covar))
         if n_floored and self.covariance == "empirical":
             warnings.warn(
                 f"The empirical covariance is singular ({n_floored} eigenvalues "

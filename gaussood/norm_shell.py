@@ -11,9 +11,10 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import BaseScorer, atomic_update
+from ._base import BaseScorer, atomic_update, fold_moments
 from ._moments import compute_moments, merge_component
 from ._quadform import deviate_table, normal_deviate
+from ._threads import dense_decomposition_threads
 from ._validation import check_features, check_moments_finite
 from .covariance import COVARIANCE_METHODS, check_covariance_param, pooled_covariance
 from .gaussian import GaussianScorer
@@ -138,10 +139,11 @@ class NormShellScorer(BaseScorer, name="shell"):
         n, mean, m2, _, q4 = moments
         check_moments_finite({"mean": mean, "scatter": m2, "fourth": q4})
         r2_mean = float(np.trace(m2)) / n
-        cov, _ = pooled_covariance({k: np.asarray(v)[None] for k, v in zip(_MOMENT_KEYS, moments)},
-                                   self.covariance)
-        # a fresh x has x - mean ~ N(0, (1 + 1/n) Sigma)
-        law = np.clip(np.linalg.eigvalsh(cov), 0.0, None) * (1.0 + 1.0 / n)
+        with dense_decomposition_threads(mean.shape[0]):  # eigvalsh: 1 thread
+            cov, _ = pooled_covariance({k: np.asarray(v)[None]
+                                        for k, v in zip(_MOMENT_KEYS, moments)}, self.covariance)
+            # a fresh x has x - mean ~ N(0, (1 + 1/n) Sigma)
+            law = np.clip(np.linalg.eigvalsh(cov), 0.0, None) * (1.0 + 1.0 / n)
         return self._state(mean, r2_mean, q4 / n - r2_mean**2, law, None, moments)
 
     def _whitened_state(self, location, whitener, n, r2_mean, r2_var):
@@ -178,7 +180,7 @@ class NormShellScorer(BaseScorer, name="shell"):
         folds = self._folds(X)
         parts = []
         for _, test in folds:
-            m = compute_moments(X[test], None, 1)
+            m = fold_moments(X, test)
             parts.append(tuple(m[k][0] for k in _MOMENT_KEYS))
 
         def merged(chunks):

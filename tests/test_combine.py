@@ -82,3 +82,57 @@ def test_parametric_components_flag_far_points_without_overflow():
     far[1] *= 100.0
     assert np.all(combo.predict(far) == -1)          # p-values underflow to 0 here
     assert np.all(np.isfinite(combo.score_samples(far)))
+
+
+def test_shared_fold_moments_change_nothing_but_the_work(monkeypatch):
+    """The components' fold moments are computed once per fold, with the same result."""
+    import contextlib
+
+    import gaussood._moments as moments_module
+    from gaussood import combine
+
+    rng = np.random.default_rng(11)
+    X, test = draw(rng, 3000).astype(np.float32), draw(rng, 500)
+    calls = []
+    original = moments_module.compute_moments
+
+    def counting(X, codes, n_components):
+        calls.append(X.shape[0])
+        return original(X, codes, n_components)
+
+    monkeypatch.setattr(moments_module, "compute_moments", counting)
+    shared = PValueCombination(random_state=0).fit(X)
+    rows_shared = sum(calls)
+    calls.clear()
+    monkeypatch.setattr(combine, "sharing_fold_moments", contextlib.nullcontext)
+    alone = PValueCombination(random_state=0).fit(X)
+    rows_alone = sum(calls)
+    assert shared.offset_ == pytest.approx(alone.offset_, rel=1e-12, abs=1e-12)
+    np.testing.assert_allclose(shared.calibration_scores_, alone.calibration_scores_,
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(shared.score_samples(test), alone.score_samples(test),
+                               rtol=1e-12, atol=1e-12)
+    # the norm shell's fold moments come from the Gaussian's: half the rows moved
+    assert rows_shared == rows_alone // 2
+
+
+def test_covariance_decompositions_run_on_one_blas_thread(monkeypatch):
+    """eigh/eigvalsh of a d x d covariance with a pool of 2 threads available: 1 is used."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    seen = []
+    for name in ("eigh", "eigvalsh"):
+        original = getattr(np.linalg, name)
+
+        def wrapped(*args, _original=original, **kwargs):
+            seen.append(max((p["num_threads"] for p in threadpool_info()), default=1))
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(np.linalg, name, wrapped)
+    X = draw(np.random.default_rng(12), 500)
+    with threadpool_limits(2):
+        if max((p["num_threads"] for p in threadpool_info()), default=1) < 2:
+            pytest.skip("no BLAS thread pool to limit here")
+        PValueCombination(random_state=0).fit(X)
+    assert len(seen) == 2 * 6 * 6        # 36 fits of each component, one decomposition each
+    assert set(seen) == {1}
