@@ -18,8 +18,10 @@ from scipy import stats
 
 from sklearn.utils import check_array
 
+from ._threads import dense_decomposition_threads
 
 MIN_SAMPLES = 20  # D'Agostino-Pearson needs n >= 20
+ALPHA = 0.05      # level of every test, and of the parametric threshold in the verdict
 
 
 def norm_cv(X: np.ndarray, center: bool = True) -> float:
@@ -105,7 +107,8 @@ def whitened(X: np.ndarray) -> np.ndarray:
     (directions with zero variance dropped)."""
     X = np.asarray(X, dtype=np.float64)
     Xc = X - X.mean(axis=0)
-    eigval, eigvec = np.linalg.eigh(Xc.T @ Xc / X.shape[0])
+    with dense_decomposition_threads(X.shape[1]):
+        eigval, eigvec = np.linalg.eigh(Xc.T @ Xc / X.shape[0])
     keep = eigval > eigval.max() * 1e-10
     return Xc @ (eigvec[:, keep] / np.sqrt(eigval[keep]))
 
@@ -127,12 +130,22 @@ def _ks_from_whitened(Z: np.ndarray) -> float:
     return float(stats.kstest(d2 / (n - 1), stats.beta(d / 2, (n - d - 1) / 2).cdf).statistic)
 
 
+def _parametric_flag_rate(Z: np.ndarray, alpha: float = ALPHA) -> float:
+    """Share of rows whose squared Mahalanobis distance exceeds the exact law's
+    ``1 - alpha`` quantile: what a parametric threshold at ``alpha`` flags on these
+    rows (``alpha`` for Gaussian rows, up to sampling noise)."""
+    d2 = _squared_distances(Z)
+    n, d = Z.shape
+    return float(np.mean(d2 > (n - 1) * stats.beta(d / 2, (n - d - 1) / 2).isf(alpha)))
+
+
 def effective_rank(X: np.ndarray) -> float:
     """exp(entropy) of the normalised covariance spectrum (Roy & Vetterli 2007): d for
     an isotropic cloud, 1 for a line."""
     X = np.asarray(X, dtype=np.float64)
-    eigval = np.clip(np.linalg.eigvalsh(np.cov(X, rowvar=False, bias=True).reshape(
-        X.shape[1], X.shape[1])), 0, None)
+    with dense_decomposition_threads(X.shape[1]):
+        eigval = np.clip(np.linalg.eigvalsh(np.cov(X, rowvar=False, bias=True).reshape(
+            X.shape[1], X.shape[1])), 0, None)
     p = eigval / eigval.sum()
     p = p[p > 0]
     return float(np.exp(-(p * np.log(p)).sum()))
@@ -155,6 +168,9 @@ class GaussianityReport:
     effective_rank: float
     reference: dict | None = None
     qq_mahalanobis: dict | None = None
+    parametric_flag_rate: float | None = None
+    verdict: str = ""
+    advice: list = field(default_factory=list)
     arrays: dict = field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict:
@@ -257,6 +273,8 @@ class GaussianityReport:
                 ("AD pass share, random projections", "ad_pass_projections"),
                 ("AD pass share, whitened coordinates", "ad_pass_whitened"),
                 ("KS distance, Mahalanobis vs exact law", "mahalanobis_ks"),
+                ("share flagged by the parametric Mahalanobis threshold at 5%",
+                 "parametric_flag_rate"),
                 ("effective rank", "effective_rank")]
         ref = self.reference or {}
 
@@ -266,6 +284,9 @@ class GaussianityReport:
                  "| statistic | embeddings | exact Gaussian, same n, d, covariance |", "|---|---|---|"]
         lines += [f"| {label} | {fmt(getattr(self, key))} | {fmt(ref.get(key))} |"
                   for label, key in rows]
+        if self.verdict:
+            lines += ["", f"Verdict: {self.verdict}"]
+            lines += [f"- {line}" for line in self.advice]
         return "\n".join(lines)
 
     __str__ = to_markdown
@@ -297,7 +318,64 @@ def diagnose(X, *, max_samples: int = 5000, n_projections: int = 128, seed: int 
         ref = _statistics(gauss, n_projections, seed)
         report.arrays.update({"ref_norms": ref.arrays["norms"], "ref_ad": ref.arrays["ad"]})
         report.reference = ref.to_dict()
+    report.verdict, report.advice = verdict(report)
     return report
+
+
+def _binomial_band(share: float, count: int) -> float:
+    """Three standard deviations of a share estimated from ``count`` trials."""
+    return 3.0 * float(np.sqrt(share * (1.0 - share) / max(count, 1)))
+
+
+def verdict(report: GaussianityReport, alpha: float = ALPHA) -> tuple[str, list]:
+    """(one-line verdict, list of advice) from a report's numbers.
+
+    Gaussian enough for parametric p-values means: the parametric Mahalanobis
+    threshold at ``alpha`` flags ``alpha`` of the rows (within 3 binomial standard
+    deviations, or 1 point), and the coordinates pass Anderson-Darling about as
+    often as the exact Gaussian reference (within 3 binomial standard deviations over
+    d coordinates, plus 2 points; 95% without a reference).
+    """
+    n, d = report.n, report.d
+    rate = report.parametric_flag_rate
+    ref = report.reference or {}
+    ref_pass = ref.get("ad_pass_coordinates", 1.0 - alpha)
+    coords_ok = report.ad_pass_coordinates >= ref_pass - _binomial_band(1.0 - alpha, d) - 0.02
+    pct = f"{100 * alpha:g}%"
+    advice = []
+    if report.norm_cv_uncentered < 1e-6:
+        advice.append("the rows all have the same norm (L2-normalised?): they lie on a "
+                      "sphere, the norm-shell score is meaningless; score the unnormalised "
+                      "embeddings, or compare with points drawn uniformly on the sphere.")
+    if rate is None:
+        advice.append(f"n = {n} <= d + 1 = {d + 1}: the Mahalanobis law cannot be checked; "
+                      "give more rows (n >> d).")
+        law_ok, flags = False, "an unknown share"
+    else:
+        law_ok = abs(rate - alpha) <= max(_binomial_band(alpha, n), 0.01)
+        flags = f"about {100 * rate:.1f}%"
+        if rate > alpha and not law_ok:
+            advice.append(f"heavier tails than a Gaussian: the parametric threshold at alpha "
+                          f"{pct} flags {flags} of in-distribution rows (false alarms).")
+        elif not law_ok:
+            advice.append(f"lighter tails than a Gaussian: the parametric threshold at alpha "
+                          f"{pct} flags only {flags} of in-distribution rows (it misses OOD "
+                          "inputs it could catch).")
+    if not coords_ok:
+        advice.append(f"{100 * report.ad_pass_coordinates:.1f}% of coordinates pass "
+                      f"Anderson-Darling at {pct} against {100 * ref_pass:.1f}% for an exact "
+                      "Gaussian of the same n and d.")
+    if law_ok and coords_ok:
+        head = (f"Gaussian at this n: parametric p-values (calibration='f', 'chi2', "
+                f"'shell') are usable; they would flag {flags} at alpha {pct}.")
+        advice.append("conformal thresholds (calibration='conformal') stay valid too, "
+                      "and need no Gaussian assumption.")
+    else:
+        head = (f"not Gaussian at this n: use conformal thresholds "
+                f"(calibration='conformal', or calibrate(X_cal) on held-out "
+                f"in-distribution data); parametric p-values would flag {flags} at "
+                f"alpha {pct}.")
+    return head, advice
 
 
 def _statistics(X, n_projections, seed) -> GaussianityReport:
@@ -315,5 +393,6 @@ def _statistics(X, n_projections, seed) -> GaussianityReport:
         ad_pass_projections=anderson_pass_share(projections),
         ad_pass_whitened=anderson_pass_share(Z),
         mahalanobis_ks=_ks_from_whitened(Z) if law else None,
+        parametric_flag_rate=_parametric_flag_rate(Z) if law else None,
         effective_rank=effective_rank(X),
         qq_mahalanobis=_qq_from_whitened(Z) if law else None, arrays=arrays)

@@ -4,6 +4,8 @@ Tolerances: with d = 100 independent coordinates at a 5% test, the pass share ha
 standard deviation sqrt(0.05 * 0.95 / 100) = 0.022; [0.85, 1.0] is 4.5 sd below 0.95.
 """
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -83,14 +85,76 @@ def test_qq_data_and_figures(tmp_path):
     assert "arrays" not in gauss.to_dict() and "qq_mahalanobis" in gauss.to_dict()
 
 
-def test_anderson_statistics_match_scipy():
+def _anderson_darling(x):
+    """A^2 of the normal law with estimated mean and variance (Stephens 1974), by hand."""
     from scipy import stats
 
-    from gaussood.diagnostics import anderson_statistics
-    X = np.random.default_rng(6).normal(size=(500, 3))
-    expected = [stats.anderson(X[:, j], dist="norm", method="interpolate").statistic
-                for j in range(3)]
-    assert np.allclose(anderson_statistics(X), expected)
+    y = np.sort((x - x.mean()) / x.std(ddof=1))
+    n, i = y.size, np.arange(1, y.size + 1)
+    return -n - np.mean((2 * i - 1) * (stats.norm.logcdf(y) + stats.norm.logsf(y[::-1])))
+
+
+@pytest.mark.parametrize("new_scipy", [True, False], ids=["scipy>=1.17", "older-scipy"])
+def test_anderson_statistics_and_decisions(monkeypatch, new_scipy):
+    """Statistics against the closed form; decisions against Stephens' 5% critical value
+    0.752 / (1 + 0.75/n + 2.25/n^2), through both SciPy code paths."""
+    from scipy import stats
+
+    from gaussood import diagnostics
+    if not new_scipy:  # SciPy < 1.17 has no method=: the tabulated-critical-value path
+        original = stats.anderson
+
+        def old_anderson(x, dist="norm", **kwargs):
+            if kwargs:
+                raise TypeError("anderson() got an unexpected keyword argument 'method'")
+            with warnings.catch_warnings():   # SciPy >= 1.17 warns about the old form
+                warnings.simplefilter("ignore", FutureWarning)
+                return original(x, dist=dist)
+
+        monkeypatch.setattr(diagnostics.stats, "anderson", old_anderson)
+    rng = np.random.default_rng(6)
+    n = 400
+    X = np.column_stack([rng.normal(size=n), rng.exponential(size=n), rng.uniform(size=n),
+                         rng.standard_t(2, size=n), rng.normal(size=n) + 0.2 * rng.normal(size=n) ** 2])
+    expected = np.array([_anderson_darling(X[:, j]) for j in range(X.shape[1])])
+    stat, passed = diagnostics._anderson_columns(X, 0.05)
+    np.testing.assert_allclose(stat, expected, rtol=1e-10)
+    critical = 0.752 / (1 + 0.75 / n + 2.25 / n**2)
+    clear = np.abs(expected - critical) > 0.05   # far enough from the line for both paths
+    assert clear.sum() >= 4
+    assert np.array_equal(passed[clear], (expected < critical)[clear])
+    assert passed[0] and not passed[1] and not passed[3]
+
+
+def test_verdict_gaussian_and_not():
+    rng = np.random.default_rng(13)
+    gauss = diagnose(rng.normal(size=(3000, 24)) * np.linspace(0.5, 2, 24), seed=2)
+    assert abs(gauss.parametric_flag_rate - 0.05) < 0.015
+    assert gauss.verdict.startswith("Gaussian at this n: parametric p-values")
+    assert f"about {100 * gauss.parametric_flag_rate:.1f}% at alpha 5%" in gauss.verdict
+    heavy = diagnose(rng.standard_t(3, size=(3000, 24)), seed=2)
+    assert heavy.parametric_flag_rate > 0.08
+    assert heavy.verdict.startswith("not Gaussian at this n: use conformal thresholds")
+    assert f"would flag about {100 * heavy.parametric_flag_rate:.1f}% at alpha 5%" in heavy.verdict
+    assert any("heavier tails" in line for line in heavy.advice)
+    assert any("pass Anderson-Darling" in line for line in heavy.advice)
+    light = diagnose(rng.uniform(size=(3000, 24)), seed=2)
+    assert light.parametric_flag_rate < 0.02 and light.verdict.startswith("not Gaussian")
+    assert any("lighter tails" in line for line in light.advice)
+    sphere = rng.normal(size=(3000, 24))
+    sphere /= np.linalg.norm(sphere, axis=1, keepdims=True)
+    assert any("L2-normalised" in line for line in diagnose(sphere, seed=2).advice)
+    text = heavy.to_markdown()
+    assert "\nVerdict: not Gaussian at this n" in text and "- heavier tails" in text
+    assert heavy.to_dict()["verdict"] == heavy.verdict
+    assert heavy.to_dict()["advice"] == heavy.advice
+
+
+def test_verdict_when_the_law_cannot_be_checked():
+    report = diagnose(np.random.default_rng(14).normal(size=(30, 40)), reference=False)
+    assert report.parametric_flag_rate is None and report.mahalanobis_ks is None
+    assert report.verdict.startswith("not Gaussian at this n")
+    assert any("cannot be checked" in line for line in report.advice)
 
 
 def test_mahalanobis_law_is_exact_at_small_n():
