@@ -117,8 +117,14 @@ def test_pvalue_from_scores_and_pickling():
     s = filt.scorer_.score_samples(X[:50])
     assert np.array_equal(filt.scorer_.pvalue_from_scores(s), filt.scorer_.pvalue(X[:50]))
     filt.evaluate(np.zeros((2, 2, 3, 3), dtype=np.uint8) + 1)   # builds the encoder cache
-    clone = pickle.loads(pickle.dumps(OODFilter(GaussianScorer()).fit(X)))
-    assert np.array_equal(clone.predict(X[:20]), OODFilter(GaussianScorer()).fit(X).predict(X[:20]))
+    plain = OODFilter(GaussianScorer(random_state=0)).fit(X)
+    clone = pickle.loads(pickle.dumps(plain))                 # the same fitted filter, round-tripped
+    assert clone is not plain and clone.scorer_ is not plain.scorer_
+    probe = np.vstack([X[:20], np.full((3, D), 6.0)])
+    np.testing.assert_array_equal(clone.evaluate(probe).score, plain.evaluate(probe).score)
+    np.testing.assert_array_equal(clone.predict(probe), plain.predict(probe))
+    assert clone.predict(probe)[-3:].tolist() == [-1, -1, -1]
+    assert clone.scorer_.offset_ == plain.scorer_.offset_
     filt.set_params(encoder=None)
     with pytest.raises(ValueError, match="no encoder"):
         filt.evaluate(np.zeros((2, 2, 3, 3), dtype=np.uint8))
