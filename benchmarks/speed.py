@@ -18,6 +18,13 @@ What it measures, in one run and on the same features:
   against the exact ones, AUROC of exact vs IVF scores; a small n_lists/n_probe
   sweep picks the fastest setting with recall@50 >= 0.95 and an AUROC gap
   <= 0.002, and gaussood's defaults are reported too);
+* fits on a busy machine: ``GaussianScorer``, ``NormShellScorer`` and
+  ``PValueCombination`` (their defaults) on ``n_busy`` (40,000) x ``busy_features``
+  (256) rows, timed on a quiet machine and again while ``busy_processes``
+  background processes (one per core) keep every core busy with a one-thread
+  BLAS loop (each stops itself after ``busy_max_s`` and is killed after the
+  step). Targets: busy/quiet fit time <= 3x for ``GaussianScorer``;
+  ``PValueCombination`` fit <= 2x the sum of its components' fits;
 * peak extra memory (tracemalloc, which sees numpy's allocations) while
   ``GaussianScorer.score_samples`` scores ``n_memory`` (2,000,000) x 512 float32
   rows (4 GB): it should be O(chunk_size x d), not O(n x d).
@@ -48,6 +55,7 @@ Run (``make speed`` runs ``python benchmarks/speed.py``)::
 
     PYTHONPATH=. python benchmarks/speed.py           # full run, ~10 min on 2 cores
     PYTHONPATH=. python benchmarks/speed.py --quick   # smoke run, < 1 min
+    PYTHONPATH=. python benchmarks/speed.py --busy-only   # only the busy-machine fits
 
 The full run writes ``benchmarks/results/speed.json`` and ``speed.md``; the
 quick run writes ``speed_quick.json`` / ``speed_quick.md`` and never
@@ -105,6 +113,14 @@ CONFIG = {
     "target_ivf_vs_sklearn": 10.0,    # throughput ratio, >=
     "target_ivf_auroc_gap": 0.002,    # |AUROC_ivf - AUROC_exact| <=
     "target_fit_vs_ledoitwolf": 2.0,  # time ratio, <=
+    # fits on a busy machine
+    "n_busy": 40_000,                 # rows of the busy-machine fits
+    "busy_features": 256,             # their columns (the first of the synthetic features)
+    "busy_processes": None,           # background processes (None: one per core)
+    "busy_max_s": 600,                # each background process stops itself after this
+    "repeats_busy": 3,
+    "target_busy_gaussian": 3.0,      # busy / quiet fit time, <=
+    "target_combination_vs_sum": 2.0,  # PValueCombination fit / sum of components, <=
 }
 
 QUICK = {
@@ -118,6 +134,10 @@ QUICK = {
     "repeats_ivf": 2,
     "ivf_n_lists": [None],
     "ivf_n_probe": [4, 8, 16],
+    "n_busy": 4_000,
+    "busy_features": 64,
+    "busy_max_s": 120,
+    "repeats_busy": 1,
 }
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -704,7 +724,15 @@ def run(cfg: dict, quick: bool) -> dict:
             "score_s_under_tracemalloc": dt, "us_per_row": dt / n_m * 1e6}
         del big, out
         gc.collect()
+    res["busy_fits"] = busy_fits(cfg, np.ascontiguousarray(X[:cfg["n_busy"], :cfg["busy_features"]]))
     return res
+
+
+def run_busy_only(cfg: dict) -> dict:
+    """Only the busy-machine fits, on the same synthetic data."""
+    log("generating data")
+    X, _ = SyntheticEmbeddings(cfg).sample(np.random.default_rng(cfg["seed"]), cfg["n_busy"])
+    return {"busy_fits": busy_fits(cfg, np.ascontiguousarray(X[:, :cfg["busy_features"]]))}
 
 
 # ---------------------------------------------------------------------------
@@ -727,10 +755,142 @@ LABELS = {
 }
 
 
+BUSY_LOOP = """
+import sys, time
+import numpy as np
+deadline = time.monotonic() + float(sys.argv[1])
+a = np.random.default_rng(0).normal(size=(384, 384))
+while time.monotonic() < deadline:
+    np.linalg.eigh(a @ a.T)
+"""
+
+
+class BusyMachine:
+    """Context manager: ``n`` background processes (default one per core) keep the
+    cores busy with a one-thread BLAS loop; each stops itself after ``max_s`` seconds
+    and is terminated (then killed) when the block ends."""
+
+    def __init__(self, n: int | None, max_s: float):
+        self.n = int(n or os.cpu_count() or 1)
+        self.max_s = float(max_s)
+        self.procs: list = []
+
+    def __enter__(self):
+        import subprocess
+
+        from gaussood._threads import blas_thread_env
+
+        env = {**os.environ, **blas_thread_env(1)}
+        self.procs = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(self.max_s)],
+                                       env=env, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL) for _ in range(self.n)]
+        time.sleep(1.0)  # let them start and load numpy
+        return self
+
+    def __exit__(self, *exc):
+        import subprocess
+
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs = []
+        return False
+
+
+def busy_fits(cfg: dict, X: np.ndarray) -> dict:
+    """Fit times of the default scorers, quiet and with every core busy."""
+    from gaussood import GaussianScorer, NormShellScorer, PValueCombination
+
+    seed = cfg["seed"]
+    fits = {
+        "gaussood_gaussian": lambda: GaussianScorer(random_state=seed).fit(X),
+        "gaussood_norm_shell": lambda: NormShellScorer(random_state=seed).fit(X),
+        "gaussood_combination": lambda: PValueCombination(random_state=seed).fit(X),
+    }
+    PValueCombination(random_state=seed).fit(X[:1000])  # warm-up
+    out = {"rows": int(X.shape[0]), "features": int(X.shape[1]), "dtype": str(X.dtype)}
+    log(f"busy machine: quiet fits on {X.shape[0]:,} x {X.shape[1]}")
+    quiet = Contention()
+    out["quiet"], _ = time_interleaved({n: (f, None, None) for n, f in fits.items()},
+                                       cfg["repeats_busy"])
+    out["quiet_contention"] = quiet.total()
+    busy = BusyMachine(cfg["busy_processes"], cfg["busy_max_s"])
+    log(f"busy machine: the same fits with {busy.n} busy background processes")
+    with busy:
+        loaded = Contention()
+        out["busy"], _ = time_interleaved({n: (f, None, None) for n, f in fits.items()},
+                                          cfg["repeats_busy"])
+        out["busy_contention"] = loaded.total()
+    out["busy_processes"] = busy.n
+    for when in ("quiet", "busy"):
+        t = {n: st["median_s"] for n, st in out[when].items()}
+        out[f"{when}_combination_vs_sum"] = t["gaussood_combination"] / (
+            t["gaussood_gaussian"] + t["gaussood_norm_shell"])
+    out["busy_over_quiet"] = {n: out["busy"][n]["median_s"] / out["quiet"][n]["median_s"]
+                              for n in fits}
+    return out
+
+
+def busy_targets(cfg: dict, res: dict) -> list:
+    b = res["busy_fits"]
+    r = b["busy_over_quiet"]["gaussood_gaussian"]
+    out = [{"method": "gaussood_gaussian_busy_fit", "reference": "gaussood_gaussian_quiet_fit",
+            "ratio": r, "target_value": cfg["target_busy_gaussian"],
+            "target": f"busy / quiet fit time <= {cfg['target_busy_gaussian']:g}x",
+            "pass": bool(r <= cfg["target_busy_gaussian"])}]
+    for when in ("quiet", "busy"):
+        r = b[f"{when}_combination_vs_sum"]
+        out.append({"method": f"gaussood_combination_{when}_fit",
+                    "reference": "sum of GaussianScorer and NormShellScorer fits",
+                    "ratio": r, "target_value": cfg["target_combination_vs_sum"],
+                    "target": f"<= {cfg['target_combination_vs_sum']:g}x the sum of its "
+                              f"components ({when})",
+                    "pass": bool(r <= cfg["target_combination_vs_sum"])})
+    return out
+
+
+def busy_markdown(cfg: dict, res: dict) -> list:
+    b = res["busy_fits"]
+    tg = {t["method"]: t for t in res["targets"]}
+    labels = {"gaussood_gaussian": "GaussianScorer()", "gaussood_norm_shell": "NormShellScorer()",
+              "gaussood_combination": "PValueCombination() (Gaussian + norm shell)"}
+
+    def share(c):
+        return "n/a" if c is None else f"{100 * c['other_share_of_all_cpus']:.0f}%"
+    lines = ["", f"## Fits on a busy machine ({b['rows']:,} x {b['features']} {b['dtype']})", "",
+             f"Quiet: nothing else started (other processes used "
+             f"{share(b['quiet_contention'])} of the CPUs). Busy: {b['busy_processes']} "
+             f"background processes, one BLAS thread each, in an eigh loop (other processes "
+             f"used {share(b['busy_contention'])} of the CPUs). Medians of "
+             f"{cfg['repeats_busy']} fits; {cfg['threads']} BLAS threads in this process.", "",
+             "| fit | quiet s | busy s | busy / quiet | target | result |",
+             "|---|---:|---:|---:|---|---|"]
+    for name, label in labels.items():
+        q, w = b["quiet"][name]["median_s"], b["busy"][name]["median_s"]
+        target = result = ""
+        if name == "gaussood_gaussian":
+            t = tg["gaussood_gaussian_busy_fit"]
+            target, result = t["target"], "**PASS**" if t["pass"] else "**FAIL**"
+        lines.append(f"| {label} | {q:.3f} | {w:.3f} | {w / q:.2f}x | {target} | {result} |")
+    for when in ("quiet", "busy"):
+        t = tg[f"gaussood_combination_{when}_fit"]
+        lines.append(f"| PValueCombination / (GaussianScorer + NormShellScorer), {when} | | | "
+                     f"{t['ratio']:.2f}x | {t['target']} | "
+                     f"{'**PASS**' if t['pass'] else '**FAIL**'} |")
+    return lines
+
+
 def targets(cfg: dict, res: dict) -> list:
+    if "timings" not in res:  # --busy-only
+        return busy_targets(cfg, res)
     T = res["timings"]
     us = lambda name: T[name]["score"]["us_per_row"]  # noqa: E731
-    out = []
+    out = busy_targets(cfg, res) if "busy_fits" in res else []
 
     def add(name, ref, ratio, target, passed, text):
         out.append({"method": name, "reference": ref, "ratio": ratio, "target": text,
@@ -761,6 +921,13 @@ def targets(cfg: dict, res: dict) -> list:
 
 
 def markdown(cfg: dict, res: dict) -> str:
+    if "timings" not in res:  # --busy-only
+        head = [f"# gaussood speed benchmark: fits on a busy machine"
+                f"{' (quick mode)' if res['quick'] else ''}", "",
+                f"SYNTHETIC features (seed {cfg['seed']}). CPU: {res['hardware']['cpu_model']}, "
+                f"{res['hardware']['cpu_count']} cores. Total wall time: "
+                f"{res['wall_time_s']:.0f} s."]
+        return "\n".join(head + busy_markdown(cfg, res)) + "\n"
     T, A = res["timings"], res["auroc"]
     tg = {t["method"]: t for t in res["targets"]}
     n_fit, n_t, n_s = cfg["n_fit"], cfg["n_score"], cfg["n_score_slow"]
@@ -883,6 +1050,8 @@ def markdown(cfg: dict, res: dict) -> str:
                      f"during '{worst['step'].strip()}')")
         lines.append(text + ".")
     lines.append(f"Total wall time: {res['wall_time_s']:.0f} s.")
+    if "busy_fits" in res:
+        lines += busy_markdown(cfg, res)
     return "\n".join(lines) + "\n"
 
 
@@ -890,6 +1059,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="small sizes, no memory run; writes speed_quick.{json,md}")
+    parser.add_argument("--busy-only", action="store_true",
+                        help="only the busy-machine fits; writes speed_busy[_quick].{json,md}")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR,
                         help=f"where to write the results (default {RESULTS_DIR})")
     args = parser.parse_args(argv)
@@ -909,7 +1080,7 @@ def main(argv=None) -> int:
                         "embeddings yet)"),
                "config": cfg, "source": source_state(),
                "command": " ".join([os.path.basename(sys.executable)] + sys.argv)}
-        res.update(run(cfg, args.quick))
+        res.update(run_busy_only(cfg) if args.busy_only else run(cfg, args.quick))
         res["versions"], res["hardware"] = versions(), hardware()
         res["hardware"]["openblas_coretype"] = {
             "before_gaussood_imported_faiss": coretype_before,
@@ -924,7 +1095,7 @@ def main(argv=None) -> int:
     res["targets"] = targets(cfg, res)
     table = markdown(cfg, res)
 
-    stem = "speed_quick" if args.quick else "speed"
+    stem = ("speed_busy" if args.busy_only else "speed") + ("_quick" if args.quick else "")
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / f"{stem}.json").write_text(json.dumps(res, indent=2, default=float) + "\n")
     (args.out_dir / f"{stem}.md").write_text(table)
