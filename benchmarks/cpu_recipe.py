@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import time
@@ -113,27 +114,51 @@ def throughput(models, sizes, threads, steps: int) -> list[dict]:
     return rows
 
 
+def idle_minutes(rec: dict, tp: dict | None) -> float | None:
+    """Training minutes on an idle core: each phase's views over its measured views/s."""
+    from gaussood.deep.train import parse_resolution
+
+    cfg = rec["config"]
+    if tp is None or cfg["small_crops"] or cfg["batch_size"] != 256:
+        return None
+    rate = {(r["model"], r["side"]): r["views_per_s"] for r in tp["rows"] if r["threads"] == 1}
+    views, begin, minutes = rec["history"][-1]["views"], 0.0, 0.0
+    for side, end in parse_resolution(cfg["resolution"]):
+        if (cfg["model"], side) not in rate:
+            return None
+        minutes, begin = minutes + (end - begin) * views / rate[cfg["model"], side] / 60, end
+    return minutes
+
+
 def report() -> None:
     arms = {p.stem: json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))
             if p.stem != "throughput"}
     tp_path = OUT / "throughput.json"
     tp = json.loads(tp_path.read_text()) if tp_path.is_file() else None
     lines = ["CPU recipe study: InfoNCE on the CIFAR-10 JPEG train split, one torch thread per "
-             "arm, two arms at a time (one per core). Weighted k-NN top-1 (k=200, T=0.1) on "
-             "backbone features at 32 px, bank 10,000 train / 2,000 test images. Minutes are "
-             "training time measured in the arm (two arms ran side by side).", "",
-             "| arm | tests | views (M) | k-NN per epoch (%) | final k-NN (%) | train min | "
-             "views/s |", "|---|---|---|---|---|---|---|"]
+             "arm, the same number of views per arm (2 epochs, 0.2 M global views). Weighted "
+             "k-NN top-1 (k=200, T=0.1) on backbone features at 32 px, bank 10,000 train / "
+             "2,000 test images: with 2,000 queries one accuracy has a binomial standard error "
+             "of about 1.1 points, so differences under ~2 points are noise (the two seeds of "
+             "an arm show the seed-to-seed spread). 'measured min' is training time in the arm, "
+             "which shared the 2 cores with another arm and with other work (not comparable "
+             "across arms); 'idle-core min' converts the views with the throughput table below "
+             "(one thread, batch 256; '-' where it has no row: multi-crop, batch 512).", "",
+             "| arm | tests | views (M) | k-NN per epoch (%) | final k-NN (%) | measured min | "
+             "idle-core min |", "|---|---|---|---|---|---|---|"]
     for name, rec in arms.items():
         h = rec["history"]
-        curve = " / ".join(f"{100 * r['knn_top1']:.1f}" for r in h if r["knn_top1"] is not None)
-        mins = h[-1]["elapsed"] / 60
+        curve = " / ".join(f"{100 * r['knn_top1']:.2f}" for r in h if r["knn_top1"] is not None)
+        idle = idle_minutes(rec, tp)
         lines.append(f"| {name} | {rec['tests']} | {h[-1]['views'] / 1e6:.2f} | {curve} | "
-                     f"{100 * h[-1]['knn_top1']:.1f} | {mins:.1f} | "
-                     f"{h[-1]['views'] / h[-1]['elapsed']:.0f} |")
+                     f"{100 * h[-1]['knn_top1']:.2f} | {h[-1]['elapsed'] / 60:.1f} | "
+                     f"{'-' if idle is None else f'{idle:.1f}'} |")
     if tp:
-        lines += ["", f"Throughput on an idle machine ({tp['steps']} timed steps of batch 256 "
-                  "per cell; views/s; forward MFLOP per image at that side):", "",
+        lines += ["", f"Throughput ({tp['steps']} timed steps of batch 256 per cell after one "
+                  "untimed step; views/s of a whole training step; forward MFLOP per image at "
+                  f"that side). Load average (1, 5, 15 min) before / after: "
+                  f"{tp.get('load_average_before')} / {tp.get('load_average_after')} on 2 cores "
+                  f"(above ~1 means other processes competed). {tp.get('note', '')}", "",
                   "| model | side | MFLOP | 1 thread | 2 threads |", "|---|---|---|---|---|"]
         cells = {(r["model"], r["side"], r["threads"]): r for r in tp["rows"]}
         for (m, s, t), r in cells.items():
@@ -155,16 +180,20 @@ def main(argv=None) -> None:
     parser.add_argument("--root", default=None, help="data root with the CIFAR-10 archive")
     parser.add_argument("--throughput", action="store_true")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per throughput cell")
+    parser.add_argument("--note", default="", help="a line on the conditions of the throughput run")
     parser.add_argument("--report", action="store_true")
     args = parser.parse_args(argv)
     if args.arm:
         return run_arm(args.arm, args.epochs, args.root)
     if args.throughput:
         models = ["small", "resnet8", "resnet20", "airbench"]
+        load_before = os.getloadavg()
         rows = throughput(models, [16, 24, 32], [1, 2], args.steps)
         OUT.mkdir(parents=True, exist_ok=True)
         (OUT / "throughput.json").write_text(json.dumps(
-            {"steps": args.steps, "rows": rows, "environment": environment()}, indent=2) + "\n")
+            {"steps": args.steps, "rows": rows, "note": args.note,
+             "load_average_before": load_before, "load_average_after": os.getloadavg(),
+             "environment": environment()}, indent=2) + "\n")
     if args.arms:
         names = list(ARMS) if args.arms == "all" else args.arms.split(",")
         unknown = [n for n in names if n not in ARMS]
