@@ -6,13 +6,17 @@
 
 Writes benchmarks/results/cifar10_ood{,_quick}.json, .md and _hist.png (atomically).
 
-Two settings, each one call of ``gaussood.deep.evaluate``:
+Settings, each one call of ``gaussood.deep.evaluate`` (``--settings``):
   * cifar10: the encoder trained on all of CIFAR-10; OOD sets are whatever is
     found locally among SVHN, CIFAR-100, Fashion-MNIST, MNIST, plus two noise
     sets (uniform, Gaussian). SVHN and CIFAR-100 rows appear only when their
     files were read.
   * open-set: an encoder trained on CIFAR-10 classes 0-5 only; ID = classes
     0-5, near-OOD = test images of classes 6-9.
+  * fashion-mnist: ID = Fashion-MNIST (an encoder the CPU trains to its plateau);
+    OOD = CIFAR-10 test in grayscale, MNIST when present, the two noise sets.
+  * fashion-open-set: an encoder trained on Fashion-MNIST classes 0-5; ID =
+    classes 0-5, near-OOD = test images of classes 6-9.
 Every image (ID and OOD) goes through JPEG q75, the compression of the CIFAR-10
 archive, so no detector can key on compression artefacts. Each seed draws new
 random subsets: the ID images the scorers are fitted on, the held-out ID test
@@ -56,11 +60,21 @@ OOD_SETS = {
     "gaussian-noise": ("gaussian-noise", "test", "far", "Gaussian noise"),
 }
 OPEN_SET_NAME = "cifar10-classes-6-9"
-# How to make each encoder (the benchmark never trains one itself).
-TRAIN_HINT = {
-    "cifar10": "make train  (or: python benchmarks/train_encoder.py --threads 1)",
-    "open-set": "python benchmarks/train_encoder.py --classes 0-5 --name cifar10-small-c0to5 "
-                "--threads 1",
+FASHION_OOD = ("cifar10-gray", "mnist", "uniform-noise", "gaussian-noise")
+FASHION_RECIPE = ("python benchmarks/train_encoder.py --threads 1 --dataset fashion-mnist "
+                  "--model small --resolution 16:0.75,32 --temperature 0.2 --budget-minutes 20")
+# setting -> (ID dataset, ID classes, default encoder file, how to make it; the benchmark
+# never trains an encoder itself)
+SETTINGS = {
+    "cifar10": ("cifar10", None, "cifar10-small.pt",
+                "make train  (or: python benchmarks/train_encoder.py --threads 1)"),
+    "open-set": ("cifar10", list(range(6)), "cifar10-small-c0to5.pt",
+                 "python benchmarks/train_encoder.py --classes 0-5 --name cifar10-small-c0to5 "
+                 "--threads 1"),
+    "fashion-mnist": ("fashion-mnist", None, "fashion-mnist-cpu.pt",
+                      f"{FASHION_RECIPE} --name fashion-mnist-cpu"),
+    "fashion-open-set": ("fashion-mnist", list(range(6)), "fashion-mnist-cpu-c0to5.pt",
+                         f"{FASHION_RECIPE} --classes 0-5 --name fashion-mnist-cpu-c0to5"),
 }
 
 
@@ -70,13 +84,14 @@ def parse_args(argv):
         "its peers on the same embeddings; prints a Markdown table and writes JSON + figure.")
     p.add_argument("--root", default=None, help="data folder (default: $GAUSSOOD_DATA or "
                    "~/.cache/gaussood/data)")
-    p.add_argument("--encoder", type=Path, default=CHECKPOINTS / "cifar10-small.pt",
-                   help="encoder file for the cifar10 setting ('make train' writes it)")
-    p.add_argument("--open-set-encoder", type=Path,
-                   default=CHECKPOINTS / "cifar10-small-c0to5.pt",
-                   help="encoder trained on classes 0-5 (see --help of benchmarks/train_encoder.py)")
-    p.add_argument("--settings", nargs="+", default=["cifar10", "open-set"],
-                   choices=["cifar10", "open-set"])
+    for setting, (_, _, default, hint) in SETTINGS.items():
+        flag = "--encoder" if setting == "cifar10" else f"--{setting}-encoder"
+        p.add_argument(flag, type=Path, default=CHECKPOINTS / default,
+                       help=f"encoder file of the {setting} setting (made by: {hint})")
+    p.add_argument("--settings", nargs="+", choices=list(SETTINGS),
+                   default=["cifar10", "open-set", "fashion-mnist", "fashion-open-set"],
+                   help="settings to run; a setting whose encoder file is missing is an error "
+                        "when named here, and skipped (with a note) when left at the default")
     p.add_argument("--ood", nargs="+", default=list(OOD_SETS), choices=list(OOD_SETS),
                    help="OOD sets to try (missing files are reported and skipped)")
     p.add_argument("--download", action="store_true",
@@ -111,14 +126,26 @@ def parse_args(argv):
     return args
 
 
-def require_encoder(path: Path, setting: str) -> Path:
-    """The encoder file; a clear error (how to train it) when it is missing."""
-    if not path.is_file():
-        raise SystemExit(f"cifar10_ood: encoder file {path} not found (setting {setting}). "
-                         f"Train it first: {TRAIN_HINT[setting]}; or pass "
-                         f"{'--encoder' if setting == 'cifar10' else '--open-set-encoder'} "
-                         "PATH, or leave the setting out with --settings.")
-    return path
+def encoder_flag(setting: str) -> str:
+    return "--encoder" if setting == "cifar10" else f"--{setting}-encoder"
+
+
+def missing_encoder(path: Path, setting: str) -> str:
+    """Why a setting cannot run, and how to train its encoder."""
+    return (f"encoder file {path} not found (setting {setting}). Train it first: "
+            f"{SETTINGS[setting][3]}; or pass {encoder_flag(setting)} PATH, or leave the "
+            "setting out with --settings.")
+
+
+def gray_cifar10(root, n):
+    """CIFAR-10 test images in grayscale (ITU-R 601 luma, repeated on 3 channels)."""
+    from gaussood.deep import load_dataset
+
+    data = load_dataset("cifar10", "test", root=root, n=n)
+    luma = np.rint(data.images.astype(np.float64) @ np.array([0.299, 0.587, 0.114]))
+    gray = np.repeat(luma.astype(np.uint8)[..., None], 3, axis=3)
+    return data._derive(gray, np.full(len(gray), -1, np.int64),
+                        "converted to grayscale (luma), labels dropped")
 
 
 def run_peers(X, y, evals, seed, args, alpha):
@@ -181,18 +208,33 @@ def run_peers(X, y, evals, seed, args, alpha):
 
 def run_setting(setting, encoder, args, root):
     """One ``evaluate`` call: every gaussood scorer and every peer on the same embeddings."""
-    from gaussood.deep import load_dataset
+    from gaussood.deep import jpeg_reencode, load_dataset
 
-    classes = list(range(6)) if setting == "open-set" else None
+    id_name, classes = SETTINGS[setting][:2]
+    id_label = "CIFAR-10" if id_name == "cifar10" else "Fashion-MNIST"
 
-    def cifar(split, n, classes=classes):
-        return load_dataset("cifar10", split, root=root, classes=classes, n=n,
-                            jpeg_quality=75)  # a no-op on the q75 archive
+    def id_set(split, n, classes=classes):
+        return load_dataset(id_name, split, root=root, classes=classes, n=n,
+                            jpeg_quality=75)  # a no-op on the CIFAR-10 q75 archive
 
     n_test = args.n_eval * 2 if args.quick else None
-    if setting == "open-set":
-        ood = {OPEN_SET_NAME: OODSet(cifar("test", n_test, [6, 7, 8, 9]), "near",
-                                     "CIFAR-10 test, classes 6-9 (open-set)")}
+    if classes is not None:
+        ood = {f"{id_name}-classes-6-9": OODSet(id_set("test", n_test, [6, 7, 8, 9]), "near",
+                                                f"{id_label} test, classes 6-9 (open-set)")}
+    elif id_name == "fashion-mnist":
+        ood = {}
+        for key in FASHION_OOD:
+            n = 2 * args.n_eval if (key.endswith("noise") or args.quick) else None
+            if key == "cifar10-gray":
+                def load(n=n):
+                    data = gray_cifar10(root, n)
+                    return data._derive(jpeg_reencode(data.images, 75), data.labels,
+                                        "JPEG re-encoded with Pillow at quality 75")
+                ood[key] = OODSet(load, "far", "CIFAR-10 test, grayscale")
+                continue
+            name, split, kind, label = OOD_SETS[key]
+            ood[key] = OODSet(dataset_loader(name, split, root=root, n=n, download=args.download),
+                              kind, label, "JPEG q75 re-encoded")
     else:
         ood = {}
         for key in args.ood:
@@ -205,8 +247,8 @@ def run_setting(setting, encoder, args, root):
     peers = None if args.no_peers else (
         lambda X, y, evals, seed: run_peers(X, y, evals, seed, args, args.alpha))
     label = str(encoder.relative_to(REPO) if encoder.is_relative_to(REPO) else encoder)
-    return evaluate(encoder, cifar("train", args.n_fit * 2 if args.quick else None),
-                    cifar("test", n_test), ood, seeds=args.seeds, n_fit=args.n_fit,
+    return evaluate(encoder, id_set("train", args.n_fit * 2 if args.quick else None),
+                    id_set("test", n_test), ood, seeds=args.seeds, n_fit=args.n_fit,
                     n_eval=args.n_eval, alpha=args.alpha, layer=args.layer, peers=peers,
                     name=setting, encoder_label=label)
 
@@ -227,9 +269,10 @@ def figure(all_scores, all_data, path):
             lo = np.percentile(np.concatenate([sc["__id__"], sc[k]]), 1)
             hi = max(sc["__id__"].max(), sc[k].max())
             bins = np.linspace(lo, hi, 60)
+            id_name, classes = SETTINGS[setting][:2]
+            id_label = "CIFAR-10" if id_name == "cifar10" else "Fashion-MNIST"
             ax.hist(np.clip(sc["__id__"], lo, None), bins, alpha=0.6, density=True,
-                    label="CIFAR-10 classes 0-5 (ID test)" if setting == "open-set"
-                    else "CIFAR-10 (ID test)")
+                    label=f"{id_label}{' classes 0-5' if classes else ''} (ID test)")
             ax.hist(np.clip(sc[k], lo, None), bins, alpha=0.6, density=True,
                     label=all_data[setting]["labels"][k])
             ax.set_title(f"{m}\n{all_data[setting]['labels'][k]}", fontsize=8)
@@ -243,9 +286,16 @@ def figure(all_scores, all_data, path):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    encoders = {"cifar10": args.encoder, "open-set": args.open_set_encoder}
-    for setting in args.settings:
-        require_encoder(encoders[setting], setting)
+    encoders = {s: getattr(args, encoder_flag(s)[2:].replace("-", "_")) for s in SETTINGS}
+    named = argv is not None and "--settings" in argv or "--settings" in sys.argv
+    skipped = {}
+    for setting in list(args.settings):
+        if not encoders[setting].is_file():
+            if named:
+                raise SystemExit(f"cifar10_ood: {missing_encoder(encoders[setting], setting)}")
+            skipped[setting] = missing_encoder(encoders[setting], setting)
+            args.settings.remove(setting)
+            log(f"skipping setting {setting}: {skipped[setting]}")
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
@@ -260,8 +310,9 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     results = {s: run_setting(s, encoders[s], args, root) for s in args.settings}
     wall = time.perf_counter() - start
-    md = [f"## CIFAR-10 OOD benchmark{' (quick)' if args.quick else ''}", ""]
+    md = [f"## OOD benchmark (CIFAR-10 and Fashion-MNIST settings){' (quick)' if args.quick else ''}", ""]
     md += [results[s].to_markdown() for s in args.settings]
+    md += [f"Setting {s} not run: {why}" for s, why in skipped.items()]
     md.append(f"Command: `python benchmarks/cifar10_ood.py {' '.join(argv if argv is not None else sys.argv[1:])}`"
               f"; wall time {wall / 60:.1f} min; {os.cpu_count()} CPUs.")
     if not args.no_figure:
@@ -273,7 +324,8 @@ def main(argv=None) -> int:
     text = "\n".join(md) + "\n"
     result = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "environment": environment(), "wall_seconds": wall,
-              "settings": {s: results[s].to_dict() for s in args.settings}}
+              "settings": {s: results[s].to_dict() for s in args.settings},
+              "skipped_settings": skipped}
     write_results(args.name, result, text, args.results_dir, indent=1)
     log(f"wrote {args.results_dir / args.name}.json, .md"
         f"{'' if args.no_figure else ' and _hist.png'}")
