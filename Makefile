@@ -4,7 +4,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test bench bench-quick demo gaussianity speed train train-speed clean
+.PHONY: test bench bench-quick demo gaussianity speed train train-small train-fashion recipe train-speed clean
 
 # The CIFAR-10 archive of this project's machines, when it is there.
 export GAUSSOOD_DATA ?= $(if $(wildcard ../shared/data/cifar10_jpeg_q75.tar.xz),$(abspath ../shared/data),)
@@ -40,8 +40,25 @@ demo: $(VENV)/.core          ## synthetic-embedding demo of every scorer (20 s, 
 speed: $(VENV)/.bench        ## speed benchmark against numpy, scikit-learn, pytorch-ood
 	$(BIN)/python benchmarks/speed.py
 
-train: $(VENV)/.core         ## CPU-default contrastive encoder on CIFAR-10 (~25 min on 2 cores)
+# The CPU recipe of benchmarks/results/cpu_recipe.md; resumable (checkpoints in the work dir).
+RECIPE = --threads 1 --model small --resolution 16:0.75,32 --temperature 0.2
+
+train: $(VENV)/.core         ## the CPU encoder: best recipe, 4 h budget on one core (resumable)
+	$(BIN)/python benchmarks/train_encoder.py $(RECIPE) --budget-minutes 240 --knn-every 5 \
+	  --name cifar10-cpu --work-dir benchmarks/checkpoints/runs/cifar10-cpu
+
+train-small: $(VENV)/.core   ## the first CPU encoder (small convnet, 4 epochs, ~25 min on 2 cores)
 	$(BIN)/python benchmarks/train_encoder.py --threads 1
+
+train-fashion: $(VENV)/.core ## Fashion-MNIST encoders: plain, classes 0-5, supervised, regularised
+	for extra in "" "--classes 0-5 --name fashion-mnist-cpu-c0to5" \
+	    "--objective supervised --name fashion-mnist-cpu-supervised" \
+	    "--norm-weight 0.005 --entropy-weight 0.01 --name fashion-mnist-cpu-regularised"; do \
+	  $(BIN)/python benchmarks/train_encoder.py $(RECIPE) --knn-every 2 --dataset fashion-mnist \
+	    --budget-minutes 20 --name fashion-mnist-cpu $$extra || exit 1; done
+
+recipe: $(VENV)/.core        ## CPU recipe study: arms of equal views, two at a time (~50 min)
+	$(BIN)/python benchmarks/cpu_recipe.py --arms all --jobs 2
 
 train-speed: $(VENV)/.core   ## views/s of both encoders; tensor vs PIL augmentation
 	$(BIN)/python benchmarks/train_speed.py

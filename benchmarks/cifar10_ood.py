@@ -67,7 +67,7 @@ FASHION_RECIPE = ("python benchmarks/train_encoder.py --threads 1 --dataset fash
 # never trains an encoder itself)
 SETTINGS = {
     "cifar10": ("cifar10", None, "cifar10-small.pt",
-                "make train  (or: python benchmarks/train_encoder.py --threads 1)"),
+                "make train-small  (or: python benchmarks/train_encoder.py --threads 1)"),
     "open-set": ("cifar10", list(range(6)), "cifar10-small-c0to5.pt",
                  "python benchmarks/train_encoder.py --classes 0-5 --name cifar10-small-c0to5 "
                  "--threads 1"),

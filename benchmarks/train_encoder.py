@@ -153,8 +153,9 @@ def main(argv=None):
         f"{objective} training of `{config.model}` on {train.source}; device {device}; "
         f"batch {config.batch_size}, seed {config.seed}, resolution schedule "
         f"`{config.resolution}`, temperature {config.temperature}, {result.total_steps} steps"
-        + (f" (sized to a {config.budget_minutes:g}-minute budget)" if config.budget_minutes
-           else "") + ".",
+        + (f" (sized to a {config.budget_minutes:g}-minute budget by a timed warm-up; "
+           f"`--steps {result.total_steps}` reruns the same steps anywhere)"
+           if config.budget_minutes else "") + ".",
         "", f"Final weighted k-NN top-1 (k={config.knn_k}, T={config.knn_temperature}): "
         f"**{100 * full['knn_top1']:.2f}%** with the full protocol (bank = all {len(train)} "
         f"train images, queries = all {len(test)} test images); "

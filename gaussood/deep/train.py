@@ -82,6 +82,8 @@ class TrainConfig:
     small_crops: int = 0             # extra crops per image at half the current side ...
     small_crop_scale: float = 0.14   # ... with area fraction in (0.05, small_crop_scale)
     knn_every: int = 1               # epochs between k-NN evaluations (and at the end)
+    steps: int | None = None         # exactly this many steps (replaces epochs and budget;
+                                     # reruns a budgeted run on another machine)
 
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else 0.06 * self.batch_size / 128
@@ -89,7 +91,7 @@ class TrainConfig:
 
 # Fields that do not change the sequence of optimiser steps: free to differ on resume.
 # (``epochs`` and ``budget_minutes`` only size the run at its first start.)
-_NOT_SHAPING = {"epochs", "budget_minutes", "checkpoint_minutes", "knn_k", "knn_temperature",
+_NOT_SHAPING = {"epochs", "budget_minutes", "steps", "checkpoint_minutes", "knn_k", "knn_temperature",
                 "knn_bank", "knn_queries", "knn_every", "compile"}
 
 
@@ -295,6 +297,8 @@ def train_encoder(train_set, config: TrainConfig | None = None, *, eval_set=None
         raise ValueError(f"objective must be 'infonce' or 'supervised'; got {config.objective!r}.")
     if config.budget_minutes is not None and not config.budget_minutes > 0:
         raise ValueError(f"budget_minutes must be > 0; got {config.budget_minutes!r}.")
+    if config.steps is not None and config.steps < 1:
+        raise ValueError(f"steps must be >= 1; got {config.steps!r}.")
     if not config.checkpoint_minutes > 0 or config.knn_every < 1 or config.small_crops < 0:
         raise ValueError("checkpoint_minutes must be > 0, knn_every >= 1, small_crops >= 0.")
     if snapshots and checkpoint_dir is None:
@@ -336,6 +340,8 @@ def train_encoder(train_set, config: TrainConfig | None = None, *, eval_set=None
         history, elapsed = list(state["history"]), float(state.get("elapsed", 0.0))
         acc, gen_state, timing = list(state.get("epoch_acc", acc)), state.get("gen"), state.get(
             "timing")
+    elif config.steps is not None:
+        total = config.steps
     elif config.budget_minutes is not None:
         probe = _Step(config, model, optimizer, None, criterion, labels, device)
         timing = _seconds_per_step(probe, images, [s for s, _ in phases], config.batch_size,

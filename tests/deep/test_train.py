@@ -157,6 +157,16 @@ def test_budget_fixes_the_step_count_once(tmp_path):
     assert resumed.history[-1]["step"] == first.total_steps
 
 
+def test_steps_reruns_a_budgeted_run_exactly(tmp_path):
+    cfg = TrainConfig(**{**CONFIG, "budget_minutes": 0.01, "steps_per_epoch": 2})
+    budgeted = train_encoder(tiny_set(), cfg, progress=False)
+    again = train_encoder(tiny_set(), dataclasses.replace(cfg, budget_minutes=None,
+                                                          steps=budgeted.total_steps),
+                          progress=False)
+    assert again.total_steps == budgeted.total_steps
+    torch.testing.assert_close(_weights(again.model), _weights(budgeted.model))
+
+
 def test_resume_refuses_other_data_and_warns_without_fingerprint(tmp_path):
     cfg = TrainConfig(**CONFIG)
     train_encoder(tiny_set(), cfg, checkpoint_dir=tmp_path, progress=False, stop_after=1)
