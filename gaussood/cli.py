@@ -1,17 +1,22 @@
 """The ``gaussood`` command line: train, embed, fit, score, diagnose, bench.
 
 Each subcommand reads and writes plain files (``.npy`` arrays, ``.npz`` scorers,
-``.pt`` encoders), so a pipeline is a few shell lines::
+``.pt`` encoders, image folders), so a pipeline is a few shell lines::
 
     gaussood train --out enc.pt
     gaussood embed --encoder enc.pt --dataset cifar10 --split train --out id.npy
     gaussood fit --embeddings id.npy --scorer gaussian --alpha 0.05 --out scorer.npz
-    gaussood embed --encoder enc.pt --dataset svhn --split test --out new.npy
-    gaussood score --scorer scorer.npz --embeddings new.npy --out scores.csv
+    gaussood score --scorer scorer.npz --images photos/ --encoder enc.pt --out scores.csv
 
-torch is imported only by ``train``, ``embed`` and ``bench``; the other commands
-need numpy, scipy, scikit-learn and faiss only. Errors are one line on stderr,
-``gaussood <command>: error: <message>``; exit status 2 for bad arguments, 1 for
+An encoder is a spec from the caller: a gaussood or TorchScript file, ``torchvision:NAME``
+(``--weights FILE``) or ``package.module:factory``; nothing named inside a file is
+imported or built. ``embed`` writes the encoder's identity (weights SHA-256, feature
+layer, preprocessing) beside the embeddings (``X.encoder.json``), ``fit`` stores it with
+the scorer (``provenance_``), and ``score --images`` refuses another encoder.
+
+torch is imported only by ``train``, ``embed``, ``bench`` and ``score --images``; the
+other commands need numpy, scipy, scikit-learn and faiss only. Errors are one line on
+stderr, ``gaussood <command>: error: <message>``; exit status 2 for bad arguments, 1 for
 errors while running (missing or unreadable files, invalid data), 0 otherwise.
 Every output is written to a temporary name and renamed when complete (companion
 files such as ``X.labels.npy`` only after the main output; SIGTERM removes the
@@ -107,13 +112,6 @@ def _load_embeddings(path) -> np.ndarray:
     if X.dtype.kind not in "biuf":
         raise ValueError(f"embeddings in {path} must be numbers; got dtype {X.dtype}")
     return X
-
-
-def _save_npy(path, array) -> None:
-    from ._atomic import atomic_path
-
-    with atomic_path(path, suffix=".partial.npy") as tmp, open(tmp, "wb") as fh:
-        np.save(fh, array)
 
 
 def _write_text(path, text: str) -> None:
@@ -222,12 +220,21 @@ def _torch(command: str):
     return torch
 
 
+# the library's words for what the command line calls an option, in its warnings
+_OPTION_WORDS = (("(strict=True raises instead)", "(--strict stops instead)"),
+                 ("Pass preprocessing= to", "Pass --preprocessing JSON to"),
+                 ("Pass weights=PATH to", "Pass --weights FILE with"))
+
+
 @contextlib.contextmanager
 def _one_line_warnings(prog: str):
     """Show warnings as ``gaussood <command>: warning: <message>`` (one line each)."""
     with warnings.catch_warnings():
         def show(message, category, filename, lineno, file=None, line=None):
-            sys.stderr.write(f"{prog}: warning: {_one_line(message)}\n")
+            text = _one_line(message)
+            for library, option in _OPTION_WORDS:
+                text = text.replace(library, option)
+            sys.stderr.write(f"{prog}: warning: {text}\n")
         warnings.showwarning = show
         yield
 
@@ -304,11 +311,204 @@ def cmd_train(args, parser) -> int:
     return 0
 
 
+# ------------------------------------------------------------ encoders, images
+# An encoder on the command line is a spec from the caller (a file, torchvision:NAME,
+# package.module:factory); what a file holds is never imported or built beyond
+# gaussood's own architectures (gaussood.deep.encoders). Its identity (weights SHA-256,
+# feature layer, preprocessing) goes with the embeddings (X.encoder.json) and with the
+# scorer fitted on them (provenance_), and 'score --images' compares it.
+_IMPORT_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+IDENTITY_FORMAT = "gaussood.embeddings"
+
+
+def _companion(out: Path, tail: str) -> Path:
+    """``emb.npy`` -> ``emb<tail>``: ``.paths.csv`` (the image file of each row, for a
+    folder), ``.encoder.json`` (the identity of the encoder that wrote it)."""
+    return out.with_name(out.name[:-len(".npy")] + tail)
+
+
+def _paths_path(out: Path) -> Path:
+    return _companion(out, ".paths.csv")
+
+
+def _identity_path(out: Path) -> Path:
+    return _companion(out, ".encoder.json")
+
+
+def _file_sha256(path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _preprocessing_arg(text):
+    """``--preprocessing``: a JSON object (or the word raw)."""
+    if text.strip() == "raw":
+        return "raw"
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            "want a JSON object, e.g. '{\"input_size\": 224, \"resize\": \"resize_crop\", "
+            f"\"resize_size\": 256}}'; got {text!r}")
+    return value
+
+
+def _encoder_file(args, parser) -> Path | None:
+    """The local file ``--encoder`` names (checked), or None for torchvision:NAME and
+    package.module:factory specs."""
+    spec = args.encoder
+    torchvision = spec.startswith("torchvision:")
+    if args.weights is not None:
+        if not torchvision:
+            parser.error("--weights goes with --encoder torchvision:NAME only (gaussood and "
+                         "TorchScript files hold their own weights)")
+        _existing_file(args.weights, "weights file")
+    if torchvision:
+        return None
+    if not Path(spec).exists() and _IMPORT_SPEC.match(spec):
+        return None
+    return _existing_file(spec, "encoder file")
+
+
+def _image_encoder(args, parser, encoder_file):
+    """``make_encoder`` from the command line's encoder options."""
+    from .deep.encoders import make_encoder
+    from .deep.preprocess import check_preprocessing
+
+    if isinstance(args.preprocessing, dict):
+        try:
+            check_preprocessing(args.preprocessing)
+        except (TypeError, ValueError) as exc:
+            parser.error(f"argument --preprocessing: {_one_line(exc)}")
+    try:
+        return make_encoder(args.encoder if encoder_file is None else encoder_file,
+                            layer=args.layer, preprocessing=args.preprocessing,
+                            weights=args.weights, batch_size=args.batch_size,
+                            device=args.device)
+    except ValueError:
+        hint = None if encoder_file is None else _plain_state_dict_hint(encoder_file)
+        if hint is None:
+            raise
+        raise ValueError(hint) from None
+
+
+def _plain_state_dict_hint(path: Path) -> str | None:
+    """The error for a file of bare weights (a state dict), naming the options that
+    load it; None when ``path`` is not one."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - not a torch file at all: the original error stands
+        return None
+    if isinstance(state, dict) and "format" not in state:
+        for key in ("state_dict", "model"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+    if not (isinstance(state, dict) and state
+            and all(isinstance(v, torch.Tensor) for v in state.values())):
+        return None
+    import torchvision.models as tvm
+
+    stem = path.name.lower()
+    names = sorted((n for n in tvm.list_models() if n in stem), key=len, reverse=True)
+    name = names[0] if names else "NAME"
+    return (f"{path} holds plain weights (a state dict), not a gaussood encoder: give "
+            f"their architecture, e.g. --encoder torchvision:{name} --weights {path} "
+            "(or save the whole model with torch.jit.save, or give "
+            "--encoder package.module:factory)")
+
+
+def _image_input(path: Path, strict: bool, parser):
+    """``--images``: a folder (returned as is, after checking it has image files) or a
+    ``.npy`` of uint8 ``(N, H, W, 3)`` images (returned as an array)."""
+    if path.is_dir():
+        from .deep.images import IMAGE_EXTENSIONS, ImageFiles
+
+        if not len(ImageFiles(path)):
+            raise ValueError(f"no image files ({' '.join(IMAGE_EXTENSIONS)}) under {path}")
+        return path
+    if strict:
+        parser.error("--strict applies to --images FOLDER only")
+    images = _load_npy(path, "images file")
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images in {path} must be uint8 of shape (N, H, W, 3) (or give a "
+                         f"folder of image files); got {images.dtype} {images.shape}")
+    return images
+
+
+def _write_paths_csv(path, files) -> None:
+    import csv
+
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["index", "path"])
+        writer.writerows(enumerate(files))
+
+
+def _read_identity(embeddings: Path) -> dict | None:
+    """The encoder identity in ``X.encoder.json`` beside ``X.npy``, when it describes
+    this very file (its SHA-256); else None (with a warning for a stale or foreign file).
+    """
+    path = _identity_path(embeddings)
+    if embeddings.suffix != ".npy" or not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        info = None
+    if not (isinstance(info, dict) and info.get("format") == IDENTITY_FORMAT
+            and isinstance(info.get("encoder_identity"), dict)):
+        warnings.warn(f"{path} is not an encoder identity file written by 'gaussood embed'; "
+                      "ignored", UserWarning, stacklevel=2)
+        return None
+    if info.get("sha256") != _file_sha256(embeddings):
+        warnings.warn(f"{path} describes another version of {embeddings} (the file was "
+                      "changed after 'gaussood embed' wrote it); its encoder identity is "
+                      "ignored", UserWarning, stacklevel=2)
+        return None
+    return info["encoder_identity"]
+
+
+def _stored_identity(scorer):
+    provenance = getattr(scorer, "provenance_", None)
+    identity = provenance.get("encoder_identity") if isinstance(provenance, dict) else None
+    return identity if isinstance(identity, dict) else None
+
+
+def _check_identity(stored: dict, given: dict, scorer_path, given_what: str) -> None:
+    """Refuse (ValueError) an encoder other than the one the scorer was fitted with."""
+    def text(value):
+        return json.dumps(value, sort_keys=True, default=str)
+
+    if text(stored) == text(given):
+        return
+    diffs = []
+    for key in sorted(set(stored) | set(given)):
+        a, b = stored.get(key), given.get(key)
+        if text(a) != text(b):
+            short = [v[:12] + "..." if isinstance(v, str) and len(v) > 16 else text(v)
+                     for v in (a, b)]
+            diffs.append(f"{key}: {short[0]} vs {short[1]}")
+    raise ValueError(f"the scorer in {scorer_path} was fitted on embeddings of another "
+                     f"encoder than {given_what} ({'; '.join(diffs)}; scorer vs given): use "
+                     "the encoder it was fitted with, or embed, fit and score again with "
+                     "this one")
+
+
 def cmd_embed(args, parser) -> int:
     if (args.dataset is None) == (args.images is None):
-        parser.error("give exactly one of --dataset NAME and --images FILE.npy")
-    if args.out.suffix != ".npy":
-        parser.error(f"--out must end in .npy; got {args.out}")
+        parser.error("give exactly one of --dataset NAME and --images DIR_OR_NPY")
+    out = args.out
+    if out.suffix != ".npy":
+        parser.error(f"--out must end in .npy; got {out}")
     if args.images is not None:
         dataset_only = [flag for flag, value in (("--split", args.split), ("--n", args.n),
                                                  ("--classes", args.classes),
@@ -316,56 +516,77 @@ def cmd_embed(args, parser) -> int:
                         if value is not None]
         if dataset_only:
             parser.error(f"{', '.join(dataset_only)} apply to --dataset only")
-    _existing_file(args.encoder, "encoder file")
+    if args.strict and not (args.images is not None and args.images.is_dir()):
+        parser.error("--strict applies to --images FOLDER only")
+    encoder_file = _encoder_file(args, parser)
+    labels_out, paths_out, identity_out = (_labels_path(out), _paths_path(out),
+                                           _identity_path(out))
     _refuse_overwriting_inputs(
-        parser, [("--out", args.out), ("the labels file", _labels_path(args.out))],
-        [("--images", args.images), ("--encoder", args.encoder)])
+        parser, [("--out", out), ("the labels file", labels_out),
+                 ("the paths file", paths_out), ("the encoder identity file", identity_out)],
+        [("--images", args.images), ("--encoder", encoder_file), ("--weights", args.weights)])
     classes = _classes_arg(args.classes, parser)
-    images = None
-    if args.images is not None:
-        images = _load_npy(args.images, "images file")
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"images in {args.images} must be uint8 of shape (N, H, W, 3); "
-                             f"got {images.dtype} {images.shape}")
+    images = None if args.images is None else _image_input(args.images, args.strict, parser)
+    folder = isinstance(images, Path)
     _torch("embed")
-    from .deep import embed_images, extract_embeddings, load_encoder
-    from .deep.embed import pick_device
+    from ._atomic import atomic_paths
+    from .deep import extract_embeddings
 
-    labels, what = None, None
-    if images is not None:
-        model = load_encoder(args.encoder, device=pick_device(args.device))
-        feats = embed_images(model, images, layer=args.layer, batch_size=args.batch_size,
-                             device=args.device, progress=not args.quiet)
-        what = f"{len(images)} images from {args.images}"
-    else:
+    encoder = _image_encoder(args, parser, encoder_file)
+    labels, feats = None, None
+    if images is None:
         dataset = _load_dataset(args.dataset, args.split or "test", root=args.data_root,
                                download=args.download, jpeg_quality=args.jpeg_quality,
                                classes=classes, n=args.n, seed=args.seed)
         cache = False if args.no_cache else args.cache_dir
-        feats = extract_embeddings(args.encoder, dataset, layer=args.layer,
-                                   batch_size=args.batch_size, device=args.device,
-                                   cache_dir=cache, progress=not args.quiet)
+        feats = extract_embeddings(encoder, dataset, cache_dir=cache,
+                                   batch_size=args.batch_size, progress=not args.quiet)
+        feats = np.ascontiguousarray(feats, dtype=np.float32)
         if len(dataset) and int(dataset.labels.min()) >= 0:
             labels = dataset.labels
         what = dataset.source
-    feats = np.ascontiguousarray(feats, dtype=np.float32)
-    out, labels_out = args.out, _labels_path(args.out)
-    if labels is None:
-        _save_npy(out, feats)
-        if labels_out.exists():  # from an earlier run: it no longer matches
-            labels_out.unlink()
-            print(f"{PROG} embed: removed stale {labels_out}", file=sys.stderr)
-        wrote = f"{out}"
     else:
-        from ._atomic import atomic_paths
-        # the embeddings are renamed into place first; the labels only after them
-        with atomic_paths([out, labels_out], [".partial.npy"] * 2) as (t1, t2):
-            with open(t1, "wb") as fh:
+        what = (f"images from folder {args.images}" if folder
+                else f"{len(images)} images from {args.images}")
+    targets = [out] + ([labels_out] if labels is not None else []) \
+        + ([paths_out] if folder else []) + [identity_out]
+    suffixes = [".partial.npy"] + [".partial" + p.suffix for p in targets[1:]]
+    skipped = []
+    # everything is written to temporary names first and renamed together, the
+    # embeddings first: never a companion without (or older than) its embeddings
+    with atomic_paths(targets, suffixes) as temps:
+        tmp = dict(zip(targets, temps))
+        if feats is None:   # a folder or an image array: rows go straight to the file
+            feats = encoder.embed(images, out=tmp[out], progress=not args.quiet,
+                                  strict=args.strict, desc=f"embed ({encoder.layer})")
+        else:
+            with open(tmp[out], "wb") as fh:
                 np.save(fh, feats)
-            with open(t2, "wb") as fh:
+        shape = tuple(int(s) for s in feats.shape)
+        del feats   # a memmap of the temporary file for folders
+        if folder:
+            files = encoder.last_source.files
+            skipped = list(files.skipped)
+            if not files.read:
+                raise ValueError(f"none of the {len(files)} image files under {args.images} "
+                                 f"could be read (first: {skipped[0][1] if skipped else '?'})")
+            _write_paths_csv(tmp[paths_out], files.read)
+            what = f"{len(files.read)} images from folder {args.images}"
+        if labels is not None:
+            with open(tmp[labels_out], "wb") as fh:
                 np.save(fh, np.asarray(labels, dtype=np.int64))
-        wrote = f"{out} and {labels_out}"
-    print(f"embedded {what}: {feats.shape[0]} x {feats.shape[1]} float32 ({args.layer}); "
+        record = {"format": IDENTITY_FORMAT, "version": 1, "embeddings": out.name,
+                  "sha256": _file_sha256(tmp[out]), "shape": list(shape),
+                  "encoder_identity": encoder.identity(), "source": what}
+        with open(tmp[identity_out], "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, indent=2, sort_keys=True, default=_json_default) + "\n")
+    for stale in ([] if labels is not None else [labels_out]) + ([] if folder else [paths_out]):
+        if stale.exists():  # from an earlier run: it no longer matches
+            stale.unlink()
+            print(f"{PROG} embed: removed stale {stale}", file=sys.stderr)
+    wrote = ", ".join(str(p) for p in targets[:-1]) + f" and {identity_out}"
+    skip = f" ({len(skipped)} unreadable file(s) skipped)" if skipped else ""
+    print(f"embedded {what}{skip}: {shape[0]} x {shape[1]} float32 ({encoder.layer}); "
           f"wrote {wrote}")
     return 0
 
@@ -567,8 +788,11 @@ def cmd_fit(args, parser) -> int:
             raise ValueError(f"labels in {args.labels} contain -1 (unlabelled rows); fit "
                              "without --labels")
 
+    identity = _read_identity(args.embeddings)   # X.encoder.json, from 'gaussood embed'
     scorer = cls(**params)
     scorer.fit(X, y)
+    if identity is not None:
+        scorer.provenance_ = {"encoder_identity": identity}
     scorer.save(args.out)
     if scorer.threshold_rule_ == "alpha":
         rule = f"alpha {scorer.alpha_:g}"
@@ -577,7 +801,8 @@ def cmd_fit(args, parser) -> int:
     print(f"fitted {type(scorer).__name__} on {X.shape[0]} x {X.shape[1]} embeddings"
           f"{'' if y is None else f' with {np.unique(y).shape[0]} classes'} "
           f"(calibration {scorer.calibration_}, {rule}, offset {scorer.offset_:.6g}); "
-          f"wrote {args.out}")
+          f"wrote {args.out}"
+          f"{'' if identity is None else ' with the encoder identity of the embeddings'}")
     return 0
 
 
@@ -585,38 +810,110 @@ def cmd_score(args, parser) -> int:
     out = args.out
     if out.suffix not in (".csv", ".npz"):
         parser.error(f"--out must end in .csv or .npz; got {out}")
+    if (args.embeddings is None) == (args.images is None):
+        parser.error("give exactly one of --embeddings X.npy and --images DIR_OR_NPY")
+    encoder_file = None
+    if args.images is None:
+        image_only = [flag for flag, value in (
+            ("--encoder", args.encoder), ("--layer", args.layer), ("--weights", args.weights),
+            ("--preprocessing", args.preprocessing), ("--strict", args.strict or None))
+            if value is not None]
+        if image_only:
+            parser.error(f"{', '.join(image_only)} apply to --images only")
+    else:
+        if args.encoder is None:
+            parser.error("--images needs --encoder SPEC (the encoder the scorer was fitted on)")
+        encoder_file = _encoder_file(args, parser)
     _refuse_overwriting_inputs(parser, [("--out", out)],
-                               [("--scorer", args.scorer), ("--embeddings", args.embeddings)])
+                               [("--scorer", args.scorer), ("--embeddings", args.embeddings),
+                                ("--images", args.images), ("--encoder", encoder_file),
+                                ("--weights", args.weights)])
     import zipfile
 
     if not zipfile.is_zipfile(_existing_file(args.scorer, "scorer file")):
         raise ValueError(f"{args.scorer} is not a gaussood scorer file (.npz written by "
                          "'gaussood fit')")
-    X = _load_embeddings(args.embeddings)
     import gaussood
-    scorer = gaussood.load(args.scorer)
-    if X.shape[1] != scorer.n_features_in_:
-        raise ValueError(f"embeddings in {args.embeddings} have {X.shape[1]} features but the "
-                         f"scorer in {args.scorer} was fitted on {scorer.n_features_in_}")
+
+    paths, skipped = None, []
+    if args.images is None:
+        X = _load_embeddings(args.embeddings)
+        scorer = gaussood.load(args.scorer)
+        stored = _stored_identity(scorer)
+        if stored is not None:
+            given = _read_identity(args.embeddings)
+            if given is not None:
+                _check_identity(stored, given, args.scorer,
+                                f"the one in {_identity_path(args.embeddings)}")
+        if X.shape[1] != scorer.n_features_in_:
+            raise ValueError(f"embeddings in {args.embeddings} have {X.shape[1]} features but "
+                             f"the scorer in {args.scorer} was fitted on "
+                             f"{scorer.n_features_in_}")
+        what = "rows"
+    else:
+        scorer = gaussood.load(args.scorer)
+        images = _image_input(args.images, args.strict, parser)
+        _torch("score --images")
+        encoder = _image_encoder(args, parser, encoder_file)
+        stored = _stored_identity(scorer)
+        if stored is None:
+            warnings.warn(f"the scorer in {args.scorer} stores no encoder identity (fitted on "
+                          "embeddings without their .encoder.json): cannot check that "
+                          f"{args.encoder} is the encoder it was fitted on", UserWarning,
+                          stacklevel=1)
+        else:
+            _check_identity(stored, encoder.identity(), args.scorer,
+                            f"--encoder {args.encoder} (layer {encoder.layer})")
+        X = encoder.embed(images, progress=not args.quiet, strict=args.strict,
+                          desc=f"embed ({encoder.layer})")
+        if isinstance(images, Path):
+            files = encoder.last_source.files
+            paths, skipped = list(files.read), list(files.skipped)
+            if not paths:
+                raise ValueError(f"none of the {len(files)} image files under {args.images} "
+                                 "could be read")
+        if X.shape[1] != scorer.n_features_in_:
+            raise ValueError(f"{args.encoder} gives {X.shape[1]} features ({encoder.layer}) "
+                             f"but the scorer in {args.scorer} was fitted on "
+                             f"{scorer.n_features_in_}")
+        what = "images"
     score = scorer.score_samples(X)
     pvalue = scorer.pvalue_from_scores(score)
     flagged = scorer.decision_from_scores(score) < 0  # predict(X) == -1
-    from ._atomic import atomic_path
-    with atomic_path(out, suffix=".partial" + out.suffix) as tmp:
-        if out.suffix == ".npz":
-            with open(tmp, "wb") as fh:
-                np.savez(fh, score=score, pvalue=pvalue, flagged=flagged)
-        else:
-            table = np.column_stack([np.arange(X.shape[0]), score, pvalue, flagged])
-            np.savetxt(tmp, table, fmt=["%d", "%.10g", "%.10g", "%d"], delimiter=",",
-                       header="index,score,pvalue,flagged", comments="")
+    _write_scores(out, score, pvalue, flagged, paths)
     n, k = X.shape[0], int(flagged.sum())
     if scorer.threshold_rule_ == "alpha":
         rule = f"alpha {scorer.alpha_:g}"
     else:
         rule = f"the contamination {scorer.contamination:g} threshold"
-    print(f"{n} rows, {k} flagged ({100.0 * k / max(n, 1):.2f}%) at {rule}; wrote {out}")
+    skip = f" ({len(skipped)} unreadable file(s) skipped)" if skipped else ""
+    print(f"{n} {what}{skip}, {k} flagged ({100.0 * k / max(n, 1):.2f}%) at {rule}; "
+          f"wrote {out}")
     return 0
+
+
+def _write_scores(out: Path, score, pvalue, flagged, paths=None) -> None:
+    """``.npz`` (score, pvalue, flagged, and path for files) or ``.csv`` (one row each:
+    index or path, score, pvalue, flagged)."""
+    from ._atomic import atomic_path
+
+    with atomic_path(out, suffix=".partial" + out.suffix) as tmp:
+        if out.suffix == ".npz":
+            extra = {} if paths is None else {"path": np.asarray(paths, dtype=str)}
+            with open(tmp, "wb") as fh:
+                np.savez(fh, score=score, pvalue=pvalue, flagged=flagged, **extra)
+        elif paths is None:
+            table = np.column_stack([np.arange(len(score)), score, pvalue, flagged])
+            np.savetxt(tmp, table, fmt=["%d", "%.10g", "%.10g", "%d"], delimiter=",",
+                       header="index,score,pvalue,flagged", comments="")
+        else:
+            import csv
+
+            with open(tmp, "w", encoding="utf-8", newline="") as fh:
+                writer = csv.writer(fh, lineterminator="\n")
+                writer.writerow(["path", "score", "pvalue", "flagged"])
+                writer.writerows((p, "%.10g" % s, "%.10g" % v, int(f))
+                                 for p, s, v, f in zip(paths, score, pvalue, flagged))
 
 
 def cmd_diagnose(args, parser) -> int:
@@ -718,6 +1015,30 @@ def _add_device_flag(p) -> None:
 
 def _add_quiet_flag(p) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_encoder_flags(p, *, required: bool) -> None:
+    """--encoder SPEC and what goes with it (embed, score --images)."""
+    p.add_argument("--encoder", required=required, default=None, metavar="SPEC",
+                   help="a gaussood encoder file or training checkpoint, a TorchScript file, "
+                        "torchvision:NAME (with --weights), or package.module:factory")
+    p.add_argument("--layer", default=None, metavar="NAME",
+                   help="features: backbone (default) or head for gaussood encoders; a "
+                        "submodule name, NAME:input or output for other models (default: "
+                        "the input of the last Linear layer)")
+    p.add_argument("--weights", type=Path, default=None, metavar="FILE",
+                   help="state-dict file for --encoder torchvision:NAME (without it the "
+                        "weights are random; nothing is downloaded)")
+    p.add_argument("--preprocessing", type=_preprocessing_arg, default=None, metavar="JSON",
+                   help="what the model expects, as a JSON object (keys input_size, resize, "
+                        "resize_size, channels, value_range, mean, std; default: stored in "
+                        "gaussood files, torchvision's for its models, else ImageNet's)")
+    p.add_argument("--batch-size", type=_positive_int, default=256, help="images per batch")
+    _add_device_flag(p)
+    p.add_argument("--strict", action="store_true",
+                   help="stop at an unreadable file of an --images folder (default: skip it "
+                        "with a warning)")
+    _add_quiet_flag(p)
 
 
 def _add_layer_flag(p) -> None:
@@ -825,30 +1146,28 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         _add_quiet_flag(p)
 
     p = sub.add_parser("embed", formatter_class=fmt, help="embed images with an encoder (torch)",
-                       description="Embed a dataset (cached) or a uint8 .npy image array with "
-                       "an encoder file; write float32 embeddings (and labels, if any).")
+                       description="Embed a dataset (cached), a folder of image files or a "
+                       "uint8 .npy image array with an encoder; write float32 embeddings, the "
+                       "encoder's identity (FILE.encoder.json), and the labels or file paths.")
     p.set_defaults(handler=cmd_embed, parser=p)
     if command == "embed":
-        p.add_argument("--encoder", type=Path, required=True, metavar="PATH.pt",
-                       help="encoder file (from 'gaussood train') or training checkpoint")
+        _add_encoder_flags(p, required=True)
         _add_data_flags(p, default_dataset=None, n_help="a seeded subset of n images")
-        p.add_argument("--images", type=Path, default=None, metavar="FILE.npy",
-                       help="uint8 images of shape (N, H, W, 3) instead of --dataset")
+        p.add_argument("--images", type=Path, default=None, metavar="DIR_OR_NPY",
+                       help="a folder of image files (recursive, sorted; any size and mode) "
+                            "or a uint8 .npy of shape (N, H, W, 3), instead of --dataset")
         p.add_argument("--split", choices=["train", "test"], default=None, help="default: test")
         p.add_argument("--jpeg-quality", type=int, default=None,
                        help="re-encode the images as JPEG at this quality (1-100)")
         p.add_argument("--seed", type=int, default=0, help="seed of --n and of the noise sets")
-        _add_layer_flag(p)
         p.add_argument("--out", type=Path, required=True, metavar="FILE.npy",
-                       help="float32 embeddings; labels (when the dataset has them) go to "
-                            "FILE.labels.npy")
-        p.add_argument("--batch-size", type=_positive_int, default=512, help="images per batch")
-        _add_device_flag(p)
+                       help="float32 embeddings; FILE.encoder.json gets the encoder identity, "
+                            "FILE.labels.npy the labels (datasets with labels), "
+                            "FILE.paths.csv the image files in row order (folders)")
         p.add_argument("--cache-dir", type=Path, default=None,
-                       help="embedding cache (default: $GAUSSOOD_CACHE or "
+                       help="embedding cache of --dataset (default: $GAUSSOOD_CACHE or "
                             "~/.cache/gaussood/cache)")
         p.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
-        _add_quiet_flag(p)
 
     # fit
     p = sub.add_parser("fit", formatter_class=fmt, help="fit a scorer on ID embeddings",
@@ -864,15 +1183,23 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_fit, parser=p)
 
     # score
-    p = sub.add_parser("score", formatter_class=fmt, help="score embeddings with a saved scorer",
-                       description="Score embeddings with a saved scorer: score (higher = more "
-                       "in-distribution), p-value, and the flag at the scorer's threshold.")
+    p = sub.add_parser("score", formatter_class=fmt, help="score embeddings or images with a "
+                       "saved scorer",
+                       description="Score embeddings, or images embedded on the way with the "
+                       "encoder the scorer was fitted on (torch), with a saved scorer: score "
+                       "(higher = more in-distribution), p-value, and the flag at the scorer's "
+                       "threshold.")
     p.add_argument("--scorer", type=Path, required=True, metavar="scorer.npz",
                    help="a scorer written by 'gaussood fit'")
-    p.add_argument("--embeddings", type=Path, required=True, metavar="X.npy",
+    p.add_argument("--embeddings", type=Path, default=None, metavar="X.npy",
                    help="2-D array with the scorer's number of features")
+    p.add_argument("--images", type=Path, default=None, metavar="DIR_OR_NPY",
+                   help="instead of --embeddings: a folder of image files or a uint8 .npy "
+                        "(N, H, W, 3), embedded with --encoder")
     p.add_argument("--out", type=Path, required=True, metavar="FILE.csv|FILE.npz",
-                   help=".csv (index,score,pvalue,flagged) or .npz (score, pvalue, flagged)")
+                   help=".csv (index,score,pvalue,flagged; path,score,pvalue,flagged for a "
+                        "folder) or .npz (score, pvalue, flagged, and path for a folder)")
+    _add_encoder_flags(p, required=False)
     p.set_defaults(handler=cmd_score, parser=p)
 
     # diagnose

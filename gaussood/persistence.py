@@ -1,15 +1,21 @@
 """Pickle-free saving and loading of fitted scorers (one .npz file each).
 
 Layout: one JSON header stored as a 0-d unicode array under ``__gaussood__``
-({"format", "version", "class", "params", "scalars"}) and each fitted array
-under ``attr/<name>``. Files are written to a temporary name and renamed, so a
-failed save never leaves a half-written file; loading never unpickles
+({"format", "version", "class", "params", "scalars"}, and "provenance" when the
+scorer has a ``provenance_`` dict) and each fitted array under ``attr/<name>``.
+Files are written to a temporary name and renamed, so a failed save never leaves a
+half-written file; loading never unpickles
 (``allow_pickle=False``) and checks the header, the version and the class.
 
 Any registered scorer class can be saved (see ``gaussood._base``: defining a
 subclass of ``BaseScorer`` registers it); a file names its class by the class
 name, which must be registered (defined or imported) when the file is loaded.
 This module depends on ``_base`` only, never on the scorer modules.
+
+``provenance_`` (optional) is a plain JSON dict about where the fitted data came from,
+e.g. ``{"encoder_identity": {...}}`` written by ``gaussood fit`` for embeddings made by
+``gaussood embed``. It is stored as is, read back as is, and never used to import or
+build anything; files without it load as before, and ``fit`` clears it.
 """
 
 from __future__ import annotations
@@ -28,9 +34,26 @@ FORMAT_VERSION = 1
 _HEADER = "__gaussood__"
 
 
+_PROVENANCE = "provenance_"
+
+
 def _fitted_attributes(scorer) -> dict:
     return {k: v for k, v in vars(scorer).items()
-            if k.endswith("_") and not k.startswith("_")}
+            if k.endswith("_") and not k.startswith("_") and k != _PROVENANCE}
+
+
+def _provenance(scorer, where) -> dict | None:
+    """The scorer's optional ``provenance_``: None, or a dict that JSON round-trips."""
+    value = getattr(scorer, _PROVENANCE, None)
+    if value is None:
+        return None
+    try:
+        if not isinstance(value, dict) or json.loads(json.dumps(value)) != value:
+            raise TypeError
+    except (TypeError, ValueError):
+        raise TypeError(f"{where}: provenance_ must be a dict of JSON values (str keys, "
+                        f"lists, numbers, strings); got {value!r:.200}.") from None
+    return value
 
 
 def _jsonable(name, value):
@@ -65,6 +88,9 @@ def save(scorer, path) -> None:
             scalars[name] = _jsonable(name, value)
     header = {"format": FORMAT, "version": FORMAT_VERSION,
               "class": type(scorer).__name__, "params": params, "scalars": scalars}
+    provenance = _provenance(scorer, "save")
+    if provenance is not None:
+        header["provenance"] = provenance
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **{_HEADER: np.array(json.dumps(header))}, **arrays)
 
@@ -135,6 +161,10 @@ def load(path, expected=None):
         if not isinstance(header.get(key), dict):
             raise ValueError(f"{path} has a header without {key!r} (a corrupted or "
                              "hand-edited gaussood file).")
+    provenance = header.get("provenance")
+    if provenance is not None and not isinstance(provenance, dict):
+        raise ValueError(f"{path} has a 'provenance' entry that is not a JSON object (a "
+                         "corrupted or hand-edited gaussood file).")
     try:
         scorer = cls(**header["params"])
     except TypeError as exc:
@@ -156,4 +186,6 @@ def load(path, expected=None):
     except Exception as exc:
         raise ValueError(f"{path} holds an incomplete or inconsistent {cls.__name__}: "
                          f"{type(exc).__name__}: {exc}") from exc
+    if provenance is not None:
+        scorer.provenance_ = provenance
     return scorer

@@ -258,7 +258,7 @@ def test_top_level_usage(capsys):
     code, _, err = run(capsys, "frobnicate")
     assert_one_line_error(err, "", code, 2)
     code, out, _ = run(capsys, "score", "--help")
-    assert code == 0 and "index,score,pvalue,flagged" in out
+    assert code == 0 and "index,score,pvalue,flagged" in out and "--images" in out
     code, _, err = run(capsys, "diagnose", "--embeddings")
     assert_one_line_error(err, "diagnose", code, 2)
 
@@ -276,7 +276,53 @@ def test_python_dash_m_help():
         assert command in proc.stdout
 
 
+def write_identity(embeddings, identity):
+    """The ``X.encoder.json`` that 'gaussood embed' writes beside ``X.npy``."""
+    import hashlib
+
+    record = {"format": "gaussood.embeddings", "version": 1, "embeddings": embeddings.name,
+              "sha256": hashlib.sha256(embeddings.read_bytes()).hexdigest(),
+              "encoder_identity": identity}
+    embeddings.with_name(embeddings.stem + ".encoder.json").write_text(json.dumps(record))
+
+
+IDENTITY = {"weights_sha256": "ab" * 32, "layer": "backbone",
+            "preprocessing": {"input_size": [32, 32], "mean": [0.5, 0.5, 0.5]}}
+
+
+def test_the_encoder_identity_goes_from_embeddings_to_scorer(tmp_path, data, capsys):
+    write_identity(data["train"], IDENTITY)
+    model = tmp_path / "g.npz"
+    code, out, err = run(capsys, "fit", "--embeddings", data["train"], "--scorer", "gaussian",
+                         "--out", model)
+    assert code == 0 and out.strip().endswith("with the encoder identity of the embeddings")
+    scorer = gaussood.load(model)
+    assert scorer.provenance_ == {"encoder_identity": IDENTITY}
+    scorer.save(tmp_path / "again.npz")                        # kept through save/load
+    assert gaussood.load(tmp_path / "again.npz").provenance_ == scorer.provenance_
+    scores = tmp_path / "s.csv"
+    # embeddings without an identity file are scored as before; with the same one too
+    assert run(capsys, "score", "--scorer", model, "--embeddings", data["fresh"],
+               "--out", scores)[0] == 0
+    write_identity(data["fresh"], IDENTITY)
+    assert run(capsys, "score", "--scorer", model, "--embeddings", data["fresh"],
+               "--out", scores)[0] == 0
+    # embeddings of another encoder are refused
+    write_identity(data["ood"], {**IDENTITY, "layer": "head"})
+    code, _, err = run(capsys, "score", "--scorer", model, "--embeddings", data["ood"],
+                       "--out", tmp_path / "ood.csv")
+    assert_one_line_error(err, "score", code, 1)
+    assert "another encoder" in err and 'layer: "backbone" vs "head"' in err
+    assert not (tmp_path / "ood.csv").exists()
+    # an identity file of an older version of the embeddings is ignored, with a warning
+    np.save(data["ood"], np.load(data["ood"])[:100])
+    code, _, err = run(capsys, "score", "--scorer", model, "--embeddings", data["ood"],
+                       "--out", tmp_path / "ood.csv")
+    assert code == 0 and "describes another version" in err
+
+
 def test_numpy_commands_do_not_import_torch(tmp_path, data):
+    write_identity(data["train"], IDENTITY)    # read by fit, without torch
     script = (
         "import sys\n"
         "from gaussood.cli import main\n"
