@@ -54,8 +54,8 @@ train-fashion: $(VENV)/.core ## Fashion-MNIST encoders: plain, classes 0-5, supe
 	for extra in "" "--classes 0-5 --name fashion-mnist-cpu-c0to5" \
 	    "--objective supervised --name fashion-mnist-cpu-supervised" \
 	    "--norm-weight 0.005 --entropy-weight 0.01 --name fashion-mnist-cpu-regularised"; do \
-	  $(BIN)/python benchmarks/train_encoder.py $(RECIPE) --knn-every 2 --dataset fashion-mnist \
-	    --budget-minutes 20 --name fashion-mnist-cpu $$extra || exit 1; done
+	  $(BIN)/python benchmarks/train_encoder.py $(RECIPE) --knn-every 1 --dataset fashion-mnist \
+	    --epochs 12 --name fashion-mnist-cpu $$extra || exit 1; done
 
 recipe: $(VENV)/.core        ## CPU recipe study: arms of equal views, two at a time (~50 min)
 	$(BIN)/python benchmarks/cpu_recipe.py --arms all --jobs 2

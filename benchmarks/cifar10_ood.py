@@ -62,7 +62,7 @@ OOD_SETS = {
 OPEN_SET_NAME = "cifar10-classes-6-9"
 FASHION_OOD = ("cifar10-gray", "mnist", "uniform-noise", "gaussian-noise")
 FASHION_RECIPE = ("python benchmarks/train_encoder.py --threads 1 --dataset fashion-mnist "
-                  "--model small --resolution 16:0.75,32 --temperature 0.2 --budget-minutes 20")
+                  "--model small --resolution 16:0.75,32 --temperature 0.2 --epochs 12")
 # setting -> (ID dataset, ID classes, default encoder file, how to make it; the benchmark
 # never trains an encoder itself)
 SETTINGS = {
