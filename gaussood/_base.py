@@ -130,6 +130,34 @@ def sharing_fold_moments():
         _SHARED_FOLD_MOMENTS.reset(token)
 
 
+# Scorers whose fit records out-of-fold scores (``collecting_out_of_fold``):
+# {id(scorer): None, then the scores}; None outside such a block.
+_OUT_OF_FOLD: contextvars.ContextVar = contextvars.ContextVar(
+    "gaussood_out_of_fold", default=None)
+
+
+@contextlib.contextmanager
+def collecting_out_of_fold(scorers):
+    """Inside the block, fitting one of ``scorers`` records its out-of-fold scores.
+
+    Yields a dict ``{id(scorer): scores}``: after ``scorer.fit(X)`` in the block,
+    ``scores[i]`` is the out-of-fold score of row ``i`` of ``X`` (the one behind the
+    cross-conformal calibration; NaN for a row that has none, as ``KNNScorer``'s
+    rows beyond its 20,000 calibration rows). They are computed whatever the
+    scorer's calibration: a parametric scorer keeps its law (its fitted state
+    equals a plain fit's up to rounding) and pays for the fold fits. Other
+    scorers fitted in the block (say, inside a component's own fit) are not
+    affected. ``PValueCombination`` calibrates on these scores; they are never
+    stored on the scorer.
+    """
+    collected = {id(scorer): None for scorer in scorers}
+    token = _OUT_OF_FOLD.set(collected)
+    try:
+        yield collected
+    finally:
+        _OUT_OF_FOLD.reset(token)
+
+
 def fold_moments(X: np.ndarray, rows: np.ndarray, codes=None, n_components: int = 1) -> dict:
     """``compute_moments(X[rows], codes[rows], n_components)``, shared where possible.
 
@@ -242,9 +270,14 @@ class BaseScorer(OutlierMixin, BaseEstimator):
             if calibration == "auto":
                 calibration = self._auto_calibration(n, X.shape[1], y)
             calibration_scores = None
-            if calibration == "conformal":
-                state, calibration_scores = self._fit_with_calibration(X, y)
-                calibration_scores = np.sort(calibration_scores)
+            wanted = _OUT_OF_FOLD.get()  # inside collecting_out_of_fold: record this fit's
+            wanted = wanted if wanted is not None and id(self) in wanted else None
+            if calibration == "conformal" or wanted is not None:
+                state, out_of_fold = self._fit_with_calibration(X, y)
+                if calibration == "conformal":  # NaN: a row without an out-of-fold score
+                    calibration_scores = np.sort(out_of_fold[~np.isnan(out_of_fold)])
+                if wanted is not None:
+                    wanted[id(self)] = out_of_fold
             else:
                 state = self._fit_state(X, y)
             self.__dict__.update(state)
@@ -265,10 +298,12 @@ class BaseScorer(OutlierMixin, BaseEstimator):
                           random_state=check_random_state(self.random_state)).split(X))
 
     def _fit_with_calibration(self, X, y):
-        """(fitted state, out-of-fold score of every training row).
+        """(fitted state, out-of-fold score of every training row, in row order).
 
         Each fold is scored by a model fitted without it (cross-conformal).
-        Subclasses override this when they can share work with the full fit.
+        Subclasses override this when they can share work with the full fit; a
+        row without an out-of-fold score gets NaN (it is left out of the
+        calibration scores).
         """
         folds = self._folds(X)
         fold_states = []

@@ -274,7 +274,9 @@ class KNNScorer(BaseScorer):
                 f"{rows.shape[0]} calibration rows; their scores are the worst possible and "
                 "the threshold will flag too little. Raise n_probe or lower n_lists.",
                 UserWarning, stacklevel=3)
-        return state, scores
+        aligned = np.full(embeddings.shape[0], np.nan)  # in row order; NaN: not a calibration row
+        aligned[rows] = scores
+        return state, aligned
 
     def _check_fitted_state(self, state):
         super()._check_fitted_state(state)

@@ -123,3 +123,35 @@ def test_contamination_flags_that_fraction_of_training_data():
 def test_alpha_and_contamination_are_exclusive():
     with pytest.raises(ValueError, match="not both"):
         GaussianScorer(alpha=0.05, contamination=0.1).fit(np.random.rand(50, 2))
+
+
+def test_out_of_fold_scores_in_row_order():
+    """What PValueCombination calibrates on: each row's score by a model that did not see it."""
+    from gaussood._base import collecting_out_of_fold
+
+    rng = np.random.default_rng(6)
+    X = anisotropic_gaussian(rng, 2000, 6)
+    gauss = GaussianScorer(random_state=0)
+    shell = NormShellScorer(calibration="shell", random_state=0)       # parametric
+    knn = KNNScorer(n_neighbors=10, index="ivf", random_state=0)
+    with collecting_out_of_fold([gauss, shell, knn]) as oof:
+        for scorer in (gauss, shell, knn):
+            scorer.fit(X)
+    # Gaussian: row order, each fold scored by a fit on the other folds
+    np.testing.assert_array_equal(np.sort(oof[id(gauss)]), gauss.calibration_scores_)
+    for train, test in gauss._folds(X):
+        fold = GaussianScorer(calibration="chi2").fit(X[train])
+        np.testing.assert_allclose(oof[id(gauss)][test], fold.score_samples(X[test]), rtol=1e-9)
+    # parametric shell: out-of-fold scores computed, law and fit unchanged
+    assert shell.calibration_ == "shell" and shell.calibration_scores_ is None
+    assert np.all(np.isfinite(oof[id(shell)]))
+    plain = NormShellScorer(calibration="shell").fit(X)
+    assert shell.radius_ == pytest.approx(plain.radius_, rel=1e-12)
+    assert shell.offset_ == plain.offset_
+    # IVF k-NN: leave-one-out scores on the rows the quantizer did not train on, NaN elsewhere
+    missing = np.isnan(oof[id(knn)])
+    np.testing.assert_array_equal(np.flatnonzero(missing), knn._quantizer_rows(2000))
+    np.testing.assert_array_equal(np.sort(oof[id(knn)][~missing]), knn.calibration_scores_)
+    # outside the block a fit records nothing and calibrates as before
+    np.testing.assert_array_equal(GaussianScorer(random_state=0).fit(X).calibration_scores_,
+                                  gauss.calibration_scores_)
