@@ -164,7 +164,7 @@ def main(argv=None):
         f"{'cross-entropy' if config.objective == 'supervised' else 'InfoNCE'} loss | "
         f"k-NN top-1 (%), {provenance['knn_monitor_protocol']} | views/s |",
         "|---|---|---|---|---|---|---|", *rows, "",
-        f"Encoder: `benchmarks/checkpoints/{encoder_path.name}` (fp16, "
+        f"Encoder: `{encoder_path.relative_to(HERE.parent) if encoder_path.is_relative_to(HERE.parent) else encoder_path}` (fp16, "
         f"{provenance['size_bytes'] / 2**20:.1f} MiB, sha256 {provenance['sha256'][:16]}...); "
         f"commit {provenance['commit'] or 'unknown'}."])
     write_results(name, {"provenance": provenance, "history": result.history,

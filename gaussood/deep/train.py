@@ -344,13 +344,13 @@ def train_encoder(train_set, config: TrainConfig | None = None, *, eval_set=None
         total = config.steps
     elif config.budget_minutes is not None:
         probe = _Step(config, model, optimizer, None, criterion, labels, device)
-        timing = _seconds_per_step(probe, images, [s for s, _ in phases], config.batch_size,
-                                   device)
+        measured = _seconds_per_step(probe, images, [s for s, _ in phases], config.batch_size,
+                                     device)
         mean_step, begin = 0.0, 0.0
         for size, end in phases:
-            mean_step, begin = mean_step + (end - begin) * timing[size], end
+            mean_step, begin = mean_step + (end - begin) * measured[size], end
         total = max(1, int(config.budget_minutes * 60 / mean_step))
-        timing = {"seconds_per_step": {str(k): v for k, v in timing.items()},
+        timing = {"seconds_per_step": {str(k): v for k, v in measured.items()},
                   "mean_seconds_per_step": mean_step, "total_steps": total}
         if progress:
             tqdm.write(f"budget {config.budget_minutes:g} min: {mean_step:.3f} s/step "
