@@ -46,15 +46,30 @@ def norm_penalty(h: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
     return weight * h.pow(2).sum(dim=1).mean()
 
 
-def knn_entropy(h: torch.Tensor) -> torch.Tensor:
+def knn_entropy(h: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
     """Kozachenko-Leonenko entropy estimate of the batch, up to an additive constant.
 
     H(h) ~ (D / N) * sum_i log rho_i + const, with rho_i the distance from h_i to its
     nearest other row (k = 1). Differentiable; O(N^2 D) per call. Used with a
     negative sign as the entropy part of the paper's regulariser.
+
+    With ``rows`` (a slice ``start:stop`` of h's rows), the mean runs over those rows
+    only, their nearest neighbours still searched among all N rows: one rank's share
+    of the estimate on a batch gathered from every rank (the shares of equal-sized
+    slices average to the full estimate).
     """
     if h.ndim != 2 or h.shape[0] < 2:
         raise ValueError(f"h must have shape (N, D) with N >= 2, got {tuple(h.shape)}")
+    if rows is not None:
+        start, stop, step = rows.indices(h.shape[0])
+        if step != 1 or stop <= start:
+            raise ValueError(f"rows must be a non-empty contiguous slice of the {h.shape[0]} "
+                             f"rows, got {rows!r}")
+        dist = torch.cdist(h[start:stop], h)
+        own = torch.zeros_like(dist, dtype=torch.bool)
+        own[:, start:stop] = torch.eye(stop - start, dtype=torch.bool, device=h.device)
+        dist = dist.masked_fill(own, float("inf"))
+        return h.shape[1] * torch.log(dist.min(dim=1).values.clamp_min(1e-12)).mean()
     dist = torch.cdist(h, h)
     dist = dist + torch.diag(torch.full((h.shape[0],), float("inf"), device=h.device,
                                         dtype=dist.dtype))
@@ -119,8 +134,8 @@ class InfoNCELoss(torch.nn.Module):
         return (f"temperature={self.temperature}, norm_weight={self.norm_weight}, "
                 f"entropy_weight={self.entropy_weight}")
 
-    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-        """Loss of the positive pairs (z1[i], z2[i]); z1, z2 of shape (N, D) -> scalar."""
+    @staticmethod
+    def _check_pair(z1: torch.Tensor, z2: torch.Tensor, min_rows: int = 2) -> int:
         for name, z in (("z1", z1), ("z2", z2)):
             if not isinstance(z, torch.Tensor):
                 raise TypeError(f"{name} must be a torch.Tensor, got {type(z).__name__}")
@@ -130,8 +145,14 @@ class InfoNCELoss(torch.nn.Module):
             raise ValueError(f"z1 and z2 must have the same shape, got {tuple(z1.shape)} "
                              f"and {tuple(z2.shape)}")
         n = z1.shape[0]
-        if n < 2:
-            raise ValueError(f"need N >= 2 pairs (negatives come from the batch), got N={n}")
+        if n < min_rows:
+            raise ValueError(f"need N >= {min_rows} pairs (negatives come from the batch), "
+                             f"got N={n}")
+        return n
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        """Loss of the positive pairs (z1[i], z2[i]); z1, z2 of shape (N, D) -> scalar."""
+        n = self._check_pair(z1, z2)
         z = torch.cat([z1, z2], dim=0)
         zn = F.normalize(z, dim=1)
         logits = zn @ zn.T / self.temperature

@@ -1,0 +1,162 @@
+"""Multi-process InfoNCE: a DDP step on 2 gloo processes equals the single-process step.
+
+The reference is one process running the same model on the concatenated global
+batch, shard by shard (BatchNorm statistics per shard, as each DDP rank computes
+them; SyncBatchNorm does not run on CPU), with ``InfoNCELoss`` on the concatenated
+embeddings. Every process pool is started once per module (spawning costs seconds).
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+dist = pytest.importorskip("torch.distributed")
+if not dist.is_available() or not dist.is_gloo_available():
+    pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
+
+from gaussood.deep import TrainConfig, load_encoder, train_encoder  # noqa: E402
+from gaussood.deep import distributed as ddp  # noqa: E402
+from gaussood.deep.loss import InfoNCELoss, knn_entropy  # noqa: E402
+from gaussood.deep.models import Encoder  # noqa: E402
+
+WORLD, SHARD, SIDE = 2, 4, 16      # 2 ranks x 4 images (8 views each) of 16 px
+# "plain": InfoNCE; "regularised": with the norm and the (gathered) entropy terms;
+# "gatherlayer": the widely copied GatherLayer, whose backward keeps only this rank's
+# slice of its own gradient (no all-reduce) -- must fail the same comparison
+CASES = {"plain": dict(temperature=0.5),
+         "regularised": dict(temperature=0.5, norm_weight=0.05, entropy_weight=0.02),
+         "gatherlayer": dict(temperature=0.5)}
+TOL = 1e-5
+
+
+class _GatherLayerNoReduce(torch.autograd.Function):
+    """The GatherLayer of many SimCLR repositories: all_gather forward; backward returns
+    this rank's rows of this rank's gradient only (cross-rank terms dropped)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.rank, ctx.n = dist.get_rank(), x.shape[0]
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad[ctx.rank * ctx.n:(ctx.rank + 1) * ctx.n]
+
+
+def _model():
+    torch.manual_seed(0)
+    return Encoder("small", proj_dim=16)
+
+
+def _views():
+    """The global batch: two views of WORLD * SHARD images, in rank order."""
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(2, WORLD * SHARD, 3, SIDE, SIDE, generator=g)
+
+
+def _grad_worker(out_dir, should_stop):
+    rank, world = ddp.get_rank(), ddp.get_world_size()
+    torch.manual_seed(100 + rank)  # anything rank-dependent must not matter
+    v1, v2 = (ddp.shard(v, rank, world) for v in _views())
+    for case, kwargs in CASES.items():
+        model = ddp.wrap_model(_model().train(), torch.device("cpu"))
+        gather = _GatherLayerNoReduce.apply if case == "gatherlayer" else None
+        loss_fn = ddp.GatheredInfoNCELoss(**kwargs, gather=gather)
+        z1, z2 = model(torch.cat([v1, v2]))[1].chunk(2)
+        loss = loss_fn(z1, z2)
+        loss.backward()
+        value, _ = ddp.reduce_step(loss, False)
+        torch.save({"loss": value, "share": float(loss.detach()),
+                    "grads": {k: p.grad for k, p in model.module.named_parameters()}},
+                   f"{out_dir}/{case}-{rank}.pt")
+    return world
+
+
+def _reference(case):
+    """Single process: per-shard forward passes, InfoNCELoss on the global batch."""
+    kwargs = {k: v for k, v in CASES[case].items()}
+    model = _model().train()
+    v1, v2 = _views()
+    z = [model(torch.cat([ddp.shard(v1, r, WORLD), ddp.shard(v2, r, WORLD)]))[1].chunk(2)
+         for r in range(WORLD)]
+    z1, z2 = torch.cat([a for a, _ in z]), torch.cat([b for _, b in z])
+    loss = InfoNCELoss(**kwargs)(z1, z2)
+    loss.backward()
+    return float(loss.detach()), {k: p.grad for k, p in model.named_parameters()}
+
+
+@pytest.fixture(scope="module")
+def ddp_steps(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp-steps")
+    assert ddp.spawn(_grad_worker, WORLD, (str(out),), threads=1) == WORLD
+    return {(case, r): torch.load(out / f"{case}-{r}.pt", weights_only=True)
+            for case in CASES for r in range(WORLD)}
+
+
+def _max_grad_diff(grads, ref):
+    assert grads.keys() == ref.keys()
+    return max(float((grads[k] - ref[k]).abs().max()) for k in ref)
+
+
+@pytest.mark.parametrize("case", ["plain", "regularised"])
+def test_ddp_step_equals_single_process_step_on_the_global_batch(ddp_steps, case):
+    ref_loss, ref_grads = _reference(case)
+    assert all(g.abs().max() > 1e-3 for g in ref_grads.values() if g.ndim > 1)  # not trivial
+    for rank in range(WORLD):
+        got = ddp_steps[case, rank]
+        assert got["loss"] == pytest.approx(ref_loss, abs=TOL)
+        diff = _max_grad_diff(got["grads"], ref_grads)
+        assert diff < TOL, f"rank {rank}: max |grad - reference| = {diff:.2e}"
+    # the shares differ between ranks (each its own anchors); their mean is the loss
+    shares = [ddp_steps[case, r]["share"] for r in range(WORLD)]
+    assert shares[0] != shares[1] and np.mean(shares) == pytest.approx(ref_loss, abs=TOL)
+
+
+def test_gatherlayer_without_all_reduce_backward_fails_the_same_check(ddp_steps):
+    ref_loss, ref_grads = _reference("gatherlayer")
+    got = ddp_steps["gatherlayer", 0]
+    assert got["loss"] == pytest.approx(ref_loss, abs=TOL)  # forward is right ...
+    assert _max_grad_diff(got["grads"], ref_grads) > 100 * TOL  # ... its gradients are not
+
+
+def test_gathered_loss_alone_is_infonce():
+    g = torch.Generator().manual_seed(2)
+    z1, z2 = torch.randn(2, 6, 5, generator=g, dtype=torch.float64)
+    kwargs = CASES["regularised"]
+    torch.testing.assert_close(ddp.GatheredInfoNCELoss(**kwargs)(z1, z2),
+                               InfoNCELoss(**kwargs)(z1, z2), rtol=1e-12, atol=1e-12)
+
+
+def test_knn_entropy_row_shares_average_to_the_full_estimate():
+    h = torch.randn(12, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    shares = [knn_entropy(h, slice(4 * r, 4 * r + 4)) for r in range(3)]
+    assert float(sum(shares) / 3) == pytest.approx(float(knn_entropy(h)), rel=1e-12)
+    with pytest.raises(ValueError, match="contiguous"):
+        knn_entropy(h, slice(0, 12, 2))
+
+
+def test_shard_and_view_seeds():
+    batch = torch.arange(8)
+    assert [ddp.shard(batch, r, 2).tolist() for r in range(2)] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    with pytest.raises(ValueError, match="equal shards"):
+        ddp.shard(torch.arange(7), 0, 2)
+    seeds = {ddp.view_seed(0, s, r) for s in range(50) for r in range(4)}
+    assert len(seeds) == 200 and all(0 <= s < 2**63 for s in seeds)
+
+
+def test_launched_reads_torchrun_environment(monkeypatch):
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    assert ddp.launched() is None and ddp.is_main_process()
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert ddp.launched() == (3, 4, 1) and not ddp.is_main_process()
+    monkeypatch.setenv("RANK", "4")
+    with pytest.raises(ValueError, match="RANK=4"):
+        ddp.launched()
