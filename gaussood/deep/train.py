@@ -20,11 +20,18 @@ Recipe options for CPU budgets: progressive resolution (``resolution="16:0.75,32
 (``small_crops``: extra low-resolution crops, each a positive of both global views).
 The k-NN monitor (weighted top-1 of the backbone features at the images' native
 size) runs every ``knn_every`` epochs and at the end.
+
+Multi-process training (``nproc=N``, or under ``torchrun``): ``DistributedDataParallel``
+over N ranks, ``batch_size`` images per rank (the global batch is N x batch_size, cut
+from the same per-epoch permutation as a single-process run with that batch size);
+the InfoNCE loss gathers the embeddings of every rank (``distributed.py``); rank 0
+writes the checkpoints, shows progress and runs the k-NN monitor.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import math
 import time
@@ -37,6 +44,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .augment import SimCLRAugment, two_views
+from . import distributed
 from .checkpoint import (
     CHECKPOINT_FORMAT,
     VERSION,
@@ -84,9 +92,12 @@ class TrainConfig:
     knn_every: int = 1               # epochs between k-NN evaluations (and at the end)
     steps: int | None = None         # exactly this many steps (replaces epochs and budget;
                                      # reruns a budgeted run on another machine)
+    nproc: int = 1                   # processes (DDP ranks), batch_size images each; under
+                                     # torchrun: its WORLD_SIZE
 
     def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else 0.06 * self.batch_size / 128
+        """``lr``, else 0.06 x the global batch (batch_size x nproc) / 128."""
+        return self.lr if self.lr is not None else 0.06 * self.batch_size * self.nproc / 128
 
 
 # Fields that do not change the sequence of optimiser steps: free to differ on resume.
@@ -101,6 +112,17 @@ class TrainResult:
     history: list = field(default_factory=list)
     checkpoint: Path | None = None
     total_steps: int = 0
+    rank: int = 0                    # under torchrun: this process's rank (0 writes outputs)
+
+
+def _saved_config(config: TrainConfig) -> dict:
+    """The configuration as a checkpoint stores it; ``nproc`` only when > 1, so that a
+    single-process checkpoint is what it was before multi-process training existed
+    (resume reads a missing field as its default)."""
+    saved = asdict(config)
+    if saved["nproc"] == 1:
+        del saved["nproc"]
+    return saved
 
 
 def parse_resolution(spec: str) -> list[tuple[int, float]]:
@@ -169,10 +191,12 @@ def _subset(n_total: int, n: int, seed: int) -> np.ndarray:
 class _Step:
     """One optimiser step of the configured objective, views drawn from ``gen``."""
 
-    def __init__(self, config, model, optimizer, scheduler, criterion, labels, device):
+    def __init__(self, config, model, optimizer, scheduler, criterion, labels, device,
+                 wrapped=None):
         self.config, self.model, self.optimizer, self.scheduler = config, model, optimizer, scheduler
         self.criterion, self.labels, self.device = criterion, labels, device
-        self.forward = torch.compile(model) if config.compile else model
+        wrapped = model if wrapped is None else wrapped  # DDP around model, multi-process
+        self.forward = torch.compile(wrapped) if config.compile else wrapped
         scale = (config.crop_min_scale, 1.0)
         self.augments = {size: SimCLRAugment(size=size, crop_scale=scale)
                          for size, _ in parse_resolution(config.resolution)}
@@ -210,7 +234,7 @@ def _seconds_per_step(step: _Step, images, sizes, batch_size, device, repeats: i
     """Median seconds of one step at each crop side, timed on a copy of the model."""
     trial = copy.copy(step)
     trial.model = copy.deepcopy(step.model)
-    trial.forward = trial.model
+    trial.forward = distributed.wrap_model(trial.model, device)  # DDP when multi-process
     trial.optimizer = torch.optim.SGD(trial.model.parameters(), lr=1e-4, momentum=0.9)
     trial.scheduler = torch.optim.lr_scheduler.LambdaLR(trial.optimizer, lambda s: 1.0)
     gen = torch.Generator(device=device).manual_seed(12345)
@@ -266,6 +290,12 @@ def train_encoder(train_set, config: TrainConfig | None = None, *, eval_set=None
     class; both augmented views of each image are used, so the budget in views
     matches the contrastive run). This is the baseline of the Gaussianity study.
 
+    With ``config.nproc = N > 1`` the run spawns N local processes (one per GPU on
+    CUDA, gloo on CPU) and trains with ``DistributedDataParallel``; under ``torchrun``
+    (RANK / WORLD_SIZE in the environment) or inside an initialised process group,
+    this process is one rank and nothing is spawned (``nproc`` 1 or the world size).
+    ``batch_size`` is per rank; see ``docs/distributed-training.md``.
+
     Parameters
     ----------
     eval_set : ImageSet, optional
@@ -280,19 +310,70 @@ def train_encoder(train_set, config: TrainConfig | None = None, *, eval_set=None
     should_stop : callable, optional
         Called after every step; when it returns True the run writes a checkpoint and
         returns (e.g. a deadline, or a flag set by a SIGTERM handler). Resume later.
+        With ``nproc > 1`` it is called in this process while the ranks run; under
+        torchrun on every rank, and the run stops when any rank asks.
     snapshots : bool
         Also write ``epoch<N>.pt`` (an fp16 encoder file) after every epoch into
         ``checkpoint_dir``, for studies across epochs.
     """
     config = config or TrainConfig()
+    options = dict(eval_set=eval_set, checkpoint_dir=checkpoint_dir, resume=resume,
+                   progress=progress, stop_after=stop_after, stop_after_steps=stop_after_steps,
+                   snapshots=snapshots)
+    env = distributed.launched()
+    if distributed.is_distributed() or (env is not None and env[1] > 1):
+        world = distributed.get_world_size() if distributed.is_distributed() else env[1]
+        if config.nproc not in (1, world):
+            raise ValueError(f"nproc={config.nproc}, but this process is one of {world} "
+                             "ranks (torchrun's WORLD_SIZE or an initialised process group).")
+        config = dataclasses.replace(config, nproc=world)
+        local = env[2] if env is not None else distributed.get_rank()
+        device = distributed.rank_device(pick_device(device), local)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        with distributed.process_group(distributed.backend_for(device)):
+            return _train(train_set, config, device=device, should_stop=should_stop, **options)
+    if not (isinstance(config.nproc, int) and config.nproc >= 1):
+        raise ValueError(f"nproc must be an integer >= 1; got {config.nproc!r}.")
+    if config.nproc == 1:
+        return _train(train_set, config, device=pick_device(device), should_stop=should_stop,
+                      **options)
+    # N local processes: check everything a rank would refuse here, where errors are clear
+    _validate(train_set, config, snapshots, checkpoint_dir)
+    path = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
+    if path is not None and resume and path.is_file():
+        _check_resume(path, read_payload(path), config, data_fingerprint(train_set))
     device = pick_device(device)
+    out = distributed.spawn(_train_rank, config.nproc, (train_set, config, str(device), options),
+                            device_type=device.type, should_stop=should_stop)
+    model = Encoder(config.model, out["proj_dim"])
+    model.load_state_dict(out["state_dict"])
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return TrainResult(model.eval(), out["history"], path, out["total_steps"])
+
+
+def _train_rank(train_set, config, device, options, should_stop):
+    """One spawned rank: train, and hand rank 0's result back (plain containers)."""
+    device = distributed.rank_device(torch.device(device), distributed.get_rank())
+    result = _train(train_set, config, device=device, should_stop=should_stop, **options)
+    return {"state_dict": {k: v.detach().cpu() for k, v in result.model.state_dict().items()},
+            "proj_dim": result.model.proj_dim, "history": result.history,
+            "total_steps": result.total_steps}
+
+
+def _validate(train_set, config: TrainConfig, snapshots: bool, checkpoint_dir) -> int:
+    """Check the configuration against the data; return the steps per epoch."""
     n = len(train_set)
-    steps_per_epoch = n // config.batch_size
+    global_batch = config.batch_size * config.nproc
+    steps_per_epoch = n // global_batch
     if steps_per_epoch < 1:
-        raise ValueError(f"batch_size={config.batch_size} is larger than the {n} training images.")
+        raise ValueError(f"batch_size={config.batch_size}" + (
+            f" x nproc={config.nproc}" if config.nproc > 1 else "")
+            + f" is larger than the {n} training images.")
     if config.steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.steps_per_epoch)
-    phases = parse_resolution(config.resolution)
+    parse_resolution(config.resolution)
     if config.objective not in ("infonce", "supervised"):
         raise ValueError(f"objective must be 'infonce' or 'supervised'; got {config.objective!r}.")
     if config.budget_minutes is not None and not config.budget_minutes > 0:
@@ -303,13 +384,27 @@ def train_encoder(train_set, config: TrainConfig | None = None, *, eval_set=None
         raise ValueError("checkpoint_minutes must be > 0, knn_every >= 1, small_crops >= 0.")
     if snapshots and checkpoint_dir is None:
         raise ValueError("snapshots=True needs a checkpoint_dir.")
-    supervised = config.objective == "supervised"
-    if supervised and config.small_crops:
-        raise ValueError("small_crops applies to objective='infonce' only.")
-    proj_dim, labels = config.proj_dim, None
-    if supervised:
+    if config.objective == "supervised":
+        if config.small_crops:
+            raise ValueError("small_crops applies to objective='infonce' only.")
         if train_set.labels is None or train_set.labels.min() < 0:
             raise ValueError("objective='supervised' needs a labelled training set.")
+    return steps_per_epoch
+
+
+def _train(train_set, config: TrainConfig, *, eval_set, checkpoint_dir, device, resume,
+           progress, stop_after, stop_after_steps, should_stop, snapshots) -> TrainResult:
+    """The training loop of one process: alone, or one rank of a process group."""
+    rank, world = distributed.get_rank(), distributed.get_world_size()
+    main = rank == 0
+    progress = progress and main
+    n = len(train_set)
+    steps_per_epoch = _validate(train_set, config, snapshots, checkpoint_dir)
+    global_batch = config.batch_size * world
+    phases = parse_resolution(config.resolution)
+    supervised = config.objective == "supervised"
+    proj_dim, labels = config.proj_dim, None
+    if supervised:
         proj_dim = int(train_set.labels.max()) + 1
         labels = torch.from_numpy(train_set.labels.astype(np.int64)).to(device)
     fingerprint = data_fingerprint(train_set)
@@ -321,9 +416,10 @@ def train_encoder(train_set, config: TrainConfig | None = None, *, eval_set=None
     optimizer = torch.optim.SGD(model.parameters(), lr=config.learning_rate(),
                                 momentum=config.momentum, weight_decay=config.weight_decay,
                                 nesterov=True)
+    loss_class = distributed.GatheredInfoNCELoss if world > 1 else InfoNCELoss
     criterion = (torch.nn.CrossEntropyLoss() if supervised
-                 else InfoNCELoss(config.temperature, norm_weight=config.norm_weight,
-                                  entropy_weight=config.entropy_weight))
+                 else loss_class(config.temperature, norm_weight=config.norm_weight,
+                                 entropy_weight=config.entropy_weight))
     images = torch.from_numpy(train_set.images).to(device).permute(0, 3, 1, 2)
 
     path = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
@@ -331,6 +427,7 @@ def train_encoder(train_set, config: TrainConfig | None = None, *, eval_set=None
     if path is not None and resume and path.is_file():
         state = read_payload(path)
         _check_resume(path, state, config, fingerprint)
+    wrapped = distributed.wrap_model(model, device)  # DDP when multi-process
     history, start, elapsed, acc, gen_state = [], 0, 0.0, [0.0, 0.0, 0], None
     timing = None
     if state is not None:
@@ -346,6 +443,7 @@ def train_encoder(train_set, config: TrainConfig | None = None, *, eval_set=None
         probe = _Step(config, model, optimizer, None, criterion, labels, device)
         measured = _seconds_per_step(probe, images, [s for s, _ in phases], config.batch_size,
                                      device)
+        measured = distributed.broadcast_object(measured)  # every rank: rank 0's timing
         mean_step, begin = 0.0, 0.0
         for size, end in phases:
             mean_step, begin = mean_step + (end - begin) * measured[size], end
@@ -359,7 +457,7 @@ def train_encoder(train_set, config: TrainConfig | None = None, *, eval_set=None
         total = config.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
                                                   _schedule(config, steps_per_epoch, total))
-    step_fn = _Step(config, model, optimizer, scheduler, criterion, labels, device)
+    step_fn = _Step(config, model, optimizer, scheduler, criterion, labels, device, wrapped)
     if state is not None:
         model.load_state_dict(state["encoder"]["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
@@ -367,17 +465,17 @@ def train_encoder(train_set, config: TrainConfig | None = None, *, eval_set=None
         torch.set_rng_state(state["rng"])
 
     monitor = None
-    if eval_set is not None:
+    if eval_set is not None and main:
         bank = _subset(n, config.knn_bank, config.seed)
         queries = _subset(len(eval_set), config.knn_queries, config.seed + 1)
         monitor = (train_set.images[bank], train_set.labels[bank],
                    eval_set.images[queries], eval_set.labels[queries])
 
     def save(step, gen):
-        if path is None:
+        if path is None or not main:
             return
         atomic_torch_save({
-            "format": CHECKPOINT_FORMAT, "version": VERSION, "config": asdict(config),
+            "format": CHECKPOINT_FORMAT, "version": VERSION, "config": _saved_config(config),
             "encoder": encoder_payload(model), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "epoch": step // steps_per_epoch,
             "step": step, "total_steps": total, "history": history, "elapsed": elapsed,
@@ -399,11 +497,17 @@ def train_encoder(train_set, config: TrainConfig | None = None, *, eval_set=None
             perm = torch.randperm(n, generator=gen, device=device)
             if k and gen_state is not None:  # resumed mid-epoch
                 gen.set_state(gen_state)
+        views_gen = gen
+        if world > 1:  # every rank its own views, reseeded per step (resumes need no state)
+            views_gen = torch.Generator(device=device).manual_seed(
+                distributed.view_seed(config.seed, step, rank))
         size = next(s for s, e in phases if step < e * total)
         model.train()
         t0 = time.perf_counter()
-        index = perm[k * config.batch_size:(k + 1) * config.batch_size]
-        loss = float(step_fn(images[index], index, size, gen))
+        index = distributed.shard(perm[k * global_batch:(k + 1) * global_batch], rank, world)
+        loss = step_fn(images[index], index, size, views_gen)
+        loss, stop = distributed.reduce_step(  # the global loss; stop if any rank asks
+            loss, should_stop is not None and bool(should_stop()))
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
@@ -413,9 +517,9 @@ def train_encoder(train_set, config: TrainConfig | None = None, *, eval_set=None
         epoch_end = k == steps_per_epoch - 1 or step == total - 1
         if epoch_end:
             record = {"epoch": epoch + 1, "step": step + 1, "views": 2 * (step + 1) *
-                      config.batch_size, "resolution": size, "loss": acc[0] / acc[2],
+                      global_batch, "resolution": size, "loss": acc[0] / acc[2],
                       "seconds": acc[1], "elapsed": elapsed,
-                      "views_per_s": 2 * acc[2] * config.batch_size / acc[1],
+                      "views_per_s": 2 * acc[2] * global_batch / acc[1],
                       "lr": scheduler.get_last_lr()[0], "knn_top1": None}
             if monitor is not None and ((epoch + 1) % config.knn_every == 0 or step == total - 1):
                 bank_x, bank_y, query_x, query_y = monitor
@@ -430,12 +534,11 @@ def train_encoder(train_set, config: TrainConfig | None = None, *, eval_set=None
                 tqdm.write(f"epoch {epoch + 1} (step {step + 1}/{total}, {size} px): loss "
                            f"{record['loss']:.4f}, {record['views_per_s']:.0f} views/s, "
                            f"{elapsed / 60:.1f} min{knn}")
-        stop = should_stop is not None and bool(should_stop())
         if (epoch_end or step == end - 1 or stop
                 or time.monotonic() - last_save >= 60 * config.checkpoint_minutes):
-            save(step + 1, None if epoch_end else gen)
+            save(step + 1, None if epoch_end or world > 1 else gen)
             last_save = time.monotonic()
-            if snapshots and epoch_end:
+            if snapshots and epoch_end and main:
                 save_encoder(model, path.parent / f"epoch{epoch + 1}.pt", half=True)
         if stop:
             if progress:
@@ -443,7 +546,7 @@ def train_encoder(train_set, config: TrainConfig | None = None, *, eval_set=None
                            + ("" if path is None else f"; resume from {path}"))
             break
     bar.close()
-    return TrainResult(model.eval(), history, path, total)
+    return TrainResult(model.eval(), history, path, total, rank)
 
 
 __all__ = ["TrainConfig", "TrainResult", "train_encoder", "knn_top1", "data_fingerprint",
