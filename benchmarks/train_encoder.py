@@ -18,6 +18,10 @@ Run (CPU default, under 30 minutes on 2 cores):
 Budgeted CPU recipe (see benchmarks/results/cpu_recipe.md):
     python benchmarks/train_encoder.py --threads 1 --budget-minutes 240 --resolution 16:0.75,32
 GPU (ResNet-18): python benchmarks/train_encoder.py --model resnet18 --epochs 30 --batch-size 512
+Several processes (DistributedDataParallel; --batch-size is per process, see
+docs/distributed-training.md): add --nproc N (spawns N local ranks, one per GPU on CUDA),
+or launch with torchrun (one process per GPU; only rank 0 writes the outputs):
+    torchrun --standalone --nproc-per-node 4 benchmarks/train_encoder.py --model resnet18 ...
 """
 
 from __future__ import annotations
@@ -106,6 +110,8 @@ def main(argv=None):
     result = train_encoder(train, config, eval_set=test, checkpoint_dir=work, device=device,
                            snapshots=args.snapshots, should_stop=lambda: bool(terminated) or (
                                deadline is not None and time.monotonic() > deadline))
+    if result.rank != 0:
+        return  # torchrun: rank 0 writes the outputs
     wall = time.perf_counter() - start
     final = result.history[-1] if result.history else {"step": 0}
     done = torch.load(work / "last.pt", weights_only=True)["step"]

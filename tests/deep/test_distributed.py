@@ -160,3 +160,74 @@ def test_launched_reads_torchrun_environment(monkeypatch):
     monkeypatch.setenv("RANK", "4")
     with pytest.raises(ValueError, match="RANK=4"):
         ddp.launched()
+
+
+# ---------------------------------------------------------------- train_encoder, 2 ranks
+def tiny_set(n=64, seed=0):
+    """Two visually distinct classes (as in test_train): dark and bright noise images."""
+    from gaussood.deep import ImageSet
+
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    images = rng.integers(0, 60, size=(n, 32, 32, 3)).astype(np.uint8)
+    images[labels == 1] += 150
+    return ImageSet(images=images, labels=labels.astype(np.int64), name="tiny",
+                    classes=["dark", "bright"], source=f"synthetic test images, n={n}")
+
+
+DDP_RUN = dict(model="small", epochs=2, batch_size=8, steps_per_epoch=2, resolution="16",
+               knn_bank=32, knn_queries=16, knn_k=5, seed=3, nproc=2)
+
+
+def _weights(model):
+    return torch.cat([p.detach().flatten() for p in model.state_dict().values()
+                      if p.is_floating_point()])
+
+
+def test_train_encoder_on_2_processes_checkpoints_and_resumes_exactly(tmp_path):
+    train, test, cfg = tiny_set(), tiny_set(32, seed=1), TrainConfig(**DDP_RUN)
+    full = train_encoder(train, cfg, eval_set=test, checkpoint_dir=tmp_path / "a",
+                         progress=False)
+    assert full.total_steps == 4 and [h["epoch"] for h in full.history] == [1, 2]
+    assert full.history[-1]["views"] == 2 * 4 * 16  # 2 views x 4 steps x global batch 16
+    assert all(np.isfinite(h["loss"]) and 0 <= h["knn_top1"] <= 1 for h in full.history)
+    state = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    assert state["config"]["nproc"] == 2 and state["step"] == 4
+    torch.testing.assert_close(_weights(load_encoder(tmp_path / "a" / "last.pt")),
+                               _weights(full.model))  # rank 0's model came back
+
+    cut = train_encoder(train, cfg, checkpoint_dir=tmp_path / "b", progress=False,
+                        stop_after_steps=1)                       # step 1: mid-epoch 1
+    assert cut.history == []
+    state = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert state["step"] == 1 and state["gen"] is None  # views are seeded per step and rank
+    # should_stop is polled in this process; the ranks stop together after some step
+    train_encoder(train, cfg, checkpoint_dir=tmp_path / "b", progress=False,
+                  should_stop=lambda: True)
+    assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["step"] >= 2
+    with pytest.raises(ValueError, match="nproc: 2 -> 1"):
+        train_encoder(train, dataclasses.replace(cfg, nproc=1), checkpoint_dir=tmp_path / "b",
+                      progress=False)
+    resumed = train_encoder(train, cfg, eval_set=test, checkpoint_dir=tmp_path / "b",
+                            progress=False)
+    torch.testing.assert_close(_weights(resumed.model), _weights(full.model), rtol=1e-5,
+                               atol=1e-6)
+    assert [h["loss"] for h in resumed.history] == pytest.approx(
+        [h["loss"] for h in full.history], rel=1e-5)
+
+
+def test_nproc_configuration_errors_come_from_the_calling_process(tmp_path):
+    with pytest.raises(ValueError, match=r"batch_size=8 x nproc=16 is larger"):
+        train_encoder(tiny_set(), TrainConfig(**{**DDP_RUN, "nproc": 16}), progress=False)
+    with pytest.raises(ValueError, match="nproc must be an integer >= 1"):
+        train_encoder(tiny_set(), TrainConfig(**{**DDP_RUN, "nproc": 0}), progress=False)
+    cfg = TrainConfig(**DDP_RUN)
+    assert cfg.learning_rate() == pytest.approx(0.06 * 16 / 128)  # from the global batch
+    assert dataclasses.replace(cfg, lr=0.3).learning_rate() == 0.3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2,
+                    reason="needs 2 CUDA GPUs")
+def test_train_encoder_on_2_gpus(tmp_path):
+    result = train_encoder(tiny_set(), TrainConfig(**DDP_RUN), device="cuda", progress=False)
+    assert np.isfinite(result.history[-1]["loss"])
