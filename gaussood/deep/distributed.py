@@ -158,8 +158,8 @@ def reduce_step(loss: torch.Tensor, stop: bool) -> tuple[float, bool]:
     to stop (so that all stop after the same step)."""
     if not is_distributed():
         return float(loss), bool(stop)
-    vals = torch.stack([loss.detach().float().reshape(()),
-                        torch.tensor(float(stop), device=loss.device)])
+    loss = loss.detach().reshape(())
+    vals = torch.stack([loss, torch.tensor(float(stop), dtype=loss.dtype, device=loss.device)])
     dist.all_reduce(vals, op=dist.ReduceOp.SUM)
     return float(vals[0]) / dist.get_world_size(), bool(vals[1] > 0)
 
