@@ -41,6 +41,10 @@ SECTIONS = [
      "training.md#training-gaussooddeeptrain_encoder"),
     ("gaussood.deep.data", ["DATASETS"], "datasets by name",
      "training.md#datasets-gaussooddeepload_dataset"),
+    ("gaussood.deep.distributed", ["GatheredInfoNCELoss", "all_gather_with_grad", "spawn",
+                                   "launched", "is_main_process"],
+     "multi-process (DDP) training: the gathered InfoNCE loss, launching ranks",
+     "distributed-training.md"),
     ("gaussood.cli", ["main", "build_parser"], "the `gaussood` command", "cli.md"),
 ]
 

@@ -191,6 +191,7 @@ class GatheredInfoNCELoss(InfoNCELoss):
         self.gather = gather or all_gather_with_grad
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        """This rank's share of the global-batch loss; z1, z2: its shard, (n, D) -> scalar."""
         n = self._check_pair(z1, z2, min_rows=1)
         rank, world = get_rank(), get_world_size()
         gathered = self.gather(torch.cat([z1, z2], dim=1))     # (W n, 2 D)
