@@ -1,10 +1,11 @@
 """Multi-process InfoNCE training: ranks, the gathered loss, launching local processes.
 
-``train_encoder`` runs with ``TrainConfig(nproc=N)`` in N local processes (spawned
-here; gloo on CPU, NCCL on CUDA, one GPU per process), or under ``torchrun`` (the
-environment's RANK / WORLD_SIZE / LOCAL_RANK name the process; nothing is spawned).
-The model is wrapped in ``DistributedDataParallel``; every step each rank embeds its
-shard of the global batch, and the loss is computed on the embeddings of all ranks.
+``train_encoder(..., nproc=N)`` runs in N local processes (spawned here; gloo on CPU,
+NCCL on CUDA, one GPU per process), or under ``torchrun`` (the environment's RANK /
+WORLD_SIZE / LOCAL_RANK name the process; nothing is spawned). The model is wrapped
+in ``DistributedDataParallel``; every step each rank embeds its shard of the global
+batch (``TrainConfig.batch_size``, split evenly), and the loss is computed on the
+embeddings of all ranks.
 
 Gathering with gradients. A plain ``all_gather`` returns tensors without autograd
 history, and the widely copied "GatherLayer" hands each rank back only the gradient
@@ -152,16 +153,26 @@ def broadcast_object(obj, src: int = 0):
     return box[0]
 
 
-def reduce_step(loss: torch.Tensor, stop: bool) -> tuple[float, bool]:
-    """One all-reduce for the bookkeeping of a step: the mean over ranks of ``loss``
-    (each rank's share; its mean is the global-batch loss) and whether any rank asks
-    to stop (so that all stop after the same step)."""
+def mean_over_ranks(loss: torch.Tensor) -> float:
+    """The mean over ranks of the scalar ``loss`` (each rank's share of the global-batch
+    loss; their mean is that loss), as a float; ``float(loss)`` when alone."""
     if not is_distributed():
-        return float(loss), bool(stop)
-    loss = loss.detach().reshape(())
-    vals = torch.stack([loss, torch.tensor(float(stop), dtype=loss.dtype, device=loss.device)])
-    dist.all_reduce(vals, op=dist.ReduceOp.SUM)
-    return float(vals[0]) / dist.get_world_size(), bool(vals[1] > 0)
+        return float(loss)
+    loss = loss.detach().reshape(()).clone()
+    dist.all_reduce(loss, op=dist.ReduceOp.SUM)
+    return float(loss) / dist.get_world_size()
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when ``flag`` is True on any (so that a stop asked by one
+    rank stops all after the same step); ``flag`` itself when alone."""
+    if not is_distributed():
+        return bool(flag)
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" \
+        else torch.device("cpu")
+    value = torch.tensor(float(bool(flag)), device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value > 0)
 
 
 # ------------------------------------------------------------------ the gathered loss
@@ -316,6 +327,6 @@ def _worker(rank, world, init, device_type, threads, fn, args, result, stop):
             torch.save(out, result)
 
 
-__all__ = ["GatheredInfoNCELoss", "all_gather_with_grad", "broadcast_object", "get_rank",
-           "get_world_size", "is_distributed", "is_main_process", "launched", "reduce_step",
-           "spawn", "wrap_model", "shard", "process_group", "view_seed"]
+__all__ = ["GatheredInfoNCELoss", "all_gather_with_grad", "any_rank", "broadcast_object",
+           "get_rank", "get_world_size", "is_distributed", "is_main_process", "launched",
+           "mean_over_ranks", "spawn", "wrap_model", "shard", "process_group", "view_seed"]

@@ -21,19 +21,21 @@ Recipe options for CPU budgets: progressive resolution (``resolution="16:0.75,32
 The k-NN monitor (weighted top-1 of the backbone features at the images' native
 size) runs every ``knn_every`` epochs and at the end.
 
-Multi-process training (``nproc=N``, or under ``torchrun``): ``DistributedDataParallel``
-over N ranks, ``batch_size`` images per rank (the global batch is N x batch_size, cut
-from the same per-epoch permutation as a single-process run with that batch size);
-the InfoNCE loss gathers the embeddings of every rank (``distributed.py``); rank 0
-writes the checkpoints, shows progress and runs the k-NN monitor.
+Multi-process training (``train_encoder(..., nproc=N)``, or under ``torchrun``):
+``DistributedDataParallel`` over N ranks. ``batch_size`` stays the global batch, the
+same images as a single-process run (cut from the same per-epoch permutation), split
+into N equal shards, one per rank; the default learning rate is unchanged, so a
+configuration means the same run whatever N is. The InfoNCE loss gathers the
+embeddings of every rank (``distributed.py``); rank 0 writes the checkpoints, shows
+progress and runs the k-NN monitor.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import math
+import numbers
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -92,12 +94,10 @@ class TrainConfig:
     knn_every: int = 1               # epochs between k-NN evaluations (and at the end)
     steps: int | None = None         # exactly this many steps (replaces epochs and budget;
                                      # reruns a budgeted run on another machine)
-    nproc: int = 1                   # processes (DDP ranks), batch_size images each; under
-                                     # torchrun: its WORLD_SIZE
 
     def learning_rate(self) -> float:
-        """``lr``, else 0.06 x the global batch (batch_size x nproc) / 128."""
-        return self.lr if self.lr is not None else 0.06 * self.batch_size * self.nproc / 128
+        """``lr``, else 0.06 x batch_size (the global batch, whatever the processes) / 128."""
+        return self.lr if self.lr is not None else 0.06 * self.batch_size / 128
 
 
 # Fields that do not change the sequence of optimiser steps: free to differ on resume.
@@ -113,16 +113,7 @@ class TrainResult:
     checkpoint: Path | None = None
     total_steps: int = 0
     rank: int = 0                    # under torchrun: this process's rank (0 writes outputs)
-
-
-def _saved_config(config: TrainConfig) -> dict:
-    """The configuration as a checkpoint stores it; ``nproc`` only when > 1, so that a
-    single-process checkpoint is what it was before multi-process training existed
-    (resume reads a missing field as its default)."""
-    saved = asdict(config)
-    if saved["nproc"] == 1:
-        del saved["nproc"]
-    return saved
+    world_size: int = 1              # processes (DDP ranks) that trained it
 
 
 def parse_resolution(spec: str) -> list[tuple[int, float]]:
@@ -254,9 +245,17 @@ def _seconds_per_step(step: _Step, images, sizes, batch_size, device, repeats: i
     return out
 
 
-def _check_resume(path: Path, state: dict, config: TrainConfig, fingerprint: dict) -> None:
+def _check_resume(path: Path, state: dict, config: TrainConfig, fingerprint: dict,
+                  world: int = 1, stacklevel: int = 3) -> None:
     if state["format"] != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is an encoder file, not a training checkpoint.")
+    saved_world = int(state.get("world_size", 1))  # written only when > 1
+    if saved_world != world:
+        raise ValueError(
+            f"{path} was written by a run on {saved_world} process(es); this run has "
+            f"{world}. Resume with nproc={saved_world} (the BatchNorm statistics are per "
+            "rank and the augmentations are seeded per rank, so the number of processes "
+            "shapes the run), or use a new checkpoint_dir or resume=False.")
     saved = state["config"]
     defaults = asdict(TrainConfig())
     changed = [f"{name}: {saved.get(name, defaults[name])!r} -> {value!r}"
@@ -269,7 +268,7 @@ def _check_resume(path: Path, state: dict, config: TrainConfig, fingerprint: dic
     if data is None:
         warnings.warn(f"{path} does not record its training data (written by an older "
                       "gaussood); resuming without checking that the data are the same.",
-                      UserWarning, stacklevel=3)
+                      UserWarning, stacklevel=stacklevel)
     elif data["sha256"] != fingerprint["sha256"]:
         raise ValueError(
             f"{path} was trained on other data ({data['name']}, n={data['n']}, classes "
@@ -282,7 +281,7 @@ def train_encoder(train_set, config: TrainConfig | None = None, *, eval_set=None
                   checkpoint_dir=None, device="auto", resume: bool = True,
                   progress: bool = True, stop_after: int | None = None,
                   stop_after_steps: int | None = None, should_stop=None,
-                  snapshots: bool = False) -> TrainResult:
+                  snapshots: bool = False, nproc: int = 1) -> TrainResult:
     """Train an encoder with InfoNCE on ``train_set`` (an ``ImageSet``).
 
     With ``config.objective == "supervised"`` the same architecture is trained
@@ -290,11 +289,14 @@ def train_encoder(train_set, config: TrainConfig | None = None, *, eval_set=None
     class; both augmented views of each image are used, so the budget in views
     matches the contrastive run). This is the baseline of the Gaussianity study.
 
-    With ``config.nproc = N > 1`` the run spawns N local processes (one per GPU on
-    CUDA, gloo on CPU) and trains with ``DistributedDataParallel``; under ``torchrun``
+    With ``nproc = N > 1`` the run spawns N local processes (one per GPU on CUDA,
+    gloo on CPU) and trains with ``DistributedDataParallel``; under ``torchrun``
     (RANK / WORLD_SIZE in the environment) or inside an initialised process group,
-    this process is one rank and nothing is spawned (``nproc`` 1 or the world size).
-    ``batch_size`` is per rank; see ``docs/distributed-training.md``.
+    this process is one rank, nothing is spawned and N is the world size (``nproc``
+    must then be 1, the default, or that size). ``config.batch_size`` is the global
+    batch, split evenly across the ranks (it must be a multiple of N), and the
+    default learning rate is that of a single-process run: the configuration means
+    the same run whatever N is. See ``docs/distributed-training.md``.
 
     Parameters
     ----------
@@ -315,42 +317,45 @@ def train_encoder(train_set, config: TrainConfig | None = None, *, eval_set=None
     snapshots : bool
         Also write ``epoch<N>.pt`` (an fp16 encoder file) after every epoch into
         ``checkpoint_dir``, for studies across epochs.
+    nproc : int
+        Processes (DDP ranks), see above. A checkpoint of an N-process run records N
+        (``world_size``) and resumes only with N processes.
     """
     config = config or TrainConfig()
+    if isinstance(nproc, bool) or not isinstance(nproc, numbers.Integral) or nproc < 1:
+        raise ValueError(f"nproc must be an integer >= 1; got {nproc!r}.")
+    nproc = int(nproc)
     options = dict(eval_set=eval_set, checkpoint_dir=checkpoint_dir, resume=resume,
                    progress=progress, stop_after=stop_after, stop_after_steps=stop_after_steps,
                    snapshots=snapshots)
     env = distributed.launched()
     if distributed.is_distributed() or (env is not None and env[1] > 1):
         world = distributed.get_world_size() if distributed.is_distributed() else env[1]
-        if config.nproc not in (1, world):
-            raise ValueError(f"nproc={config.nproc}, but this process is one of {world} "
-                             "ranks (torchrun's WORLD_SIZE or an initialised process group).")
-        config = dataclasses.replace(config, nproc=world)
+        if nproc not in (1, world):
+            raise ValueError(f"nproc={nproc}, but this process is one of {world} ranks "
+                             "(torchrun's WORLD_SIZE or an initialised process group).")
         local = env[2] if env is not None else distributed.get_rank()
         device = distributed.rank_device(pick_device(device), local)
         if device.type == "cuda":
             torch.cuda.set_device(device)
         with distributed.process_group(distributed.backend_for(device)):
             return _train(train_set, config, device=device, should_stop=should_stop, **options)
-    if not (isinstance(config.nproc, int) and config.nproc >= 1):
-        raise ValueError(f"nproc must be an integer >= 1; got {config.nproc!r}.")
-    if config.nproc == 1:
+    if nproc == 1:
         return _train(train_set, config, device=pick_device(device), should_stop=should_stop,
                       **options)
     # N local processes: check everything a rank would refuse here, where errors are clear
-    _validate(train_set, config, snapshots, checkpoint_dir)
+    _validate(train_set, config, snapshots, checkpoint_dir, nproc)
     path = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
     if path is not None and resume and path.is_file():
-        _check_resume(path, read_payload(path), config, data_fingerprint(train_set))
+        _check_resume(path, read_payload(path), config, data_fingerprint(train_set), nproc)
     device = pick_device(device)
-    out = distributed.spawn(_train_rank, config.nproc, (train_set, config, str(device), options),
+    out = distributed.spawn(_train_rank, nproc, (train_set, config, str(device), options),
                             device_type=device.type, should_stop=should_stop)
     model = Encoder(config.model, out["proj_dim"])
     model.load_state_dict(out["state_dict"])
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return TrainResult(model.eval(), out["history"], path, out["total_steps"])
+    return TrainResult(model.eval(), out["history"], path, out["total_steps"], 0, nproc)
 
 
 def _train_rank(train_set, config, device, options, should_stop):
@@ -362,15 +367,17 @@ def _train_rank(train_set, config, device, options, should_stop):
             "total_steps": result.total_steps}
 
 
-def _validate(train_set, config: TrainConfig, snapshots: bool, checkpoint_dir) -> int:
-    """Check the configuration against the data; return the steps per epoch."""
+def _validate(train_set, config: TrainConfig, snapshots: bool, checkpoint_dir,
+              world: int = 1) -> int:
+    """Check the configuration against the data (and ``world`` processes); return the
+    steps per epoch."""
     n = len(train_set)
-    global_batch = config.batch_size * config.nproc
-    steps_per_epoch = n // global_batch
+    if world > 1 and config.batch_size % world:
+        raise ValueError(f"batch_size={config.batch_size} is the global batch and must split "
+                         f"evenly across the {world} processes; use a multiple of {world}.")
+    steps_per_epoch = n // config.batch_size
     if steps_per_epoch < 1:
-        raise ValueError(f"batch_size={config.batch_size}" + (
-            f" x nproc={config.nproc}" if config.nproc > 1 else "")
-            + f" is larger than the {n} training images.")
+        raise ValueError(f"batch_size={config.batch_size} is larger than the {n} training images.")
     if config.steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.steps_per_epoch)
     parse_resolution(config.resolution)
@@ -399,8 +406,7 @@ def _train(train_set, config: TrainConfig, *, eval_set, checkpoint_dir, device, 
     main = rank == 0
     progress = progress and main
     n = len(train_set)
-    steps_per_epoch = _validate(train_set, config, snapshots, checkpoint_dir)
-    global_batch = config.batch_size * world
+    steps_per_epoch = _validate(train_set, config, snapshots, checkpoint_dir, world)
     phases = parse_resolution(config.resolution)
     supervised = config.objective == "supervised"
     proj_dim, labels = config.proj_dim, None
@@ -426,7 +432,7 @@ def _train(train_set, config: TrainConfig, *, eval_set, checkpoint_dir, device, 
     state = None
     if path is not None and resume and path.is_file():
         state = read_payload(path)
-        _check_resume(path, state, config, fingerprint)
+        _check_resume(path, state, config, fingerprint, world, stacklevel=4)  # the caller's
     wrapped = distributed.wrap_model(model, device)  # DDP when multi-process
     history, start, elapsed, acc, gen_state = [], 0, 0.0, [0.0, 0.0, 0], None
     timing = None
@@ -441,8 +447,8 @@ def _train(train_set, config: TrainConfig, *, eval_set, checkpoint_dir, device, 
         total = config.steps
     elif config.budget_minutes is not None:
         probe = _Step(config, model, optimizer, None, criterion, labels, device)
-        measured = _seconds_per_step(probe, images, [s for s, _ in phases], config.batch_size,
-                                     device)
+        measured = _seconds_per_step(probe, images, [s for s, _ in phases],
+                                     config.batch_size // world, device)  # one rank's shard
         measured = distributed.broadcast_object(measured)  # every rank: rank 0's timing
         mean_step, begin = 0.0, 0.0
         for size, end in phases:
@@ -474,14 +480,17 @@ def _train(train_set, config: TrainConfig, *, eval_set, checkpoint_dir, device, 
     def save(step, gen):
         if path is None or not main:
             return
-        atomic_torch_save({
-            "format": CHECKPOINT_FORMAT, "version": VERSION, "config": _saved_config(config),
+        payload = {
+            "format": CHECKPOINT_FORMAT, "version": VERSION, "config": asdict(config),
             "encoder": encoder_payload(model), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "epoch": step // steps_per_epoch,
             "step": step, "total_steps": total, "history": history, "elapsed": elapsed,
             "epoch_acc": acc, "rng": torch.get_rng_state(),
             "gen": None if gen is None else gen.get_state(), "data": fingerprint,
-            "timing": timing}, path)
+            "timing": timing}
+        if world > 1:  # only then: single-process checkpoints are as they always were
+            payload["world_size"] = world
+        atomic_torch_save(payload, path)
 
     end = total
     if stop_after is not None:
@@ -504,10 +513,10 @@ def _train(train_set, config: TrainConfig, *, eval_set, checkpoint_dir, device, 
         size = next(s for s, e in phases if step < e * total)
         model.train()
         t0 = time.perf_counter()
-        index = distributed.shard(perm[k * global_batch:(k + 1) * global_batch], rank, world)
-        loss = step_fn(images[index], index, size, views_gen)
-        loss, stop = distributed.reduce_step(  # the global loss; stop if any rank asks
-            loss, should_stop is not None and bool(should_stop()))
+        index = distributed.shard(perm[k * config.batch_size:(k + 1) * config.batch_size],
+                                  rank, world)  # the whole batch when alone
+        loss = distributed.mean_over_ranks(  # the global-batch loss
+            step_fn(images[index], index, size, views_gen))
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
@@ -517,9 +526,9 @@ def _train(train_set, config: TrainConfig, *, eval_set, checkpoint_dir, device, 
         epoch_end = k == steps_per_epoch - 1 or step == total - 1
         if epoch_end:
             record = {"epoch": epoch + 1, "step": step + 1, "views": 2 * (step + 1) *
-                      global_batch, "resolution": size, "loss": acc[0] / acc[2],
+                      config.batch_size, "resolution": size, "loss": acc[0] / acc[2],
                       "seconds": acc[1], "elapsed": elapsed,
-                      "views_per_s": 2 * acc[2] * global_batch / acc[1],
+                      "views_per_s": 2 * acc[2] * config.batch_size / acc[1],
                       "lr": scheduler.get_last_lr()[0], "knn_top1": None}
             if monitor is not None and ((epoch + 1) % config.knn_every == 0 or step == total - 1):
                 bank_x, bank_y, query_x, query_y = monitor
@@ -534,6 +543,7 @@ def _train(train_set, config: TrainConfig, *, eval_set, checkpoint_dir, device, 
                 tqdm.write(f"epoch {epoch + 1} (step {step + 1}/{total}, {size} px): loss "
                            f"{record['loss']:.4f}, {record['views_per_s']:.0f} views/s, "
                            f"{elapsed / 60:.1f} min{knn}")
+        stop = distributed.any_rank(should_stop is not None and bool(should_stop()))
         if (epoch_end or step == end - 1 or stop
                 or time.monotonic() - last_save >= 60 * config.checkpoint_minutes):
             save(step + 1, None if epoch_end or world > 1 else gen)
@@ -546,7 +556,7 @@ def _train(train_set, config: TrainConfig, *, eval_set, checkpoint_dir, device, 
                            + ("" if path is None else f"; resume from {path}"))
             break
     bar.close()
-    return TrainResult(model.eval(), history, path, total, rank)
+    return TrainResult(model.eval(), history, path, total, rank, world)
 
 
 __all__ = ["TrainConfig", "TrainResult", "train_encoder", "knn_top1", "data_fingerprint",

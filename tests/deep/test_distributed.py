@@ -70,7 +70,8 @@ def _grad_worker(out_dir, should_stop):
         z1, z2 = model(torch.cat([v1, v2]))[1].chunk(2)
         loss = loss_fn(z1, z2)
         loss.backward()
-        value, _ = ddp.reduce_step(loss, False)
+        value = ddp.mean_over_ranks(loss)
+        assert ddp.any_rank(rank == 1) and not ddp.any_rank(False)
         torch.save({"loss": value, "share": float(loss.detach()),
                     "grads": {k: p.grad for k, p in model.module.named_parameters()}},
                    f"{out_dir}/{case}-{str(dtype)[6:]}-{rank}.pt")
@@ -182,8 +183,9 @@ def tiny_set(n=64, seed=0):
                     classes=["dark", "bright"], source=f"synthetic test images, n={n}")
 
 
-DDP_RUN = dict(model="small", epochs=2, batch_size=8, steps_per_epoch=2, resolution="16",
-               knn_bank=32, knn_queries=16, knn_k=5, seed=3, nproc=2)
+# batch_size is the global batch: 16 images, 8 per rank
+DDP_RUN = dict(model="small", epochs=2, batch_size=16, steps_per_epoch=2, resolution="16",
+               knn_bank=32, knn_queries=16, knn_k=5, seed=3)
 
 
 def _weights(model):
@@ -194,47 +196,89 @@ def _weights(model):
 def test_train_encoder_on_2_processes_checkpoints_and_resumes_exactly(tmp_path):
     train, test, cfg = tiny_set(), tiny_set(32, seed=1), TrainConfig(**DDP_RUN)
     full = train_encoder(train, cfg, eval_set=test, checkpoint_dir=tmp_path / "a",
-                         progress=False)
+                         progress=False, nproc=2)
     assert full.total_steps == 4 and [h["epoch"] for h in full.history] == [1, 2]
+    assert full.world_size == 2 and full.rank == 0
     assert full.history[-1]["views"] == 2 * 4 * 16  # 2 views x 4 steps x global batch 16
     assert all(np.isfinite(h["loss"]) and 0 <= h["knn_top1"] <= 1 for h in full.history)
     state = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
-    assert state["config"]["nproc"] == 2 and state["step"] == 4
+    assert state["world_size"] == 2 and state["step"] == 4
+    assert state["config"] == dataclasses.asdict(cfg)  # the config holds no process count
     torch.testing.assert_close(_weights(load_encoder(tmp_path / "a" / "last.pt")),
                                _weights(full.model))  # rank 0's model came back
 
     cut = train_encoder(train, cfg, checkpoint_dir=tmp_path / "b", progress=False,
-                        stop_after_steps=1)                       # step 1: mid-epoch 1
+                        stop_after_steps=1, nproc=2)              # step 1: mid-epoch 1
     assert cut.history == []
     state = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
     assert state["step"] == 1 and state["gen"] is None  # views are seeded per step and rank
     # should_stop is polled in this process; the ranks stop together after some step
     train_encoder(train, cfg, checkpoint_dir=tmp_path / "b", progress=False,
-                  should_stop=lambda: True)
+                  should_stop=lambda: True, nproc=2)
     assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["step"] >= 2
-    with pytest.raises(ValueError, match="nproc: 2 -> 1"):
-        train_encoder(train, dataclasses.replace(cfg, nproc=1), checkpoint_dir=tmp_path / "b",
-                      progress=False)
+    with pytest.raises(ValueError, match=r"run on 2 process\(es\); this run has 1"):
+        train_encoder(train, cfg, checkpoint_dir=tmp_path / "b", progress=False)
     resumed = train_encoder(train, cfg, eval_set=test, checkpoint_dir=tmp_path / "b",
-                            progress=False)
+                            progress=False, nproc=2)
     torch.testing.assert_close(_weights(resumed.model), _weights(full.model), rtol=1e-5,
                                atol=1e-6)
     assert [h["loss"] for h in resumed.history] == pytest.approx(
         [h["loss"] for h in full.history], rel=1e-5)
 
 
-def test_nproc_configuration_errors_come_from_the_calling_process(tmp_path):
-    with pytest.raises(ValueError, match=r"batch_size=8 x nproc=16 is larger"):
-        train_encoder(tiny_set(), TrainConfig(**{**DDP_RUN, "nproc": 16}), progress=False)
-    with pytest.raises(ValueError, match="nproc must be an integer >= 1"):
-        train_encoder(tiny_set(), TrainConfig(**{**DDP_RUN, "nproc": 0}), progress=False)
-    cfg = TrainConfig(**DDP_RUN)
-    assert cfg.learning_rate() == pytest.approx(0.06 * 16 / 128)  # from the global batch
-    assert dataclasses.replace(cfg, lr=0.3).learning_rate() == 0.3
+def test_resume_with_another_number_of_processes_is_refused(tmp_path):
+    """Checked before any rank starts: a single-process checkpoint (no world_size key)
+    does not resume with 2 processes, nor a 2-process one with 1 or 4."""
+    train, cfg = tiny_set(), TrainConfig(**{**DDP_RUN, "steps": 1})
+    one, two = tmp_path / "one", tmp_path / "two"
+    train_encoder(train, cfg, checkpoint_dir=one, progress=False)
+    state = torch.load(one / "last.pt", weights_only=True)
+    assert "world_size" not in state
+    with pytest.raises(ValueError, match=r"run on 1 process\(es\); this run has 2\. "
+                                         r"Resume with nproc=1"):
+        train_encoder(train, cfg, checkpoint_dir=one, progress=False, nproc=2)
+    two.mkdir()
+    torch.save({**state, "world_size": 2}, two / "last.pt")  # as a 2-process run writes it
+    for nproc in (1, 4):
+        with pytest.raises(ValueError, match=rf"run on 2 process\(es\); this run has {nproc}"
+                                             r"\. Resume with nproc=2"):
+            train_encoder(train, cfg, checkpoint_dir=two, progress=False, nproc=nproc)
+
+
+def test_nproc_configuration_errors_come_from_the_calling_process():
+    with pytest.raises(ValueError, match=r"batch_size=16 is the global batch and must split "
+                                         r"evenly across the 3 processes"):
+        train_encoder(tiny_set(), TrainConfig(**DDP_RUN), progress=False, nproc=3)
+    with pytest.raises(ValueError, match=r"batch_size=128 is larger than the 64"):
+        train_encoder(tiny_set(), TrainConfig(**{**DDP_RUN, "batch_size": 128}),
+                      progress=False, nproc=2)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="nproc must be an integer >= 1"):
+            train_encoder(tiny_set(), TrainConfig(**DDP_RUN), progress=False, nproc=bad)
+    assert "nproc" not in {f.name for f in dataclasses.fields(TrainConfig)}
+    # the default learning rate is the single-process one: batch_size is the global batch
+    assert TrainConfig(**DDP_RUN).learning_rate() == pytest.approx(0.06 * 16 / 128)
+
+
+def test_torchrun_world_size_conflicts_with_an_explicit_nproc(monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    with pytest.raises(ValueError, match="nproc=4, but this process is one of 2 ranks"):
+        train_encoder(tiny_set(), TrainConfig(**DDP_RUN), progress=False, nproc=4)
+
+
+def test_global_batch_holds_the_single_process_images():
+    """The ranks' shards of step k, concatenated in rank order, are the batch of step k
+    of a single-process run with the same batch_size and seed."""
+    perm = torch.randperm(64, generator=torch.Generator().manual_seed(5))
+    batch = perm[16:32]
+    torch.testing.assert_close(torch.cat([ddp.shard(batch, r, 4) for r in range(4)]), batch)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2,
                     reason="needs 2 CUDA GPUs")
 def test_train_encoder_on_2_gpus(tmp_path):
-    result = train_encoder(tiny_set(), TrainConfig(**DDP_RUN), device="cuda", progress=False)
+    result = train_encoder(tiny_set(), TrainConfig(**DDP_RUN), device="cuda", progress=False,
+                           nproc=2)
     assert np.isfinite(result.history[-1]["loss"])
