@@ -18,9 +18,10 @@ Run (CPU default, under 30 minutes on 2 cores):
 Budgeted CPU recipe (see benchmarks/results/cpu_recipe.md):
     python benchmarks/train_encoder.py --threads 1 --budget-minutes 240 --resolution 16:0.75,32
 GPU (ResNet-18): python benchmarks/train_encoder.py --model resnet18 --epochs 30 --batch-size 512
-Several processes (DistributedDataParallel; --batch-size is per process, see
-docs/distributed-training.md): add --nproc N (spawns N local ranks, one per GPU on CUDA),
-or launch with torchrun (one process per GPU; only rank 0 writes the outputs):
+Several processes (DistributedDataParallel; --batch-size stays the global batch, split
+across them, and the run is the same recipe, see docs/distributed-training.md): add
+--nproc N (spawns N local ranks, one per GPU on CUDA), or launch with torchrun (one
+process per GPU; only rank 0 writes the outputs):
     torchrun --standalone --nproc-per-node 4 benchmarks/train_encoder.py --model resnet18 ...
 """
 
@@ -42,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import environment, write_results  # noqa: E402
 
 from gaussood._atomic import atomic_path  # noqa: E402
-from gaussood.cli import _add_train_config_flags, _train_config  # noqa: E402
+from gaussood.cli import _add_train_config_flags, _positive_int, _train_config  # noqa: E402
 from gaussood.deep import (embed_images, knn_top1, load_dataset, save_encoder,  # noqa: E402
                            train_encoder)
 from gaussood.deep.checkpoint import file_sha256  # noqa: E402
@@ -90,6 +91,10 @@ def main(argv=None):
     parser.add_argument("--checkpoint-dir", type=Path, default=HERE / "checkpoints")
     parser.add_argument("--results-dir", type=Path, default=HERE / "results")
     _add_train_config_flags(parser)
+    parser.add_argument("--nproc", type=_positive_int, default=1,
+                        help="processes (DistributedDataParallel ranks, one per GPU on CUDA); "
+                             "--batch-size is the global batch, split across them; under "
+                             "torchrun the world size")
     args = parser.parse_args(argv)
 
     if args.threads:
@@ -108,7 +113,8 @@ def main(argv=None):
     terminated = []
     signal.signal(signal.SIGTERM, lambda *_: terminated.append(True))
     result = train_encoder(train, config, eval_set=test, checkpoint_dir=work, device=device,
-                           snapshots=args.snapshots, should_stop=lambda: bool(terminated) or (
+                           snapshots=args.snapshots, nproc=args.nproc,
+                           should_stop=lambda: bool(terminated) or (
                                deadline is not None and time.monotonic() > deadline))
     if result.rank != 0:
         return  # torchrun: rank 0 writes the outputs
@@ -130,6 +136,7 @@ def main(argv=None):
     provenance = {
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
         "recipe": dataclasses.asdict(config), "total_steps": result.total_steps,
+        **({"world_size": result.world_size} if result.world_size > 1 else {}),
         "epochs": len(result.history), "views": final["views"],
         "backbone_mflop_32px": model_flops(config.model) / 1e6,
         "device": str(device), "environment": environment(), "commit": git_commit(),

@@ -276,7 +276,10 @@ def cmd_train(args, parser) -> int:
                             classes=classes)
     load_s = time.perf_counter() - start
     result = train_encoder(train, config, eval_set=test, checkpoint_dir=args.work_dir,
-                           device=device, progress=not args.quiet, snapshots=args.snapshots)
+                           device=device, progress=not args.quiet, snapshots=args.snapshots,
+                           nproc=args.nproc)
+    if result.rank != 0:
+        return 0  # under torchrun only rank 0 writes --out and the provenance
     if not result.history:
         raise ValueError("no epoch was trained (--epochs 0?)")
     wall = time.perf_counter() - start
@@ -290,6 +293,7 @@ def cmd_train(args, parser) -> int:
         provenance = {
             "command": "gaussood " + shlex.join(args.argv),
             "config": dataclasses.asdict(config),
+            **({"world_size": result.world_size} if result.world_size > 1 else {}),
             "epochs": len(result.history), "history": result.history,
             "device": str(device),
             "data": {"train": train.source, "eval": None if test is None else test.source,
@@ -1135,6 +1139,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                         n_help="train on n images (a seeded random subset; noise sets: their "
                                "size)")
         _add_train_config_flags(p)
+        p.add_argument("--nproc", type=_positive_int, default=1,
+                       help="processes (DistributedDataParallel ranks, one per GPU on CUDA); "
+                            "--batch-size is the global batch, split across them; under "
+                            "torchrun the world size")
         p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
         _add_device_flag(p)
         p.add_argument("--work-dir", type=Path, default=None,

@@ -201,3 +201,35 @@ def test_bench_evaluates_an_encoder_file(encoder, tmp_path, capsys):
     code, _, err = run(capsys, "bench", "--encoder", tmp_path / "none.pt")
     assert_one_line_error(err, "bench", code, 1)
     assert "encoder file not found" in err
+
+
+def test_train_nproc_is_passed_through_and_only_rank_0_writes(tmp_path, monkeypatch, capsys):
+    """``--nproc`` reaches train_encoder (not TrainConfig); a rank other than 0 (under
+    torchrun) returns 0 without writing --out or the provenance."""
+    import gaussood.deep
+    from gaussood.deep import TrainResult
+    from gaussood.deep.models import Encoder
+
+    seen = {}
+
+    def fake_train_encoder(train, config, **kwargs):
+        seen.update(kwargs, batch_size=config.batch_size)
+        return TrainResult(Encoder("small"), [], None, 0, rank=1, world_size=2)
+
+    monkeypatch.setattr(gaussood.deep, "train_encoder", fake_train_encoder)
+    out = tmp_path / "enc.pt"
+    code, _, err = run(capsys, "train", "--dataset", "uniform-noise", "--n", "64", *SMOKE,
+                       "--nproc", "2", "--out", out)
+    assert code == 0, err
+    assert seen["nproc"] == 2 and seen["batch_size"] == 32
+    assert not out.exists() and not out.with_suffix(".json").exists()
+    code, _, err = run(capsys, "train", "--dataset", "uniform-noise", "--n", "64", *SMOKE,
+                       "--nproc", "0", "--out", out)
+    assert_one_line_error(err, "train", code, 2)
+
+
+def test_train_nproc_must_divide_the_global_batch(tmp_path, capsys):
+    code, _, err = run(capsys, "train", "--dataset", "uniform-noise", "--n", "64", *SMOKE,
+                       "--nproc", "3", "--out", tmp_path / "enc.pt")
+    assert_one_line_error(err, "train", code, 1)
+    assert "batch_size=32 is the global batch and must split evenly across the 3" in err
