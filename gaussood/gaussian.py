@@ -11,7 +11,7 @@ from sklearn.cluster import KMeans
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 
-from ._base import BaseScorer, atomic_update, fold_moments
+from ._base import CVPLUS_MIN_FEATURE_RATIO, BaseScorer, atomic_update, fold_moments
 from ._moments import compute_moments, merge_moments
 from ._threads import dense_decomposition_threads
 from ._validation import check_features, check_labels, check_moments_finite, check_positive_int
@@ -106,7 +106,7 @@ class GaussianScorer(BaseScorer):
     True
     """
 
-    _calibrations = ("f", "chi2", "conformal")
+    _calibrations = ("f", "chi2", "conformal", "cv+")
     _fit_uses_labels = True
     _parameter_constraints = {
         **BaseScorer._parameter_constraints,
@@ -130,13 +130,16 @@ class GaussianScorer(BaseScorer):
 
     def _auto_calibration(self, n_samples, n_features, y=None):
         # The F law is exact only for the empirical covariance; with shrinkage it
-        # is conservative (it flags fewer than alpha), so conformal is the default.
+        # is conservative (it flags fewer than alpha), so conformal is the default,
+        # CV+ where fold models differ from the full one (d / n >= 0.02; see Notes).
         if y is not None:
             n_components = np.unique(np.asarray(y)).shape[0]
         else:
             n_components = self.n_clusters or 1
         if self.covariance == "empirical" and n_samples - n_components - n_features >= 0:
             return "f"
+        if n_features >= CVPLUS_MIN_FEATURE_RATIO * n_samples:
+            return "cv+"
         return "conformal"
 
     def _check_params(self):
@@ -204,7 +207,7 @@ class GaussianScorer(BaseScorer):
                         "calibration='chi2'.") from None
         moments, keys = merged(per_fold)
         state = self._state_from_moments(moments, keys, structure)
-        return state, self._score_folds(X, folds, fold_states)
+        return state, *self._score_folds(X, folds, fold_states)
 
     def _state_from_moments(self, moments, classes, structure):
         present = moments["count"] > 0  # a fold may miss a class
@@ -248,7 +251,7 @@ class GaussianScorer(BaseScorer):
 
     def _streamable(self):
         return (self.n_clusters is None and self.contamination is None
-                and self.calibration != "conformal")
+                and self.calibration not in ("conformal", "cv+"))
 
     @available_if(_streamable)
     def partial_fit(self, X, y=None):
@@ -261,8 +264,9 @@ class GaussianScorer(BaseScorer):
         conservative; call ``calibrate(X_cal)`` after streaming for an exact
         rate. Class labels, if used, must be
         given with every batch. Not available with ``n_clusters`` (k-means
-        needs all data), ``contamination`` or conformal calibration (they need
-        all training scores at once: use ``fit``, or ``calibrate`` afterwards).
+        needs all data), ``contamination`` or conformal / CV+ calibration (they
+        need all training scores at once: use ``fit``, or ``calibrate``
+        afterwards).
         """
         fitted = hasattr(self, "moment_count_")
         with atomic_update(self):
@@ -296,6 +300,7 @@ class GaussianScorer(BaseScorer):
                 calibration = "f" if dfd >= 1 else "chi2"
             self.calibration_ = calibration
             self.calibration_scores_ = None
+            self._drop_folds()
             self.offset_ = self._alpha_offset(alpha)
         return self
 
@@ -313,6 +318,8 @@ class GaussianScorer(BaseScorer):
         if structure == "single" and k != 1:
             state.fail(f"structure_ is 'single' but there are {k} components")
         n = state.integer("n_samples_fit_", low=k + 1)
+        if state.fold:  # a CV+ fold model keeps no merge moments
+            return
         counts = state.array("moment_count_", ("K",), low=0)
         state.array("moment_mean_", ("K", "d"))
         state.array("moment_scatter_", ("K", "d", "d"))

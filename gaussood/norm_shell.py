@@ -89,7 +89,7 @@ class NormShellScorer(BaseScorer, name="shell"):
     array([-1])
     """
 
-    _calibrations = ("shell", "conformal")
+    _calibrations = ("shell", "conformal", "cv+")
     _parameter_constraints = {
         **BaseScorer._parameter_constraints,
         "whiten": ["boolean"],
@@ -194,11 +194,11 @@ class NormShellScorer(BaseScorer, name="shell"):
             fold_states = [self._state_from_moments(merged(parts[:i] + parts[i + 1:]))
                            for i in range(len(parts))]
         return (self._state_from_moments(merged(parts)),
-                self._score_folds(X, folds, fold_states))
+                *self._score_folds(X, folds, fold_states))
 
     def _streamable(self):
         return (not self.whiten and self.contamination is None
-                and self.calibration != "conformal")
+                and self.calibration not in ("conformal", "cv+"))
 
     @available_if(_streamable)
     def partial_fit(self, X, y=None):
@@ -223,6 +223,7 @@ class NormShellScorer(BaseScorer, name="shell"):
             self.__dict__.update(self._state_from_moments(moments))
             self.alpha_, self.threshold_rule_ = alpha, rule
             self.calibration_, self.calibration_scores_ = "shell", None
+            self._drop_folds()
             self.offset_ = self._alpha_offset(alpha)
         return self
 
