@@ -363,12 +363,16 @@ class BaseScorer(OutlierMixin, BaseEstimator):
     # exist only while ``calibration_ == "cv+"``.
     _FOLD_ATTRIBUTES = ("fold_states_", "calibration_fold_")
 
+    # fitted attributes a fold model shares with the full model (set by ``fit``, not
+    # by ``_fit_state``); every other one comes from the fold's own state
+    _SHARED_FITTED = ("n_features_in_", "feature_names_in_", "alpha_", "threshold_rule_",
+                      "calibration_", "calibration_scores_", "offset_")
+
     def _fold_model(self, state):
-        """A scorer with this one's parameters and fitted attributes, ``state`` on top."""
+        """A scorer with this one's parameters and threshold, fitted state ``state``."""
         model = object.__new__(type(self))
-        model.__dict__.update({k: v for k, v in self.__dict__.items()  # not the full
-                               if k not in self._FOLD_ATTRIBUTES    # model's moments
-                               and not k.startswith("moment_")})
+        model.__dict__.update({k: v for k, v in self.__dict__.items()
+                               if not k.endswith("_") or k in self._SHARED_FITTED})
         model.__dict__.update(state)
         return model
 
