@@ -49,13 +49,16 @@ class GaussianScorer(BaseScorer):
         ``alpha`` nor ``contamination`` is given.
     contamination : float in (0, 0.5] or None, default=None
         scikit-learn's meaning: the fraction of training samples flagged.
-    calibration : {"auto", "f", "chi2", "conformal"}, default="auto"
+    calibration : {"auto", "f", "chi2", "conformal", "cv+"}, default="auto"
         Null law of the p-values. "f": the exact finite-sample law of the
         Hotelling statistic with estimated mean and (empirical) covariance;
         "chi2": its large-n limit, chi-square with d degrees of freedom;
         "conformal": cross-conformal, from out-of-fold scores of the training
-        data, no Gaussian assumption. "auto" takes "f" for the empirical
-        covariance when n > d + K - 1, and "conformal" otherwise (see Notes).
+        data, no Gaussian assumption; "cv+": CV+ (Barber et al. 2021), the same
+        out-of-fold scores, but a new sample is scored by each fold model as
+        well (K + 1 evaluations per row for p-values and ``predict``). "auto"
+        takes "f" for the empirical covariance when n > d + K - 1, else "cv+"
+        when d / n >= 0.02, else "conformal" (see Notes).
     calibration_folds : int, default=5
         Folds for the out-of-fold calibration scores.
     random_state : int, RandomState or None, default=None
@@ -85,6 +88,18 @@ class GaussianScorer(BaseScorer):
     becomes conservative: measured on Gaussian data with a decaying spectrum,
     Ledoit-Wolf at n = 2,000, d = 128 flags about 3.3% at alpha = 5% (chi2
     flags about 11%). Hence "auto" uses conformal calibration with shrinkage.
+    Cross-conformal thresholds the final model's score with scores of fold
+    models fitted on (K-1)/K of the rows; when d is not small against n the
+    fold models are weaker and the rate collapses (alpha = 5%, 20,000 fresh
+    rows, ``benchmarks/results/calibration_grid.md``, decaying and random
+    spectra: 0.3-3.2% at n = 1,500, d = 512; 2.3% at n = 5,000; 3.8-6.4% at n
+    = 20,000; but 4.8-6.0% wherever d = 64, d / n <= 0.043). CV+ ranks each
+    fold model's score of a new sample
+    among that fold's out-of-fold scores, so both sides come from the same
+    models: 3.5-6.2% in those cells. "auto" takes CV+ from d / n >= 0.02, below
+    the first failing ratio (0.026). Under "cv+" with the alpha rule
+    ``predict`` follows the CV+ p-value, ``decision_function`` is that p-value
+    minus (J + 1/2) / (m + 1), J = floor(alpha (m + 1)), and ``offset_`` is NaN.
     With several components the score takes the nearest one, which makes the
     p-value conservative as well (false alarms <= alpha); the F law uses
     1 + K/n for the 1 + 1/n_k of each class (exact for equal class sizes).
