@@ -9,7 +9,11 @@ when the p-value is below alpha (at most alpha for conformal p-values). The p-va
 (parametric) or from calibration scores (conformal, no distributional
 assumption): out-of-fold scores of the training data (cross-conformal, Vovk
 2015; the final model still uses all the data), or the scores of a held-out ID
-set given to ``calibrate`` (split conformal, exact in finite samples).
+set given to ``calibrate`` (split conformal, exact in finite samples). Under
+"cv+" (CV+, Barber et al. 2021) a new sample is scored by every fold model too,
+and each fold model's score is ranked among the out-of-fold scores of its own
+fold; ``predict`` and ``decision_function`` then follow that p-value, not
+``score_samples - offset_`` (see ``BaseScorer.score_pvalue_decision``).
 The two never share a parameter; give
 at most one of them (``alpha`` defaults to 0.05 when neither is given).
 """
@@ -23,6 +27,7 @@ import math
 import re
 import warnings
 from numbers import Integral, Real
+from typing import NamedTuple
 
 import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin
@@ -34,6 +39,26 @@ from sklearn.utils.validation import check_is_fitted
 from ._validation import FittedState, check_features, raise_nonfinite
 
 DEFAULT_ALPHA = 0.05
+
+# "auto" takes CV+ instead of cross-conformal when n_features / n_samples is at least
+# this (GaussianScorer). benchmarks/results/calibration_grid.md, alpha = 5%: the
+# cross-conformal rate is off wherever d / n >= 0.026 (0.3-3.2% at d/n = 0.34, 2.3% at
+# 0.10, 3.8-6.4% at 0.026) and within 4.8-6.0% wherever d / n <= 0.043 with d = 64; CV+
+# is within 3.5-6.2% in all of those cells. 0.02 sits below the first failing ratio.
+CVPLUS_MIN_FEATURE_RATIO = 0.02
+
+
+class ScoreResult(NamedTuple):
+    """What ``BaseScorer.score_pvalue_decision`` returns, one value per row of X."""
+
+    score: np.ndarray      # score_samples(X)
+    pvalue: np.ndarray     # pvalue(X)
+    decision: np.ndarray   # decision_function(X): negative exactly for flagged rows
+
+    @property
+    def flagged(self) -> np.ndarray:
+        """``predict(X) == -1``."""
+        return self.decision < 0
 
 # Every concrete scorer class, by class name (the name stored in saved files).
 # Filled by ``BaseScorer.__init_subclass__``: defining a subclass registers it.
@@ -85,6 +110,19 @@ def atomic_update(estimator):
         raise
 
 
+def conformal_rank_limit(m: int, alpha: float, *, stacklevel: int = 3,
+                         warn: bool = True) -> int:
+    """J = floor(alpha (m + 1)): a conformal p-value (1 + c) / (m + 1) is <= alpha
+    exactly when 1 + c <= J (warns when J is 0: nothing can be flagged)."""
+    limit = math.floor(alpha * (m + 1) + 1e-12)
+    if limit < 1 and warn:
+        warnings.warn(
+            f"{m} calibration samples cannot certify alpha={alpha}: at least "
+            f"{math.ceil(1 / alpha - 1)} are needed. Nothing will be flagged.",
+            UserWarning, stacklevel=stacklevel + 1)
+    return limit
+
+
 def conformal_offset(calibration_scores: np.ndarray, alpha: float) -> float:
     """Score below which a sample's conformal p-value is <= alpha.
 
@@ -92,13 +130,8 @@ def conformal_offset(calibration_scores: np.ndarray, alpha: float) -> float:
     p-value of a score s is (1 + #{c <= s}) / (m + 1); it is <= alpha exactly when
     s < c_(j+1) with j = floor(alpha (m + 1)) - 1.
     """
-    m = calibration_scores.shape[0]
-    j = math.floor(alpha * (m + 1) + 1e-12) - 1
+    j = conformal_rank_limit(calibration_scores.shape[0], alpha) - 1
     if j < 0:
-        warnings.warn(
-            f"{m} calibration samples cannot certify alpha={alpha}: at least "
-            f"{math.ceil(1 / alpha - 1)} are needed. Nothing will be flagged.",
-            UserWarning, stacklevel=3)
         return -np.inf
     return float(calibration_scores[j])
 
@@ -272,9 +305,9 @@ class BaseScorer(OutlierMixin, BaseEstimator):
             calibration_scores = None
             wanted = _OUT_OF_FOLD.get()  # inside collecting_out_of_fold: record this fit's
             wanted = wanted if wanted is not None and id(self) in wanted else None
-            if calibration == "conformal" or wanted is not None:
-                state, out_of_fold = self._fit_with_calibration(X, y)
-                if calibration == "conformal":  # NaN: a row without an out-of-fold score
+            if calibration in ("conformal", "cv+") or wanted is not None:
+                state, out_of_fold, folds = self._fit_with_calibration(X, y)
+                if calibration in ("conformal", "cv+"):  # NaN: a row without one
                     calibration_scores = np.sort(out_of_fold[~np.isnan(out_of_fold)])
                 if wanted is not None:
                     wanted[id(self)] = out_of_fold
@@ -285,6 +318,8 @@ class BaseScorer(OutlierMixin, BaseEstimator):
             self.threshold_rule_ = rule
             self.calibration_ = calibration
             self.calibration_scores_ = calibration_scores
+            if calibration == "cv+":
+                self._keep_folds(out_of_fold, folds)
             if rule == "contamination":
                 self.offset_ = float(np.percentile(self.score_samples(X),
                                                    100.0 * self.contamination))
@@ -298,12 +333,14 @@ class BaseScorer(OutlierMixin, BaseEstimator):
                           random_state=check_random_state(self.random_state)).split(X))
 
     def _fit_with_calibration(self, X, y):
-        """(fitted state, out-of-fold score of every training row, in row order).
+        """(fitted state, out-of-fold score of every training row in row order, folds).
 
         Each fold is scored by a model fitted without it (cross-conformal).
-        Subclasses override this when they can share work with the full fit; a
-        row without an out-of-fold score gets NaN (it is left out of the
-        calibration scores).
+        ``folds`` is a list of (rows of the fold, state of the model fitted
+        without them), the fold models that CV+ keeps; None where there are no
+        such models (leave-one-out k-NN, combinations). Subclasses override
+        this when they can share work with the full fit; a row without an
+        out-of-fold score gets NaN (it is left out of the calibration scores).
         """
         folds = self._folds(X)
         fold_states = []
@@ -312,16 +349,53 @@ class BaseScorer(OutlierMixin, BaseEstimator):
             for train, _ in folds:
                 fold_states.append(
                     self._fit_state(X[train], None if y is None else np.asarray(y)[train]))
-        return self._fit_state(X, y), self._score_folds(X, folds, fold_states)
+        return self._fit_state(X, y), *self._score_folds(X, folds, fold_states)
 
     def _score_folds(self, X, folds, fold_states):
+        """(out-of-fold scores in row order, [(test rows, fold state), ...])."""
         scores = np.full(X.shape[0], np.nan)
         for (_, test), state in zip(folds, fold_states):
-            fold_model = object.__new__(type(self))
-            fold_model.__dict__.update(self.__dict__)
-            fold_model.__dict__.update(state)
-            scores[test] = fold_model.score_samples(X[test])
-        return scores
+            scores[test] = self._fold_model(state).score_samples(X[test])
+        return scores, [(test, state) for (_, test), state in zip(folds, fold_states)]
+
+    # CV+ fitted state: ``fold_states_`` (one dict per fold model) and
+    # ``calibration_fold_`` (which fold model scored each calibration score); both
+    # exist only while ``calibration_ == "cv+"``.
+    _FOLD_ATTRIBUTES = ("fold_states_", "calibration_fold_")
+
+    # fitted attributes a fold model shares with the full model (set by ``fit``, not
+    # by ``_fit_state``); every other one comes from the fold's own state
+    _SHARED_FITTED = ("n_features_in_", "feature_names_in_", "alpha_", "threshold_rule_",
+                      "calibration_", "calibration_scores_", "offset_")
+
+    def _fold_model(self, state):
+        """A scorer with this one's parameters and threshold, fitted state ``state``."""
+        model = object.__new__(type(self))
+        model.__dict__.update({k: v for k, v in self.__dict__.items()
+                               if not k.endswith("_") or k in self._SHARED_FITTED})
+        model.__dict__.update(state)
+        return model
+
+    def _fold_state(self, state) -> dict:
+        """What CV+ keeps of a fold fit: the state minus the merge moments (only
+        ``partial_fit`` reads them, and they are the bulk: K x d x d per fold)."""
+        return {k: v for k, v in state.items() if not k.startswith("moment_")}
+
+    def _keep_folds(self, out_of_fold, folds):
+        if folds is None:
+            raise ValueError(f"{type(self).__name__} has no fold models to keep for "
+                             "calibration='cv+'; use calibration='conformal'.")
+        fold_of_row = np.full(out_of_fold.shape[0], -1, dtype=np.int64)
+        for k, (test, _) in enumerate(folds):
+            fold_of_row[test] = k
+        has = ~np.isnan(out_of_fold)
+        order = np.argsort(out_of_fold[has], kind="stable")  # as calibration_scores_
+        self.calibration_fold_ = fold_of_row[has][order]
+        self.fold_states_ = [self._fold_state(state) for _, state in folds]
+
+    def _drop_folds(self):
+        for key in self._FOLD_ATTRIBUTES:
+            self.__dict__.pop(key, None)
 
     def _clear_fitted(self):
         for key in [k for k in vars(self) if k.endswith("_") and not k.startswith("__")]:
@@ -330,6 +404,9 @@ class BaseScorer(OutlierMixin, BaseEstimator):
             delattr(self, key)
 
     def _alpha_offset(self, alpha: float) -> float:
+        if self.calibration_ == "cv+":  # no threshold on score_samples: predict uses p-values
+            conformal_rank_limit(self.calibration_scores_.shape[0], alpha)  # warns if too few
+            return math.nan
         if self.calibration_ == "conformal":
             return conformal_offset(self.calibration_scores_, alpha)
         return float(self._null_offset(alpha))
@@ -337,7 +414,8 @@ class BaseScorer(OutlierMixin, BaseEstimator):
     def calibrate(self, X):
         """Calibrate p-values and the alpha threshold on held-out ID samples.
 
-        Switches ``calibration_`` to ``"conformal"``: p-values become
+        Switches ``calibration_`` to ``"conformal"`` (from any calibration, "cv+"
+        included: its fold models are dropped): p-values become
         (1 + #{calibration scores <= s}) / (m + 1), valid for exchangeable data
         without any Gaussian assumption. With ``contamination`` set, only the
         p-values change. Returns self.
@@ -349,6 +427,7 @@ class BaseScorer(OutlierMixin, BaseEstimator):
                 raise ValueError("calibrate needs at least one sample.")
             self.calibration_scores_ = scores
             self.calibration_ = "conformal"
+            self._drop_folds()
             if self.threshold_rule_ == "alpha":
                 self.offset_ = conformal_offset(scores, self.alpha_)
         return self
@@ -361,34 +440,93 @@ class BaseScorer(OutlierMixin, BaseEstimator):
         """Score of each sample, shape (n,): higher means more in-distribution.
 
         Works in chunks of ``chunk_size`` rows, so the extra memory is
-        O(chunk_size x d) whatever the number of rows.
+        O(chunk_size x d) whatever the number of rows. Always the score of the
+        model fitted on all the training data (under "cv+" too).
         """
+        return self._evaluate(X).score
+
+    def score_pvalue_decision(self, X) -> ScoreResult:
+        """Scores, p-values and decisions of X in one chunked pass.
+
+        Returns ``ScoreResult(score, pvalue, decision)``, each of shape (n,):
+        ``score_samples(X)``, ``pvalue(X)`` and ``decision_function(X)``
+        (``.flagged`` is ``predict(X) == -1``), each row scored once by the
+        final model (and, under "cv+", once by each fold model). Use it
+        instead of ``score_samples`` followed by ``pvalue_from_scores`` /
+        ``decision_from_scores``, which cannot work under "cv+".
+        """
+        return self._evaluate(X, pvalue=True, decision=True)
+
+    def _cvplus(self) -> bool:
+        return getattr(self, "calibration_", None) == "cv+"  # mid-fit: not yet set
+
+    def _evaluate(self, X, *, pvalue=False, decision=False) -> ScoreResult:
+        """The chunked pass behind every scoring method (None for what is not asked)."""
         check_is_fitted(self)
         self._validate_params()  # set_params may have changed chunk_size since the fit
         X = check_features(self, X, reset=False, ensure_all_finite=False)
-        cache = self._scoring_cache(X.dtype)
-        out = np.full(X.shape[0], np.nan)  # never uninitialised memory
+        n = X.shape[0]
+        ranked = self._cvplus() and (pvalue or (decision and self.threshold_rule_ == "alpha"))
+        models = [self] + ([self._fold_model(s) for s in self.fold_states_] if ranked else [])
+        caches = [model._scoring_cache(X.dtype) for model in models]
+        if ranked:  # each fold model's score is ranked among its own fold's scores
+            cal = [self.calibration_scores_[self.calibration_fold_ == k]
+                   for k in range(len(models) - 1)]
+            ranks = np.zeros(n)
+        score = np.full(n, np.nan)  # never uninitialised memory
         step = int(self.chunk_size)
-        for start in range(0, X.shape[0], step):
+        for start in range(0, n, step):
             chunk = X[start:start + step]
-            with np.errstate(over="ignore", invalid="ignore"):  # checked just below
-                scores = self._score_chunk(chunk, cache)
-            if not np.all(np.isfinite(scores)):
-                raise_nonfinite(chunk)
-            out[start:start + step] = scores
-        return out
+            for k, (model, cache) in enumerate(zip(models, caches)):
+                with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+                    values = model._score_chunk(chunk, cache)
+                if not np.all(np.isfinite(values)):
+                    raise_nonfinite(chunk)
+                if k == 0:
+                    score[start:start + step] = values
+                else:
+                    ranks[start:start + step] += np.searchsorted(cal[k - 1], values, "right")
+        p = dec = None
+        if ranked:
+            m = self.calibration_scores_.shape[0]
+            p = (1.0 + ranks) / (m + 1.0)
+            if decision and self.threshold_rule_ == "alpha":
+                # flagged exactly when p <= alpha, as conformal_offset: 1 + rank <= J
+                limit = conformal_rank_limit(m, self.alpha_, warn=False)  # fit warned
+                dec = ((1.0 + ranks) - (limit + 0.5)) / (m + 1.0)
+        if pvalue and p is None:
+            p = self.pvalue_from_scores(score)
+        if decision and dec is None:
+            dec = score - self.offset_
+        return ScoreResult(score, p if pvalue else None, dec)
 
     def decision_function(self, X) -> np.ndarray:
-        """``score_samples(X) - offset_``: negative for flagged samples."""
-        return self.decision_from_scores(self.score_samples(X))
+        """Negative exactly for flagged samples, shape (n,).
+
+        ``score_samples(X) - offset_``, except under "cv+" with the alpha rule:
+        there it is ``pvalue(X) - (J + 1/2) / (m + 1)`` with J = floor(alpha_
+        (m + 1)) and m calibration scores, negative exactly when the CV+
+        p-value is <= ``alpha_`` (``offset_`` is NaN then).
+        """
+        return self._evaluate(X, decision=True).decision
 
     def decision_from_scores(self, scores) -> np.ndarray:
         """``decision_function`` of scores already computed by ``score_samples``.
 
         A sample is flagged (``predict == -1``) exactly when this is negative.
+        Not available under "cv+" with the alpha rule (the decision needs the
+        fold models' scores): use ``score_pvalue_decision(X)``.
         """
         check_is_fitted(self)
+        if self._cvplus() and self.threshold_rule_ == "alpha":
+            raise ValueError(self._from_scores_error("decision_from_scores"))
         return np.asarray(scores, dtype=np.float64) - self.offset_
+
+    def _from_scores_error(self, name):
+        return (f"{name} cannot work under calibration_='cv+': the CV+ p-value and decision "
+                "of a sample need its scores by the fold models, not only the full "
+                "model's score. Call score_pvalue_decision(X) (scores, p-values and "
+                "decisions in one pass), or pvalue(X) / decision_function(X) / predict(X).")
 
     def predict(self, X) -> np.ndarray:
         """+1 for inliers, -1 for outliers (``decision_function < 0``)."""
@@ -402,13 +540,20 @@ class BaseScorer(OutlierMixin, BaseEstimator):
 
         Small values mean "unlikely to be in-distribution". ``predict`` flags a
         sample exactly when its p-value is below ``alpha_`` (at most ``alpha_``
-        for conformal p-values), under the alpha rule.
+        for conformal and CV+ p-values), under the alpha rule. Under "cv+":
+        (1 + sum_k #{i in fold k : c_i <= s_k(x)}) / (m + 1), s_k the score of
+        fold model k and c_i the out-of-fold calibration scores.
         """
-        return self.pvalue_from_scores(self.score_samples(X))
+        return self._evaluate(X, pvalue=True).pvalue
 
     def pvalue_from_scores(self, scores) -> np.ndarray:
-        """P-values of scores already computed by ``score_samples`` (saves a pass)."""
+        """P-values of scores already computed by ``score_samples`` (saves a pass).
+
+        Not available under "cv+": use ``score_pvalue_decision(X)``.
+        """
         check_is_fitted(self)
+        if self._cvplus():
+            raise ValueError(self._from_scores_error("pvalue_from_scores"))
         scores = np.asarray(scores, dtype=np.float64)
         if self.calibration_ == "conformal":
             if self.calibration_scores_ is None:
@@ -461,12 +606,17 @@ class BaseScorer(OutlierMixin, BaseEstimator):
         state.number("alpha_", low=0.0, high=1.0)
         if not 0.0 < self.alpha_ < 1.0:
             state.fail(f"alpha_ is {self.alpha_!r}; it must lie in (0, 1)")
-        # -inf: too few calibration scores to flag anything at this alpha
-        state.number("offset_", allow=(-np.inf,))
         calibration = state.choice("calibration_", set(self._calibrations))
+        if calibration == "cv+" and rule == "alpha":  # predict follows the CV+ p-value
+            offset = state.get("offset_")
+            if not (isinstance(offset, Real) and math.isnan(offset)):
+                state.fail(f"offset_ is {offset!r}; under calibration_ 'cv+' with the alpha "
+                           "rule it must be NaN")
+        else:  # -inf: too few calibration scores to flag anything at this alpha
+            state.number("offset_", allow=(-np.inf,))
         scores = state.array("calibration_scores_", ("m",), none_ok=True)
-        if scores is None and calibration == "conformal":
-            state.fail("calibration_ is 'conformal' but calibration_scores_ is missing")
+        if scores is None and calibration in ("conformal", "cv+"):
+            state.fail(f"calibration_ is {calibration!r} but calibration_scores_ is missing")
         if scores is not None:
             if scores.shape[0] < 1:
                 state.fail("calibration_scores_ is empty")
@@ -475,3 +625,27 @@ class BaseScorer(OutlierMixin, BaseEstimator):
         if rule == "contamination" and self.contamination is None:
             state.fail("threshold_rule_ is 'contamination' but the contamination "
                        "parameter is None")
+        if calibration == "cv+" and not state.fold:
+            self._check_folds(state)
+        elif not state.fold:
+            for name in self._FOLD_ATTRIBUTES:
+                if hasattr(self, name):
+                    state.fail(f"{name} is present but calibration_ is {calibration!r}, "
+                               "not 'cv+'")
+
+    def _check_folds(self, state: FittedState) -> None:
+        """CV+: one fold index per calibration score, and each fold state checked as
+        the fitted state of its own fold model."""
+        folds = state.get("fold_states_")
+        if not isinstance(folds, list) or len(folds) < 2 or not all(
+                isinstance(fold, dict) for fold in folds):
+            state.fail("fold_states_ must be a list of at least 2 fold states (dicts)")
+        which = state.array("calibration_fold_", ("m",), kind="iu")
+        if which.size and (which.min() < 0 or which.max() >= len(folds)):
+            state.fail(f"calibration_fold_ holds fold numbers outside 0..{len(folds) - 1}")
+        for k, fold in enumerate(folds):
+            model = self._fold_model(fold)
+            try:
+                model._check_fitted_state(FittedState(model, fold=True))
+            except ValueError as exc:
+                state.fail(f"fold_states_[{k}]: {exc}")

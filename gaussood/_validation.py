@@ -108,11 +108,13 @@ class FittedState:
     """Checks a scorer's fitted attributes (used by ``gaussood.load``).
 
     Shapes are written with symbols (``("K", "d")``): a symbol's first use binds
-    it, later uses must agree; ``d`` is bound to ``n_features_in_``.
+    it, later uses must agree; ``d`` is bound to ``n_features_in_``. ``fold=True``:
+    the scorer is a CV+ fold model (its state has no merge moments, no folds).
     """
 
-    def __init__(self, scorer):
+    def __init__(self, scorer, *, fold: bool = False):
         self.scorer = scorer
+        self.fold = fold
         self.dims = {"d": self.integer("n_features_in_", low=1)}
 
     def fail(self, message: str):

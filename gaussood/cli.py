@@ -802,9 +802,11 @@ def cmd_fit(args, parser) -> int:
         rule = f"alpha {scorer.alpha_:g}"
     else:
         rule = f"contamination {scorer.contamination:g}"
+    offset = ("flags by the CV+ p-value" if np.isnan(scorer.offset_)
+              else f"offset {scorer.offset_:.6g}")
     print(f"fitted {type(scorer).__name__} on {X.shape[0]} x {X.shape[1]} embeddings"
           f"{'' if y is None else f' with {np.unique(y).shape[0]} classes'} "
-          f"(calibration {scorer.calibration_}, {rule}, offset {scorer.offset_:.6g}); "
+          f"(calibration {scorer.calibration_}, {rule}, {offset}); "
           f"wrote {args.out}"
           f"{'' if identity is None else ' with the encoder identity of the embeddings'}")
     return 0
@@ -881,9 +883,8 @@ def cmd_score(args, parser) -> int:
                              f"but the scorer in {args.scorer} was fitted on "
                              f"{scorer.n_features_in_}")
         what = "images"
-    score = scorer.score_samples(X)
-    pvalue = scorer.pvalue_from_scores(score)
-    flagged = scorer.decision_from_scores(score) < 0  # predict(X) == -1
+    result = scorer.score_pvalue_decision(X)  # one pass, fold models included under cv+
+    score, pvalue, flagged = result.score, result.pvalue, result.flagged  # flagged: predict == -1
     _write_scores(out, score, pvalue, flagged, paths)
     n, k = X.shape[0], int(flagged.sum())
     if scorer.threshold_rule_ == "alpha":

@@ -24,7 +24,7 @@ def _training_pvalues(scorer, out_of_fold):
     """
     p = np.full(out_of_fold.shape, np.nan)
     has = ~np.isnan(out_of_fold)
-    if scorer.calibration_ == "conformal":
+    if scorer.calibration_ in ("conformal", "cv+"):  # CV+: the same out-of-fold scores
         cal = scorer.calibration_scores_
         p[has] = np.searchsorted(cal, out_of_fold[has], side="right") / cal.shape[0]
     else:
@@ -178,7 +178,7 @@ class PValueCombination(BaseScorer, register=False):  # holds fitted scorers, no
                                 "scores (it overrides BaseScorer.fit), so it cannot be a "
                                 "PValueCombination component.")
         pvalues = np.stack([_training_pvalues(s, oof[id(s)]) for s in scorers])
-        return {"scorers_": scorers}, self._combine(pvalues)
+        return {"scorers_": scorers}, self._combine(pvalues), None
 
     def _combine(self, pvalues):
         """Combined statistic of p-values of shape (n_scorers, n); NaN stays NaN."""

@@ -15,7 +15,8 @@ Needs ``dask[array]`` (and ``distributed`` for a cluster): ``pip install
     (1e-10 relative for float64 input, 1e-6 for float32), ``offset_`` included
     under the parametric laws ("f", "chi2", "shell").
     Conformal calibration (``calibration="conformal"``, and what ``"auto"``
-    picks for shrunk covariances and the norm shell) is split conformal on
+    picks for shrunk covariances and the norm shell, even where it would pick
+    "cv+" in memory) is split conformal on
     whole chunks: chunks drawn at random (``random_state``) until they hold at
     least ``calibration_rows`` rows are scored by a model fitted on the other
     chunks, and those scores calibrate the p-values. The final model, as with
@@ -27,10 +28,15 @@ Needs ``dask[array]`` (and ``distributed`` for a cluster): ``pip install
     ``KNNScorer`` needs its whole bank in an index anyway: the rows are read
     chunk by chunk into one float32 array on the client and ``KNNScorer.fit``
     builds the faiss index once (flat, or IVF as ``KNNScorer`` builds it).
-    Not supported: ``n_clusters`` (k-means needs all rows at once; give labels).
+    Not supported: ``n_clusters`` (k-means needs all rows at once; give labels),
+    ``calibration="cv+"`` (fit in memory for CV+, or use "conformal"; its
+    held-out-chunk model misses those chunks, so at high d / n, when they are
+    a large share of the rows, it is weaker than the final model, as CV+'s
+    fold models are: then call ``calibrate(X_cal)`` with held-out ID rows).
 
 ``score_samples``, ``decision_function``, ``predict``, ``pvalue``
-    Lazy dask arrays with the values of the in-memory methods. The fitted
+    Lazy dask arrays with the values of the in-memory methods (for a scorer
+    fitted in memory with "cv+" too: its fold models travel with it). The fitted
     scorer is shipped to the workers once per call (scattered to every worker
     when a ``distributed`` client is active, else one graph key), not once per
     chunk; a ``KNNScorer`` travels with its serialised faiss index, so workers
@@ -310,6 +316,14 @@ def fit(scorer, X, y=None, *, calibration_rows: int = CALIBRATION_ROWS,
         y = None  # as in-memory: NormShellScorer.fit ignores y
     with atomic_update(scorer):
         rule, alpha = scorer._resolve_threshold()
+        if scorer.calibration == "cv+":
+            raise ValueError(
+                "gaussood.dask.fit does not do calibration='cv+' (it would fit and keep "
+                "a model per fold and score the rows with each). Fit in memory for CV+, "
+                "or use calibration='conformal' (on dask: held-out chunks scored by a "
+                "model fitted on the others, close to the final model when they are a "
+                "small share of the rows), or call calibrate(X_cal) afterwards with "
+                "held-out ID rows (split conformal, exact).")
         if gaussian:
             scorer._check_params()
             if y is None and scorer.n_clusters is not None:
@@ -351,6 +365,8 @@ def fit(scorer, X, y=None, *, calibration_rows: int = CALIBRATION_ROWS,
         calibration = scorer.calibration
         if calibration == "auto":
             calibration = scorer._auto_calibration(n, d, classes if labels is not None else None)
+            if calibration == "cv+":  # not on dask: its held-out-chunks calibration
+                calibration = "conformal"
         if calibration == "conformal" and cal is None:
             raise ValueError(
                 "Conformal calibration on dask holds out whole chunks: X needs at least "

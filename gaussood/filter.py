@@ -220,9 +220,9 @@ class OODFilter(TransformerMixin, BaseEstimator):
         if len(Z) == 0:
             empty = np.empty(0)
             return FilterResult(np.empty(0, dtype=bool), empty, empty.copy(), paths)
-        score = self.scorer_.score_samples(Z)
-        return FilterResult(keep=score >= self.scorer_.offset_, score=score,
-                            pvalue=self.scorer_.pvalue_from_scores(score), paths=paths)
+        scored = self.scorer_.score_pvalue_decision(Z)  # as predict, pvalue (cv+ included)
+        return FilterResult(keep=~scored.flagged, score=scored.score, pvalue=scored.pvalue,
+                            paths=paths)
 
     def evaluate(self, X, *, strict: bool = False, progress=None) -> FilterResult:
         """Score, p-value and keep/flag decision of every sample (for a folder, of every

@@ -11,7 +11,7 @@ from sklearn.cluster import KMeans
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 
-from ._base import BaseScorer, atomic_update, fold_moments
+from ._base import CVPLUS_MIN_FEATURE_RATIO, BaseScorer, atomic_update, fold_moments
 from ._moments import compute_moments, merge_moments
 from ._threads import dense_decomposition_threads
 from ._validation import check_features, check_labels, check_moments_finite, check_positive_int
@@ -49,13 +49,16 @@ class GaussianScorer(BaseScorer):
         ``alpha`` nor ``contamination`` is given.
     contamination : float in (0, 0.5] or None, default=None
         scikit-learn's meaning: the fraction of training samples flagged.
-    calibration : {"auto", "f", "chi2", "conformal"}, default="auto"
+    calibration : {"auto", "f", "chi2", "conformal", "cv+"}, default="auto"
         Null law of the p-values. "f": the exact finite-sample law of the
         Hotelling statistic with estimated mean and (empirical) covariance;
         "chi2": its large-n limit, chi-square with d degrees of freedom;
         "conformal": cross-conformal, from out-of-fold scores of the training
-        data, no Gaussian assumption. "auto" takes "f" for the empirical
-        covariance when n > d + K - 1, and "conformal" otherwise (see Notes).
+        data, no Gaussian assumption; "cv+": CV+ (Barber et al. 2021), the same
+        out-of-fold scores, but a new sample is scored by each fold model as
+        well (K + 1 evaluations per row for p-values and ``predict``). "auto"
+        takes "f" for the empirical covariance when n > d + K - 1, else "cv+"
+        when d / n >= 0.02, else "conformal" (see Notes).
     calibration_folds : int, default=5
         Folds for the out-of-fold calibration scores.
     random_state : int, RandomState or None, default=None
@@ -85,6 +88,18 @@ class GaussianScorer(BaseScorer):
     becomes conservative: measured on Gaussian data with a decaying spectrum,
     Ledoit-Wolf at n = 2,000, d = 128 flags about 3.3% at alpha = 5% (chi2
     flags about 11%). Hence "auto" uses conformal calibration with shrinkage.
+    Cross-conformal thresholds the final model's score with scores of fold
+    models fitted on (K-1)/K of the rows; when d is not small against n the
+    fold models are weaker and the rate collapses (alpha = 5%, 20,000 fresh
+    rows, ``benchmarks/results/calibration_grid.md``, decaying and random
+    spectra: 0.3-3.2% at n = 1,500, d = 512; 2.3% at n = 5,000; 3.8-6.4% at n
+    = 20,000; but 4.8-6.0% wherever d = 64, d / n <= 0.043). CV+ ranks each
+    fold model's score of a new sample
+    among that fold's out-of-fold scores, so both sides come from the same
+    models: 3.5-6.2% in those cells. "auto" takes CV+ from d / n >= 0.02, below
+    the first failing ratio (0.026). Under "cv+" with the alpha rule
+    ``predict`` follows the CV+ p-value, ``decision_function`` is that p-value
+    minus (J + 1/2) / (m + 1), J = floor(alpha (m + 1)), and ``offset_`` is NaN.
     With several components the score takes the nearest one, which makes the
     p-value conservative as well (false alarms <= alpha); the F law uses
     1 + K/n for the 1 + 1/n_k of each class (exact for equal class sizes).
@@ -106,7 +121,7 @@ class GaussianScorer(BaseScorer):
     True
     """
 
-    _calibrations = ("f", "chi2", "conformal")
+    _calibrations = ("f", "chi2", "conformal", "cv+")
     _fit_uses_labels = True
     _parameter_constraints = {
         **BaseScorer._parameter_constraints,
@@ -130,13 +145,16 @@ class GaussianScorer(BaseScorer):
 
     def _auto_calibration(self, n_samples, n_features, y=None):
         # The F law is exact only for the empirical covariance; with shrinkage it
-        # is conservative (it flags fewer than alpha), so conformal is the default.
+        # is conservative (it flags fewer than alpha), so conformal is the default,
+        # CV+ where fold models differ from the full one (d / n >= 0.02; see Notes).
         if y is not None:
             n_components = np.unique(np.asarray(y)).shape[0]
         else:
             n_components = self.n_clusters or 1
         if self.covariance == "empirical" and n_samples - n_components - n_features >= 0:
             return "f"
+        if n_features >= CVPLUS_MIN_FEATURE_RATIO * n_samples:
+            return "cv+"
         return "conformal"
 
     def _check_params(self):
@@ -204,7 +222,7 @@ class GaussianScorer(BaseScorer):
                         "calibration='chi2'.") from None
         moments, keys = merged(per_fold)
         state = self._state_from_moments(moments, keys, structure)
-        return state, self._score_folds(X, folds, fold_states)
+        return state, *self._score_folds(X, folds, fold_states)
 
     def _state_from_moments(self, moments, classes, structure):
         present = moments["count"] > 0  # a fold may miss a class
@@ -248,7 +266,7 @@ class GaussianScorer(BaseScorer):
 
     def _streamable(self):
         return (self.n_clusters is None and self.contamination is None
-                and self.calibration != "conformal")
+                and self.calibration not in ("conformal", "cv+"))
 
     @available_if(_streamable)
     def partial_fit(self, X, y=None):
@@ -261,8 +279,9 @@ class GaussianScorer(BaseScorer):
         conservative; call ``calibrate(X_cal)`` after streaming for an exact
         rate. Class labels, if used, must be
         given with every batch. Not available with ``n_clusters`` (k-means
-        needs all data), ``contamination`` or conformal calibration (they need
-        all training scores at once: use ``fit``, or ``calibrate`` afterwards).
+        needs all data), ``contamination`` or conformal / CV+ calibration (they
+        need all training scores at once: use ``fit``, or ``calibrate``
+        afterwards).
         """
         fitted = hasattr(self, "moment_count_")
         with atomic_update(self):
@@ -296,6 +315,7 @@ class GaussianScorer(BaseScorer):
                 calibration = "f" if dfd >= 1 else "chi2"
             self.calibration_ = calibration
             self.calibration_scores_ = None
+            self._drop_folds()
             self.offset_ = self._alpha_offset(alpha)
         return self
 
@@ -313,6 +333,8 @@ class GaussianScorer(BaseScorer):
         if structure == "single" and k != 1:
             state.fail(f"structure_ is 'single' but there are {k} components")
         n = state.integer("n_samples_fit_", low=k + 1)
+        if state.fold:  # a CV+ fold model keeps no merge moments
+            return
         counts = state.array("moment_count_", ("K",), low=0)
         state.array("moment_mean_", ("K", "d"))
         state.array("moment_scatter_", ("K", "d", "d"))

@@ -80,7 +80,8 @@ class KNNScorer(BaseScorer):
         threshold are conformal, from leave-one-out scores of the training
         rows (of 20,000 of them, drawn with ``random_state``, when n is
         larger); "auto" means "conformal". ``calibrate(X_cal)`` switches to
-        split conformal on a held-out set.
+        split conformal on a held-out set. There is no "cv+": its fold models
+        would be one index per left-out row.
 
     Attributes
     ----------
@@ -107,6 +108,13 @@ class KNNScorer(BaseScorer):
     """
 
     _calibrations = ("conformal",)
+    _parameter_hints = {
+        **BaseScorer._parameter_hints,
+        "calibration": "k-NN distances have no parametric law, and no 'cv+' either: its "
+                       "fold models would be one index per left-out row (leave-one-out). "
+                       "Use 'conformal' (the default), or calibrate(X_cal) with held-out "
+                       "ID rows for split conformal",
+    }
     _parameter_constraints = {
         **BaseScorer._parameter_constraints,
         "n_neighbors": [Interval(Integral, 1, None, closed="left")],
@@ -276,7 +284,7 @@ class KNNScorer(BaseScorer):
                 UserWarning, stacklevel=3)
         aligned = np.full(embeddings.shape[0], np.nan)  # in row order; NaN: not a calibration row
         aligned[rows] = scores
-        return state, aligned
+        return state, aligned, None  # no fold models: hence no "cv+" for k-NN
 
     def _check_fitted_state(self, state):
         super()._check_fitted_state(state)

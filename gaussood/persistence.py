@@ -3,6 +3,10 @@
 Layout: one JSON header stored as a 0-d unicode array under ``__gaussood__``
 ({"format", "version", "class", "params", "scalars"}, and "provenance" when the
 scorer has a ``provenance_`` dict) and each fitted array under ``attr/<name>``.
+A CV+ scorer (``calibration_ == "cv+"``) also stores its fold models' states: fold
+k's arrays under ``fold/<k>/<name>`` and its other values in the header's
+"fold_scalars" list; such files are version 2 (older gaussood versions refuse them
+with an "upgrade" message), all others stay version 1.
 Files are written to a temporary name and renamed, so a failed save never leaves a
 half-written file; loading never unpickles
 (``allow_pickle=False``) and checks the header, the version and the class.
@@ -30,8 +34,9 @@ from ._atomic import atomic_path
 from ._base import scorer_class
 
 FORMAT = "gaussood.scorer"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest version this module reads (2: CV+ fold states)
 _HEADER = "__gaussood__"
+_FOLDS = "fold_states_"
 
 
 _PROVENANCE = "provenance_"
@@ -39,7 +44,22 @@ _PROVENANCE = "provenance_"
 
 def _fitted_attributes(scorer) -> dict:
     return {k: v for k, v in vars(scorer).items()
-            if k.endswith("_") and not k.startswith("_") and k != _PROVENANCE}
+            if k.endswith("_") and not k.startswith("_") and k not in (_PROVENANCE, _FOLDS)}
+
+
+def _split(name, attributes, arrays, prefix):
+    """Scalars of ``attributes``, with its arrays put in ``arrays`` under ``prefix``."""
+    scalars = {}
+    for key, value in attributes.items():
+        if isinstance(value, np.ndarray):
+            if key == "feature_names_in_":  # scikit-learn keeps column names as objects
+                value = value.astype(str)
+            if value.dtype.hasobject:
+                raise TypeError(f"Cannot save {name}{key}: an object array needs pickle.")
+            arrays[f"{prefix}{key}"] = value
+        else:
+            scalars[key] = _jsonable(f"{name}{key}", value)
+    return scalars
 
 
 def _provenance(scorer, where) -> dict | None:
@@ -76,18 +96,14 @@ def save(scorer, path) -> None:
                         f"{type(scorer).__name__}.")
     check_is_fitted(scorer)
     params = {k: _jsonable(k, v) for k, v in scorer.get_params(deep=False).items()}
-    scalars, arrays = {}, {}
-    for name, value in _fitted_attributes(scorer).items():
-        if isinstance(value, np.ndarray):
-            if name == "feature_names_in_":  # scikit-learn keeps column names as objects
-                value = value.astype(str)
-            if value.dtype.hasobject:
-                raise TypeError(f"Cannot save {name}: an object array needs pickle.")
-            arrays[f"attr/{name}"] = value
-        else:
-            scalars[name] = _jsonable(name, value)
-    header = {"format": FORMAT, "version": FORMAT_VERSION,
+    arrays = {}
+    scalars = _split("", _fitted_attributes(scorer), arrays, "attr/")
+    folds = getattr(scorer, _FOLDS, None)
+    header = {"format": FORMAT, "version": 1 if folds is None else 2,
               "class": type(scorer).__name__, "params": params, "scalars": scalars}
+    if folds is not None:
+        header["fold_scalars"] = [_split(f"{_FOLDS}[{k}].", fold, arrays, f"fold/{k}/")
+                                  for k, fold in enumerate(folds)]
     provenance = _provenance(scorer, "save")
     if provenance is not None:
         header["provenance"] = provenance
@@ -119,6 +135,7 @@ def _read(path):
                 raise ValueError(f"{path} is not a gaussood scorer file (no {_HEADER} header).")
             header = json.loads(str(data[_HEADER]))
             arrays = {k[len("attr/"):]: data[k] for k in data.files if k.startswith("attr/")}
+            arrays.update({k: data[k] for k in data.files if k.startswith("fold/")})
     except (zipfile.BadZipFile, EOFError, OSError, KeyError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path} is not a readable gaussood file (truncated or corrupted): "
                          f"{exc}") from exc
@@ -128,6 +145,35 @@ def _read(path):
         raise ValueError(f"{path} is not a readable gaussood file (an array that needs "
                          f"pickle, or a corrupted one): {exc}") from None
     return header, arrays
+
+
+def _check_name(path, name):
+    if not (name.endswith("_") and name.isidentifier() and not name.startswith("_")):
+        raise ValueError(f"{path} holds an unexpected attribute {name!r}.")
+
+
+def _read_folds(path, header, fold_arrays):
+    """The CV+ fold states of a file (a list of dicts), or None where it has none."""
+    scalars = header.get("fold_scalars")
+    if scalars is None:
+        if fold_arrays:
+            raise ValueError(f"{path} holds fold arrays but no 'fold_scalars' header entry "
+                             "(a corrupted or hand-edited gaussood file).")
+        return None
+    if not isinstance(scalars, list) or not all(isinstance(f, dict) for f in scalars):
+        raise ValueError(f"{path} has a 'fold_scalars' entry that is not a list of JSON "
+                         "objects (a corrupted or hand-edited gaussood file).")
+    folds = [dict(fold) for fold in scalars]
+    for key, value in fold_arrays.items():
+        parts = key.split("/")
+        if len(parts) != 3 or not parts[1].isdigit() or int(parts[1]) >= len(folds):
+            raise ValueError(f"{path} holds an unexpected fold array {key!r}.")
+        _check_name(path, parts[2])
+        folds[int(parts[1])][parts[2]] = value
+    for fold in folds:
+        for name in fold:
+            _check_name(path, name)
+    return folds
 
 
 def load(path, expected=None):
@@ -169,12 +215,15 @@ def load(path, expected=None):
         scorer = cls(**header["params"])
     except TypeError as exc:
         raise ValueError(f"{path} has parameters this {cls.__name__} does not take: {exc}") from exc
+    fold_arrays = {k: arrays.pop(k) for k in [k for k in arrays if k.startswith("fold/")]}
     for name, value in {**header["scalars"], **arrays}.items():
-        if not (name.endswith("_") and name.isidentifier() and not name.startswith("_")):
-            raise ValueError(f"{path} holds an unexpected attribute {name!r}.")
+        _check_name(path, name)
         if name == "feature_names_in_":
             value = value.astype(object)
         setattr(scorer, name, value)
+    folds = _read_folds(path, header, fold_arrays)
+    if folds is not None:
+        setattr(scorer, _FOLDS, folds)
     try:  # parameters and every fitted array, before anything is built from them
         scorer._check_loaded()
     except (ValueError, TypeError) as exc:
@@ -182,7 +231,10 @@ def load(path, expected=None):
                          f"{exc}") from None
     try:  # a file with missing or reshaped arrays fails here, not at first use
         scorer._after_load()
-        scorer.score_samples(np.zeros((1, int(scorer.n_features_in_))))
+        probe = np.zeros((1, int(scorer.n_features_in_)))
+        scorer.score_samples(probe)
+        if folds is not None:
+            scorer.pvalue(probe)  # every fold model scores
     except Exception as exc:
         raise ValueError(f"{path} holds an incomplete or inconsistent {cls.__name__}: "
                          f"{type(exc).__name__}: {exc}") from exc

@@ -260,12 +260,23 @@ def test_every_parameter_is_checked_after_set_params(name):
 
 
 def _tamper_cases():
-    gauss = lambda: GaussianScorer(random_state=0).fit(_X())  # noqa: E731
+    gauss = lambda: GaussianScorer(random_state=0, calibration="conformal").fit(_X())  # noqa: E731
+    cvplus = lambda: GaussianScorer(random_state=0, calibration="cv+").fit(_X())  # noqa: E731
     knn = lambda: KNNScorer(n_neighbors=5).fit(_X())  # noqa: E731
     sorted_cal = lambda s: np.sort(s.calibration_scores_)  # noqa: E731
     return {
         "offset-nan": (gauss, {"scalars": {"offset_": float("nan")}}, "offset_ is nan"),
         "offset-plus-inf": (gauss, {"scalars": {"offset_": float("inf")}}, "offset_ is inf"),
+        "cvplus-offset-finite": (cvplus, {"scalars": {"offset_": -3.0}}, "must be NaN"),
+        "cvplus-fold-number": (cvplus, {"arrays": {"calibration_fold_": lambda s:
+                                                   s.calibration_fold_ + 5}}, "outside 0..4"),
+        "cvplus-fold-scores": (cvplus, {"arrays": {"calibration_fold_": lambda s:
+                                                   s.calibration_fold_[:-1].copy()}},
+                               "calibration_fold_ has shape"),
+        "cvplus-no-fold-header": (cvplus, {"drop": ["fold_scalars"]}, "no 'fold_scalars'"),
+        "cvplus-folds-on-conformal": (cvplus, {"scalars": {"calibration_": "conformal",
+                                                           "offset_": -3.0}},
+                                      "fold_states_ is present"),
         "calibration-unsorted": (gauss, {"arrays": {"calibration_scores_": lambda s:
                                                     sorted_cal(s)[::-1].copy()}}, "not sorted"),
         "calibration-empty": (gauss, {"arrays": {"calibration_scores_": lambda s:

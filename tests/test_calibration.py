@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 
 from gaussood import GaussianScorer, KNNScorer, NormShellScorer
+from gaussood import _base
 from gaussood._base import conformal_offset
 from conftest import anisotropic_gaussian
 
@@ -155,3 +156,167 @@ def test_out_of_fold_scores_in_row_order():
     # outside the block a fit records nothing and calibrates as before
     np.testing.assert_array_equal(GaussianScorer(random_state=0).fit(X).calibration_scores_,
                                   gauss.calibration_scores_)
+
+
+# ------------------------------------------------------------------------- CV+
+def test_cvplus_fixes_the_high_dimensional_rate():
+    """n = 1,500, d = 512, decaying spectrum: cross-conformal flags ~0.4% at alpha 5%
+    (fold models fitted on 4/5 of the rows are weaker than the final model); CV+,
+    which "auto" picks there, scores fresh rows with the fold models."""
+    rng = np.random.default_rng(21)
+    X = anisotropic_gaussian(rng, 1500, 512)
+    fresh = anisotropic_gaussian(rng, N_FRESH, 512)
+    scorer = GaussianScorer(alpha=0.05, random_state=0).fit(X)
+    assert scorer.calibration_ == "cv+"
+    result = scorer.score_pvalue_decision(fresh)
+    assert 0.035 <= result.flagged.mean() <= 0.065  # measured 4.0%
+    cross = GaussianScorer(alpha=0.05, calibration="conformal", random_state=0).fit(X)
+    assert np.mean(cross.predict(fresh) == -1) < 0.01  # the bias CV+ removes (0.4%)
+    # the same final model: score_samples (and AUROC) does not depend on the calibration
+    np.testing.assert_array_equal(result.score, cross.score_samples(fresh))
+
+
+def test_auto_stays_cross_conformal_at_low_dimension():
+    rng = np.random.default_rng(7)
+    X = anisotropic_gaussian(rng, 5000, 32)  # d / n = 0.0064 < 0.02
+    auto = GaussianScorer(alpha=0.05, random_state=0).fit(X)
+    explicit = GaussianScorer(alpha=0.05, calibration="conformal", random_state=0).fit(X)
+    assert auto.calibration_ == "conformal" and not hasattr(auto, "fold_states_")
+    assert auto.offset_ == explicit.offset_
+    fresh = anisotropic_gaussian(rng, 2000, 32)
+    np.testing.assert_array_equal(auto.predict(fresh), explicit.predict(fresh))
+    np.testing.assert_array_equal(auto.pvalue(fresh), explicit.pvalue(fresh))
+
+
+def test_cvplus_pvalue_equals_a_numpy_reimplementation():
+    """Fold models refitted with numpy + scikit-learn's LedoitWolf; p-values exactly."""
+    from sklearn.covariance import LedoitWolf
+    from sklearn.model_selection import KFold
+
+    rng = np.random.default_rng(3)
+    X, fresh = rng.normal(size=(80, 6)), rng.normal(size=(300, 6)) * 1.2
+    scorer = GaussianScorer(alpha=0.1, calibration="cv+", calibration_folds=4,
+                            random_state=0, chunk_size=7).fit(X)
+    oof, fresh_scores = np.empty(80), []
+    for train, test in KFold(4, shuffle=True, random_state=0).split(X):
+        lw = LedoitWolf().fit(X[train])
+        oof[test] = -lw.mahalanobis(X[test])
+        fresh_scores.append((test, -lw.mahalanobis(fresh)))
+    ranks = sum(np.sum(oof[test][:, None] <= s[None, :], axis=0) for test, s in fresh_scores)
+    expected = (1.0 + ranks) / (80 + 1.0)
+    np.testing.assert_allclose(scorer.calibration_scores_, np.sort(oof), rtol=1e-9)
+    np.testing.assert_array_equal(scorer.pvalue(fresh), expected)
+    np.testing.assert_array_equal(scorer.predict(fresh) == -1, expected <= 0.1)
+
+
+class _RoundedScorer(_base.BaseScorer, register=False):
+    """Integer scores: many exact ties between fresh and calibration scores."""
+
+    _calibrations = ("conformal", "cv+")
+
+    def __init__(self, *, alpha=None, contamination=None, calibration="cv+",
+                 calibration_folds=3, random_state=0, chunk_size=7):
+        self.alpha, self.contamination, self.calibration = alpha, contamination, calibration
+        self.calibration_folds, self.random_state = calibration_folds, random_state
+        self.chunk_size = chunk_size
+
+    def _fit_state(self, X, y=None):
+        return {"center_": X.mean(axis=0)}
+
+    def _score_chunk(self, X, cache):
+        return -np.round(np.abs(X - self.center_).sum(axis=1))
+
+
+def test_cvplus_ties_follow_the_conformal_rule():
+    """#{c <= s} counts ties, and p == alpha is flagged, as conformal_offset does."""
+    from sklearn.model_selection import KFold
+
+    rng = np.random.default_rng(0)
+    X, fresh = rng.normal(size=(60, 3)) * 2, rng.normal(size=(500, 3)) * 2.5
+    alpha = 5 / 61  # J = 5: the 6 rows with p = 5/61 are flagged, those with 7/61 not
+    scorer = _RoundedScorer(alpha=alpha).fit(X)
+    oof, ranks, tied = np.empty(60), np.zeros(500), 0
+    folds = list(KFold(3, shuffle=True, random_state=0).split(X))
+    centers = [X[train].mean(axis=0) for train, _ in folds]
+    for (_, test), c in zip(folds, centers):
+        oof[test] = -np.round(np.abs(X[test] - c).sum(axis=1))
+    for (_, test), c in zip(folds, centers):
+        s = -np.round(np.abs(fresh - c).sum(axis=1))
+        ranks += np.sum(oof[test][:, None] <= s[None, :], axis=0)
+        tied += np.sum(oof[test][:, None] == s[None, :])
+    expected = (1.0 + ranks) / 61.0
+    assert tied > 0 and np.any(expected == alpha)
+    result = scorer.score_pvalue_decision(fresh)
+    np.testing.assert_array_equal(result.pvalue, expected)
+    np.testing.assert_array_equal(result.flagged, expected <= alpha)
+    np.testing.assert_array_equal(scorer.predict(fresh) == -1, expected <= alpha)
+    # cross-conformal on the same scores flags with the same rule on the full model's rank
+    conformal = _RoundedScorer(alpha=alpha, calibration="conformal").fit(X)
+    p = conformal.pvalue(fresh)
+    np.testing.assert_array_equal(conformal.predict(fresh) == -1, p <= alpha)
+
+
+@pytest.mark.parametrize("kwargs", [{"alpha": 0.1}, {"contamination": 0.1}],
+                         ids=["alpha", "contamination"])
+def test_cvplus_methods_agree(kwargs):
+    rng = np.random.default_rng(4)
+    X, fresh = rng.normal(size=(400, 40)), rng.normal(size=(300, 40)) * 1.1
+    scorer = GaussianScorer(calibration="cv+", random_state=0, chunk_size=64, **kwargs).fit(X)
+    result = scorer.score_pvalue_decision(fresh)
+    np.testing.assert_array_equal(result.score, scorer.score_samples(fresh))
+    np.testing.assert_array_equal(result.pvalue, scorer.pvalue(fresh))
+    np.testing.assert_array_equal(result.decision, scorer.decision_function(fresh))
+    np.testing.assert_array_equal(result.flagged, scorer.predict(fresh) == -1)
+    assert 0 < result.flagged.mean() < 1
+    conformal = GaussianScorer(calibration="conformal", random_state=0, **kwargs).fit(X)
+    np.testing.assert_array_equal(result.score, conformal.score_samples(fresh))
+    assert not np.array_equal(result.pvalue, conformal.pvalue(fresh))
+    with pytest.raises(ValueError, match="score_pvalue_decision"):
+        scorer.pvalue_from_scores(result.score)
+    if "alpha" in kwargs:  # flagged exactly when the CV+ p-value is <= alpha
+        assert np.isnan(scorer.offset_)
+        np.testing.assert_array_equal(result.flagged, result.pvalue <= 0.1)
+        with pytest.raises(ValueError, match="score_pvalue_decision"):
+            scorer.decision_from_scores(result.score)
+    else:  # contamination: the threshold on the score, as before; only p-values change
+        assert scorer.offset_ == conformal.offset_
+        np.testing.assert_array_equal(result.decision, result.score - scorer.offset_)
+        np.testing.assert_array_equal(scorer.decision_from_scores(result.score),
+                                      result.decision)
+
+
+def test_cvplus_for_every_structure_and_the_shell():
+    rng = np.random.default_rng(8)
+    X, fresh = rng.normal(size=(300, 12)), rng.normal(size=(200, 12)) * 1.2
+    y = rng.integers(0, 3, 300)
+    fits = [GaussianScorer(calibration="cv+", random_state=0).fit(X, y),
+            GaussianScorer(n_clusters=3, random_state=0).fit(X),
+            NormShellScorer(calibration="cv+", random_state=0).fit(X),
+            NormShellScorer(whiten=True, calibration="cv+", random_state=0).fit(X)]
+    assert fits[1].calibration_ == "cv+"  # auto: d / n = 0.04
+    assert NormShellScorer(random_state=0).fit(X).calibration_ == "conformal"  # see docs
+    for scorer in fits:
+        assert len(scorer.fold_states_) == 5
+        assert not any(k.startswith("moment_") for k in scorer.fold_states_[0])
+        result = scorer.score_pvalue_decision(fresh)
+        np.testing.assert_array_equal(result.flagged, result.pvalue <= scorer.alpha_)
+        np.testing.assert_array_equal(result.flagged, scorer.predict(fresh) == -1)
+
+
+def test_calibrate_and_partial_fit_drop_the_fold_models():
+    rng = np.random.default_rng(9)
+    X = rng.normal(size=(200, 20))
+    scorer = GaussianScorer(random_state=0).fit(X)  # auto: cv+
+    assert scorer.calibration_ == "cv+"
+    scorer.calibrate(rng.normal(size=(500, 20)))
+    assert scorer.calibration_ == "conformal" and np.isfinite(scorer.offset_)
+    assert not hasattr(scorer, "fold_states_") and not hasattr(scorer, "calibration_fold_")
+    np.testing.assert_array_equal(scorer.predict(X[:50]),
+                                  np.where(scorer.score_samples(X[:50]) < scorer.offset_, -1, 1))
+    streamed = GaussianScorer(random_state=0).fit(X).partial_fit(rng.normal(size=(50, 20)))
+    assert streamed.calibration_ == "f" and not hasattr(streamed, "fold_states_")
+
+
+def test_knn_refuses_cvplus_with_a_reason():
+    with pytest.raises(ValueError, match="no 'cv\\+'.*leave-one-out"):
+        KNNScorer(calibration="cv+").fit(np.random.default_rng(0).normal(size=(50, 3)))

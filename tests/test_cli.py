@@ -336,3 +336,26 @@ def test_numpy_commands_do_not_import_torch(tmp_path, data):
     proc = _run_python("-c", script)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "s.csv").exists()
+
+
+def test_score_with_a_cvplus_scorer(tmp_path, capsys):
+    """gaussood score: p-values and flags from the fold models (d / n >= 0.02: auto cv+)."""
+    rng = np.random.default_rng(3)
+    np.save(tmp_path / "train.npy", rng.normal(size=(600, 24)))
+    fresh = rng.normal(size=(1000, 24)) * 1.05
+    np.save(tmp_path / "fresh.npy", fresh)
+    model = tmp_path / "g.npz"
+    code, out, err = run(capsys, "fit", "--embeddings", tmp_path / "train.npy", "--scorer",
+                         "gaussian", "--random-state", 0, "--out", model)
+    assert code == 0, err
+    assert "calibration cv+" in out and "flags by the CV+ p-value" in out
+    code, out, err = run(capsys, "score", "--scorer", model, "--embeddings",
+                         tmp_path / "fresh.npy", "--out", tmp_path / "s.npz")
+    assert code == 0, err
+    loaded = gaussood.load(model)
+    assert loaded.calibration_ == "cv+"
+    with np.load(tmp_path / "s.npz") as result:
+        np.testing.assert_array_equal(result["pvalue"], loaded.pvalue(fresh))
+        np.testing.assert_array_equal(result["flagged"], loaded.predict(fresh) == -1)
+        np.testing.assert_array_equal(result["flagged"], result["pvalue"] <= ALPHA)
+        assert f"{int(result['flagged'].sum())} flagged" in out

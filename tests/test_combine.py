@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from conftest import anisotropic_gaussian
+
 from gaussood import (
     GaussianScorer,
     KNNScorer,
@@ -218,3 +220,18 @@ def test_covariance_decompositions_run_on_one_blas_thread(monkeypatch):
         PValueCombination(random_state=0).fit(X)
     assert len(seen) == 2 * 6            # each component: 5 fold fits + 1, one decomposition each
     assert set(seen) == {1}
+
+
+def test_cvplus_component():
+    """A CV+ component: its training rows rank among its out-of-fold scores (as a
+    conformal one), fresh rows get its CV+ p-value; the rate stays near alpha."""
+    rng = np.random.default_rng(12)
+    X = anisotropic_gaussian(rng, 2000, 48)          # d / n = 0.024: auto picks cv+
+    combo = PValueCombination(random_state=0, alpha=0.05).fit(X)
+    gauss = combo.scorers_[0]
+    assert gauss.calibration_ == "cv+"
+    fresh = anisotropic_gaussian(rng, 4000, 48)
+    np.testing.assert_array_equal(combo.component_pvalues(fresh)[0], gauss.pvalue(fresh))
+    result = combo.score_pvalue_decision(fresh)
+    np.testing.assert_array_equal(result.flagged, combo.predict(fresh) == -1)
+    assert 0.035 <= result.flagged.mean() <= 0.065

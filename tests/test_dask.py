@@ -106,6 +106,7 @@ def test_contamination_offset_equals_in_memory(client):
 
 
 @pytest.mark.parametrize("make", [lambda: GaussianScorer(random_state=0),
+                                  lambda: GaussianScorer(calibration="cv+", random_state=0),
                                   lambda: NormShellScorer(random_state=0),
                                   lambda: KNNScorer(n_neighbors=10, random_state=0)])
 def test_scores_identical_to_in_memory(client, make):
@@ -249,6 +250,8 @@ def test_errors_are_clear(client):
     Xd = da.from_array(X, chunks=(500, D))
     with pytest.raises(ValueError, match="k-means"):
         gd.fit(GaussianScorer(n_clusters=3), Xd)
+    with pytest.raises(ValueError, match="cv\\+.*Fit in memory.*calibration='conformal'"):
+        gd.fit(GaussianScorer(calibration="cv+"), Xd)
     with pytest.raises(ValueError, match="2 row chunks"):
         gd.fit(GaussianScorer(), da.from_array(X, chunks=(2_000, D)))
     bad = X.copy()
@@ -263,3 +266,12 @@ def test_errors_are_clear(client):
     with pytest.raises(ValueError):  # a failed fit keeps the previous state
         gd.fit(scorer, da.from_array(bad, chunks=(500, D)))
     assert scorer.n_samples_fit_ == 2_000
+
+
+def test_auto_stays_conformal_on_dask_where_memory_picks_cvplus(client):
+    X, _ = data(n=1_000)                      # d / n = 0.024
+    assert GaussianScorer(random_state=0).fit(X).calibration_ == "cv+"
+    scorer = gd.fit(GaussianScorer(random_state=0), da.from_array(X, chunks=(250, D)),
+                    calibration_rows=250)
+    assert scorer.calibration_ == "conformal" and not hasattr(scorer, "fold_states_")
+    assert np.isfinite(scorer.offset_)

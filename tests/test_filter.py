@@ -145,3 +145,22 @@ def test_numpy_nchw_images_empty_batches_and_live_cache():
     assert filt._encoder_cache is not None
     pickle.dumps(filt)
     assert filt._encoder_cache is not None          # pickling copies, never strips
+
+
+def test_cvplus_scorer_in_the_filter():
+    """The filter keeps what the scorer's predict keeps, with its CV+ p-values."""
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(500, 40))                  # d / n = 0.08: auto picks cv+
+    filt = OODFilter(GaussianScorer(random_state=0), alpha=0.1).fit(X)
+    assert filt.scorer_.calibration_ == "cv+"
+    probe = np.vstack([rng.normal(size=(400, 40)), np.full((3, 40), 3.0)])
+    kept, result = filt.filter(probe)
+    scorer = filt.scorer_
+    np.testing.assert_array_equal(result.keep, scorer.predict(probe) == 1)
+    np.testing.assert_array_equal(result.pvalue, scorer.pvalue(probe))
+    np.testing.assert_array_equal(result.score, scorer.score_samples(probe))
+    np.testing.assert_array_equal(result.keep, result.pvalue > 0.1)
+    assert kept.shape[0] == result.keep.sum() and not result.keep[-3:].any()
+    # the cross-conformal threshold on the full model's score would keep other rows
+    assert not np.array_equal(result.keep, scorer.score_samples(probe) >= np.nanmax(
+        [GaussianScorer(calibration="conformal", alpha=0.1, random_state=0).fit(X).offset_]))

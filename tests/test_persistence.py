@@ -138,3 +138,71 @@ def test_files_written_before_the_registry_still_load(name):
     np.testing.assert_array_equal(scorer.score_samples(queries), expected["score"])
     np.testing.assert_array_equal(scorer.pvalue(queries), expected["pvalue"])
     np.testing.assert_array_equal(scorer.predict(queries), expected["predict"])
+
+
+def test_cvplus_round_trip(rng, tmp_path):
+    """Fold states travel as arrays (no pickle): identical p-values and predictions."""
+    X, Xt = rng.normal(size=(300, 12)), rng.normal(size=(200, 12)) * 1.2
+    y = np.array(["a", "b", "c"])[rng.integers(0, 3, 300)]
+    for i, scorer in enumerate([GaussianScorer(random_state=0).fit(X),           # auto: cv+
+                                GaussianScorer(calibration="cv+", random_state=1).fit(X, y),
+                                GaussianScorer(contamination=0.05, calibration="cv+",
+                                               random_state=2).fit(X),
+                                NormShellScorer(calibration="cv+", random_state=3).fit(X),
+                                NormShellScorer(whiten=True, calibration="cv+",
+                                                random_state=3).fit(X)]):
+        assert scorer.calibration_ == "cv+"
+        path = tmp_path / f"cv{i}.npz"
+        scorer.save(path)
+        with np.load(path, allow_pickle=False) as data:
+            header = json.loads(str(data["__gaussood__"]))
+            assert header["version"] == 2 and len(header["fold_scalars"]) == 5
+            assert any(k.startswith("fold/4/") for k in data.files)
+        loaded = gaussood.load(path)
+        assert len(loaded.fold_states_) == 5
+        for method in ("score_samples", "pvalue", "decision_function", "predict"):
+            np.testing.assert_array_equal(getattr(loaded, method)(Xt),
+                                          getattr(scorer, method)(Xt), err_msg=method)
+        np.testing.assert_array_equal(loaded.calibration_fold_, scorer.calibration_fold_)
+        assert np.isnan(loaded.offset_) == np.isnan(scorer.offset_)
+    # files without folds stay version 1, as before
+    GaussianScorer(calibration="conformal").fit(X).save(tmp_path / "plain.npz")
+    with np.load(tmp_path / "plain.npz", allow_pickle=False) as data:
+        header = json.loads(str(data["__gaussood__"]))
+        assert header["version"] == 1 and "fold_scalars" not in header
+        assert not any(k.startswith("fold/") for k in data.files)
+
+
+def test_cvplus_fold_states_are_validated_on_load(rng, tmp_path):
+    path = tmp_path / "s.npz"
+    GaussianScorer(calibration="cv+", random_state=0).fit(rng.normal(size=(200, 5))).save(path)
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    header = json.loads(str(arrays["__gaussood__"]))
+
+    def write(name, entries, head=header):
+        out = tmp_path / name
+        np.savez(out, **{**entries, "__gaussood__": np.array(json.dumps(head))})
+        return out
+
+    cases = {
+        "whitener": (dict(arrays, **{"fold/2/whitener_": np.eye(4)}), header,
+                     r"fold_states_\[2\]: whitener_ has shape"),
+        "missing": ({k: v for k, v in arrays.items() if k != "fold/1/location_"}, header,
+                    r"fold_states_\[1\]: location_ is missing"),
+        "nan": (dict(arrays, **{"fold/0/location_": np.full(5, np.nan)}), header,
+                r"fold_states_\[0\]: location_ holds NaN"),
+        "stray": (dict(arrays, **{"fold/9/location_": np.zeros(5)}), header,
+                  "unexpected fold array"),
+        "one-fold": ({k: v for k, v in arrays.items() if not k.startswith("fold/")
+                      or k.startswith("fold/0/")}, {**header, "fold_scalars":
+                                                    header["fold_scalars"][:1]},
+                     "at least 2 fold states"),
+        "bad-scalar": (arrays, {**header, "fold_scalars": [
+            {**f, "shrinkage_": 3.0} for f in header["fold_scalars"]]},
+            r"fold_states_\[0\]: shrinkage_ is 3.0"),
+        "not-a-list": (arrays, {**header, "fold_scalars": {"a": 1}}, "not a list"),
+    }
+    for name, (entries, head, match) in cases.items():
+        with pytest.raises(ValueError, match=match):
+            gaussood.load(write(f"{name}.npz", entries, head))

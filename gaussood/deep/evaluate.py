@@ -250,8 +250,10 @@ def evaluate(encoder, id_fit, id_test, ood: Mapping[str, Any], *,
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
                 scorer.fit(X, y) if labelled else scorer.fit(X)
-            scores = {k: scorer.score_samples(v) for k, v in evals.items()}
-            far = float(np.mean(scorer.decision_from_scores(scores["__id__"]) < 0))
+            scored = scorer.score_pvalue_decision(evals["__id__"])  # fold models too (cv+)
+            scores = {k: scorer.score_samples(v) for k, v in evals.items() if k != "__id__"}
+            scores["__id__"] = scored.score
+            far = float(np.mean(scored.flagged))
             results[method] = {"scores": scores, "far": far,
                                "seconds": time.perf_counter() - t0,
                                "note": f"calibration {scorer.calibration_}, alpha {alpha}"}
