@@ -19,7 +19,9 @@ COLUMNS = [("cifar10", "fashion-mnist", "Fashion-MNIST"), ("cifar10", "svhn", "S
            ("cifar10", "cifar100", "CIFAR-100"), ("cifar10", "mnist", "MNIST"),
            ("cifar10", "uniform-noise", "uniform noise"),
            ("cifar10", "gaussian-noise", "Gaussian noise"),
-           ("open-set", "cifar10-classes-6-9", "CIFAR-10 classes 6-9 (open-set)")]
+           ("open-set", "cifar10-classes-6-9", "CIFAR-10 classes 6-9 (open-set)"),
+           ("fashion-open-set", "fashion-mnist-classes-6-9",
+            "Fashion-MNIST classes 6-9 (open-set, ID Fashion-MNIST 0-5)")]
 
 
 def table(result: dict) -> str:

@@ -69,7 +69,7 @@ EXTERNAL_MARKERS = {
         ("skip", "needs the files of the whole run above"),
     ("docs/cli.md", "gaussood diagnose --embeddings id_train.npy --max-samples"):
         ("skip", "needs id_train.npy from the whole run above"),
-    ("docs/cli.md", "gaussood bench --encoder benchmarks/checkpoints/cifar10-small.pt"):
+    ("docs/cli.md", "gaussood bench --encoder benchmarks/checkpoints/cifar10-cpu.pt"):
         ("skip", "the second line needs enc.pt and SVHN/CIFAR-100; the quick bench is "
                  "run by CI's make bench-quick"),
 }

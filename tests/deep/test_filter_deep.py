@@ -16,7 +16,7 @@ from gaussood.deep import load_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 ROOT = os.environ.get("GAUSSOOD_DATA") or str(REPO.parent / "shared" / "data")
-SHIPPED = REPO / "benchmarks" / "checkpoints" / "cifar10-small.pt"
+SHIPPED = REPO / "benchmarks" / "checkpoints" / "cifar10-cpu.pt"
 
 
 @pytest.fixture(scope="module")

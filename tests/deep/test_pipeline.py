@@ -20,7 +20,7 @@ from gaussood.deep.checkpoint import file_sha256  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data"
 ROOT = os.environ.get("GAUSSOOD_DATA") or str(SHARED)
-SHIPPED = REPO / "benchmarks" / "checkpoints" / "cifar10-small.pt"
+SHIPPED = REPO / "benchmarks" / "checkpoints" / "cifar10-cpu.pt"
 NOISE_AUROC_TRAINED = 0.9
 
 
