@@ -36,6 +36,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from ._threads import fit_threads
 from ._validation import FittedState, check_features, raise_nonfinite
 
 DEFAULT_ALPHA = 0.05
@@ -298,34 +299,39 @@ class BaseScorer(OutlierMixin, BaseEstimator):
             rule, alpha = self._resolve_threshold()
             self._clear_fitted()
             X = check_features(self, X, reset=True, ensure_min_samples=2)
-            n = X.shape[0]
-            calibration = self.calibration
-            if calibration == "auto":
-                calibration = self._auto_calibration(n, X.shape[1], y)
-            calibration_scores = None
-            wanted = _OUT_OF_FOLD.get()  # inside collecting_out_of_fold: record this fit's
-            wanted = wanted if wanted is not None and id(self) in wanted else None
-            if calibration in ("conformal", "cv+") or wanted is not None:
-                state, out_of_fold, folds = self._fit_with_calibration(X, y)
-                if calibration in ("conformal", "cv+"):  # NaN: a row without one
-                    calibration_scores = np.sort(out_of_fold[~np.isnan(out_of_fold)])
-                if wanted is not None:
-                    wanted[id(self)] = out_of_fold
-            else:
-                state = self._fit_state(X, y)
-            self.__dict__.update(state)
-            self.alpha_ = alpha
-            self.threshold_rule_ = rule
-            self.calibration_ = calibration
-            self.calibration_scores_ = calibration_scores
-            if calibration == "cv+":
-                self._keep_folds(out_of_fold, folds)
-            if rule == "contamination":
-                self.offset_ = float(np.percentile(self.score_samples(X),
-                                                   100.0 * self.contamination))
-            else:
-                self.offset_ = self._alpha_offset(alpha)
+            with fit_threads(*X.shape):
+                self._fit_checked(X, y, rule, alpha)
         return self
+
+    def _fit_checked(self, X, y, rule, alpha):
+        """The body of ``fit`` on validated ``X`` (inside ``atomic_update``)."""
+        n = X.shape[0]
+        calibration = self.calibration
+        if calibration == "auto":
+            calibration = self._auto_calibration(n, X.shape[1], y)
+        calibration_scores = None
+        wanted = _OUT_OF_FOLD.get()  # inside collecting_out_of_fold: record this fit's
+        wanted = wanted if wanted is not None and id(self) in wanted else None
+        if calibration in ("conformal", "cv+") or wanted is not None:
+            state, out_of_fold, folds = self._fit_with_calibration(X, y)
+            if calibration in ("conformal", "cv+"):  # NaN: a row without one
+                calibration_scores = np.sort(out_of_fold[~np.isnan(out_of_fold)])
+            if wanted is not None:
+                wanted[id(self)] = out_of_fold
+        else:
+            state = self._fit_state(X, y)
+        self.__dict__.update(state)
+        self.alpha_ = alpha
+        self.threshold_rule_ = rule
+        self.calibration_ = calibration
+        self.calibration_scores_ = calibration_scores
+        if calibration == "cv+":
+            self._keep_folds(out_of_fold, folds)
+        if rule == "contamination":
+            self.offset_ = float(np.percentile(self.score_samples(X),
+                                               100.0 * self.contamination))
+        else:
+            self.offset_ = self._alpha_offset(alpha)
 
     def _folds(self, X):
         n_folds = min(self.calibration_folds, X.shape[0])

@@ -64,3 +64,18 @@ def dense_decomposition_threads(size: int):
     if int(size) <= SMALL_DENSE_MAX:
         return limit_blas_threads(1)
     return contextlib.nullcontext()
+
+
+# Largest fit (rows x features^2, about the multiply-adds of its moment products) run
+# on one BLAS thread by ``fit_threads``: 1e10 is about 0.1 s on one core here. Below it
+# a thread pool gains little on a quiet machine and stalls on a busy one (measured by
+# benchmarks/speed.py --busy-only: busy/quiet fit time 4.0x with the pool).
+SMALL_FIT_WORK = 1e10
+
+
+def fit_threads(n_samples: int, n_features: int):
+    """Context manager for a whole fit: one BLAS/OpenMP thread when the fit is small
+    (``n_samples * n_features**2 <= SMALL_FIT_WORK``), the process's setting above."""
+    if float(n_samples) * float(n_features) ** 2 <= SMALL_FIT_WORK:
+        return limit_blas_threads(1)
+    return contextlib.nullcontext()
