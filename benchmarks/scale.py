@@ -26,7 +26,7 @@ the load averages before and after each step are recorded.
 
 Run::
 
-    PYTHONPATH=. python benchmarks/scale.py            # full run: 20 M rows, ~20-40 min on 2 cores
+    PYTHONPATH=. python benchmarks/scale.py            # full run: 20 M rows, ~8 min on 2 cores here
     PYTHONPATH=. python benchmarks/scale.py --quick    # smoke run: 200,000 rows, < 1 min
 
 The full run writes ``benchmarks/results/scale.json`` and ``scale.md``; the
