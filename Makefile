@@ -4,7 +4,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test bench bench-quick demo gaussianity speed train train-open-set train-small train-fashion recipe train-speed clean
+.PHONY: test bench bench-quick demo gaussianity speed train train-open-set train-twin train-small train-fashion recipe train-speed clean
 
 # The CIFAR-10 archive of this project's machines, when it is there.
 export GAUSSOOD_DATA ?= $(if $(wildcard ../shared/data/cifar10_jpeg_q75.tar.xz),$(abspath ../shared/data),)
@@ -31,7 +31,7 @@ bench: $(VENV)/.bench        ## the main job: CIFAR-10 and Fashion-MNIST OOD ben
 bench-quick: $(VENV)/.bench  ## the same on a small budget (one seed, small subsets); run by CI
 	$(BIN)/python benchmarks/cifar10_ood.py --quick $(BENCH_ARGS)
 
-gaussianity: $(VENV)/.bench  ## Gaussianity study: paper reproduction, calibration, vs AUROC, Fashion-MNIST
+gaussianity: $(VENV)/.bench  ## Gaussianity study: paper reproduction, calibration, vs AUROC, Fashion-MNIST, twin
 	$(BIN)/python benchmarks/gaussianity.py
 
 demo: $(VENV)/.core          ## synthetic-embedding demo of every scorer (no image data)
@@ -49,7 +49,13 @@ train: $(VENV)/.core         ## the CPU encoder: best recipe, 4 h budget on one 
 
 train-open-set: $(VENV)/.core ## CIFAR-10 classes 0-5 encoder, the same recipe and epochs (resumable)
 	$(BIN)/python benchmarks/train_encoder.py $(RECIPE) --classes 0-5 --steps 8680 --knn-every 5 \
-	  --name cifar10-cpu-c0to5 --work-dir benchmarks/checkpoints/runs/cifar10-cpu-c0to5
+	  --snapshots --name cifar10-cpu-c0to5 --work-dir benchmarks/checkpoints/runs/cifar10-cpu-c0to5
+
+train-twin: $(VENV)/.core    ## CIFAR-10 regulariser twin: the recipe for 8 epochs, plain and regularised
+	for extra in "--name cifar10-twin-plain" \
+	    "--norm-weight 0.005 --entropy-weight 0.01 --name cifar10-twin-reg"; do \
+	  $(BIN)/python benchmarks/train_encoder.py $(RECIPE) --epochs 8 --knn-every 4 $$extra \
+	    || exit 1; done
 
 train-small: $(VENV)/.core   ## the first CPU encoder (small convnet, 4 epochs; the shipped cifar10-small.pt)
 	$(BIN)/python benchmarks/train_encoder.py --threads 1

@@ -7,20 +7,27 @@ Four parts, each written to benchmarks/results/gaussianity.{json,md} (+ figures)
    MLP trained with InfoNCE (two noisy views) or with cross-entropy (labels from the
    mixture component, or from a fixed random linear teacher). Diagnostics of the
    encoder output on held-out inputs.
-2. cifar10: the shipped contrastive encoder against the same architecture trained
-   with cross-entropy for the same budget (both in benchmarks/checkpoints), on
-   CIFAR-10 test images, backbone and head features.
+2. cifar10: the shipped contrastive encoder (cifar10-cpu.pt, 89 epochs) and the first
+   one (cifar10-small.pt, 4 epochs) against the same architecture trained with
+   cross-entropy for 4 epochs (all in benchmarks/checkpoints), on CIFAR-10 test
+   images, backbone and head features.
 3. calibration: false-alarm rate of GaussianScorer thresholds (chi-square, Hotelling
    F, conformal) and the norm-shell law at alpha = 0.01, 0.05, 0.10 on held-out
-   CIFAR-10 test embeddings, for backbone/head features, raw or L2-normalised.
+   CIFAR-10 test embeddings of the shipped encoder, for backbone/head features, raw
+   or L2-normalised.
 5. fashion: Fashion-MNIST, where the CPU trains to the k-NN plateau: the plain
    InfoNCE encoder, its twin with the paper's regulariser, the same architecture
    trained with cross-entropy, and the untrained (random-init) network, on
    Fashion-MNIST test images, each beside an exact-Gaussian sample of the same n, d
    and covariance (the paper's contrast, in a setting where training converges).
-4. predicts: diagnostics across encoders and epochs (per-epoch snapshots of the
-   open-set and supervised runs, plus the shipped encoder) against the OOD AUROC of
-   GaussianScorer (CIFAR-10 test vs Fashion-MNIST test), with Spearman correlations.
+6. twin: CIFAR-10, the shipped recipe for 8 epochs, plain and with the paper's
+   regulariser (norm + entropy terms), same seed and views, each beside the
+   exact-Gaussian reference (run with --parts twin; the encoders come from
+   train_encoder.py, see TWIN_RECIPE).
+4. predicts: diagnostics across encoders and epochs (every CIFAR-10 encoder in
+   benchmarks/checkpoints, plus per-epoch snapshots where a run kept them with
+   train_encoder.py --snapshots) against the OOD AUROC of GaussianScorer (CIFAR-10
+   test vs Fashion-MNIST test), with Spearman correlations.
 
 Run: python benchmarks/gaussianity.py [--parts synthetic cifar10 calibration predicts]
      [--quick]. Needs the CIFAR-10 archive (GAUSSOOD_DATA) for parts 2-4 and
@@ -173,8 +180,10 @@ def l2(X):
 
 def part_cifar10(args, figures):
     test = cifar("test", args.n_eval, args.seed)
-    encoders = {"contrastive (InfoNCE)": CKPT / "cifar10-small.pt",
-                "supervised (cross-entropy)": CKPT / "cifar10-small-supervised.pt"}
+    encoders = {"contrastive (InfoNCE)": CKPT / "cifar10-cpu.pt",
+                "contrastive, first (4 ep.)": CKPT / "cifar10-small.pt",
+                "supervised (cross-entropy, 4 ep.)": CKPT / "cifar10-small-supervised.pt"}
+    tags = dict(zip(encoders, ("contrastive", "contrastive_4ep", "supervised")))
     rows = []
     for label, path in encoders.items():
         prov = json.loads(path.with_suffix(".json").read_text())
@@ -184,9 +193,8 @@ def part_cifar10(args, figures):
                          "epochs": prov["epochs"], "knn_top1": prov["knn_top1"],
                          "n": rep.n, "d": rep.d, **summary(rep)})
             if layer == "backbone":
-                tag = "contrastive" if "InfoNCE" in label else "supervised"
-                figures += [str(p.relative_to(HERE)) for p in
-                            rep.save_figures(HERE / "results", prefix=f"gaussianity_{tag}")]
+                figures += [str(p.relative_to(HERE)) for p in rep.save_figures(
+                    HERE / "results", prefix=f"gaussianity_{tags[label]}")]
             log(f"cifar10 {label} {layer}: CV {rep.norm_cv_uncentered:.3f}, AD "
                 f"{100 * rep.ad_pass_coordinates:.1f}%, DP {100 * rep.dp_pass_coordinates:.1f}%")
     # pass shares depend on n: the same embeddings diagnosed on growing subsamples
@@ -205,7 +213,7 @@ def part_cifar10(args, figures):
 def part_calibration(args):
     train = cifar("train", args.n_fit, args.seed)
     test = cifar("test", None, args.seed)
-    path = CKPT / "cifar10-small.pt"
+    path = CKPT / "cifar10-cpu.pt"
     alphas = (0.01, 0.05, 0.10)
     rows = []
     for layer in ("backbone", "head"):
@@ -270,6 +278,13 @@ def part_fashion(args):
     untrained.parent.mkdir(parents=True, exist_ok=True)
     save_encoder(Encoder("small").eval(), untrained)
     encoders["untrained (random init)"] = untrained
+    return {"data": test.source, "rows": diagnose_encoders(args, test, encoders, "fashion"),
+            "missing": missing}
+
+
+def diagnose_encoders(args, test, encoders, part):
+    """Each encoder's backbone and head features on ``test``, beside the exact-Gaussian
+    reference of the same n, d and covariance; k-NN and plateau gain from its files."""
     rows = []
     for label, path in encoders.items():
         prov_path = path.with_suffix(".json")
@@ -281,15 +296,45 @@ def part_fashion(args):
             rows.append({"encoder": label, "file": path.name, "layer": layer,
                          "knn_top1": prov.get("knn_top1"), "plateau_gain": plateau(hist),
                          "n": rep.n, "d": rep.d, "verdict": rep.verdict, **summary(rep)})
-            log(f"fashion {label} {layer}: CV {rep.norm_cv_uncentered:.3f}, AD coords "
+            log(f"{part} {label} {layer}: CV {rep.norm_cv_uncentered:.3f}, AD coords "
                 f"{100 * rep.ad_pass_coordinates:.1f}% (ref "
                 f"{100 * rep.reference['ad_pass_coordinates']:.1f}%), projections "
                 f"{100 * rep.ad_pass_projections:.1f}% (ref "
                 f"{100 * rep.reference['ad_pass_projections']:.1f}%)")
-    return {"data": test.source, "rows": rows, "missing": missing}
+    return rows
+
+
+# --------------------------------------------------------------------- 6. twin
+TWIN = {"contrastive (InfoNCE)": "cifar10-twin-plain",
+        "contrastive + regulariser": "cifar10-twin-reg"}
+TWIN_RECIPE = ("python benchmarks/train_encoder.py --threads 1 --model small --resolution "
+               "16:0.75,32 --temperature 0.2 --epochs 8 --knn-every 4")
+
+
+def part_twin(args):
+    encoders = {label: CKPT / f"{name}.pt" for label, name in TWIN.items()}
+    missing = {label: str(p) for label, p in encoders.items() if not p.is_file()}
+    if missing:  # the other parts still run and are written
+        log(f"twin: skipped, encoder files missing ({', '.join(missing.values())}); "
+            "make them with make train-twin")
+        return {"data": None, "recipe": TWIN_RECIPE, "rows": [], "missing": missing}
+    test = cifar("test", args.n_eval, args.seed)
+    return {"data": test.source, "recipe": TWIN_RECIPE, "missing": {},
+            "rows": diagnose_encoders(args, test, encoders, "twin")}
 
 
 # ------------------------------------------------------------------ 4. predicts
+PREDICTS = {"contrastive (InfoNCE)": "cifar10-cpu",
+            "contrastive, classes 0-5": "cifar10-cpu-c0to5",
+            "contrastive, first (4 ep.)": "cifar10-small",
+            "contrastive, first, classes 0-5 (4 ep.)": "cifar10-small-c0to5",
+            "supervised (4 ep.)": "cifar10-small-supervised"}
+SNAPSHOTS = ((CKPT / "runs" / "cifar10-cpu-c0to5", "contrastive, classes 0-5"),  # in training
+             (RUNS / "cifar10-cpu-c0to5", "contrastive, classes 0-5"),  # kept after it
+             (RUNS / "cifar10-small-c0to5", "contrastive, first, classes 0-5"),
+             (RUNS / "cifar10-small-supervised", "supervised"))
+
+
 def part_predicts(args):
     from scipy import stats
 
@@ -297,10 +342,11 @@ def part_predicts(args):
     test = cifar("test", args.n_eval, args.seed)
     fashion = load_dataset("fashion-mnist", "test", n=args.n_eval, seed=args.seed,
                            jpeg_quality=75)
-    encoders = {"shipped contrastive (4 ep.)": CKPT / "cifar10-small.pt"}
-    for run, tag in (("cifar10-small-c0to5", "contrastive, classes 0-5"),
-                     ("cifar10-small-supervised", "supervised")):
-        for snap in sorted((RUNS / run).glob("epoch*.pt")):
+    encoders = {label: CKPT / f"{name}.pt" for label, name in PREDICTS.items()
+                if (CKPT / f"{name}.pt").is_file()}
+    # per-epoch snapshots, where a run kept them (train_encoder.py --snapshots)
+    for folder, tag in SNAPSHOTS:
+        for snap in sorted(folder.glob("epoch*.pt"), key=lambda q: int(q.stem[5:])):
             encoders[f"{tag}, epoch {snap.stem[5:]}"] = snap
     rows = []
     for layer in ("backbone", "head"):
@@ -364,7 +410,7 @@ def markdown(res, args):
         L.append("")
     if "cifar10" in res:
         c = res["cifar10"]
-        L += ["### 2. CIFAR-10: contrastive vs supervised, same architecture and budget", "",
+        L += ["### 2. CIFAR-10: contrastive vs supervised, same architecture", "",
               f"Data: {c['data']}.", "",
               "| encoder | layer | epochs | kNN top-1 (%) | n | d | norm CV | AD pass (%) | "
               "DP pass (%) | AD pass, projections (%) | AD pass, whitened (%) | "
@@ -383,7 +429,7 @@ def markdown(res, args):
               f"| paper: supervised ResNet-18 | - | - | - | - | - | "
               f"{p['cifar_supervised']['norm_cv']} | {pct(p['cifar_supervised']['ad_pass'])} | "
               f"{pct(p['cifar_supervised']['dp_pass'])} | - | - | - | - |", "",
-              "Pass shares against n (the contrastive encoder, random subsamples of the "
+              "Pass shares against n (the shipped contrastive encoder, random subsamples of the "
               "same test embeddings):", "",
               "| layer | n | AD pass, coordinates (%) | AD pass, projections (%) | "
               "exact Gaussian reference (%) |", "|---|---|---|---|---|",
@@ -391,11 +437,17 @@ def markdown(res, args):
                 f"{pct(r['ad_pass_projections'])} | {pct(r['reference_ad_pass_coordinates'])} |"
                 for r in c.get("pass_share_by_n", [])], "",
               "Norm CV is of the uncentred features, as in the paper. Figures (backbone): "
-              "`gaussianity_contrastive_{norms,qq,ad}.png`, "
+              "`gaussianity_contrastive_{norms,qq,ad}.png` (shipped), "
+              "`gaussianity_contrastive_4ep_{norms,qq,ad}.png`, "
               "`gaussianity_supervised_{norms,qq,ad}.png`.", ""]
-    if "fashion" in res:
-        c = res["fashion"]
-        L += ["### 5. Fashion-MNIST, trained to the plateau", "",
+    for part, title in (("fashion", "### 5. Fashion-MNIST, trained to the plateau"),
+                        ("twin", "### 6. CIFAR-10: the regulariser twin, same recipe and "
+                                 "budget (8 epochs)")):
+        if part not in res:
+            continue
+        c = res[part]
+        L += [title, "", *([f"Both: `{c['recipe']}`; the twin adds `--norm-weight 0.005 "
+                            "--entropy-weight 0.01`.", ""] if "recipe" in c else []),
               f"Diagnosed: {c['data']}. Each value beside the exact-Gaussian reference of "
               "the same n, d and covariance (in brackets). k-NN: weighted top-1, full "
               "protocol; plateau: k-NN points gained over the last quarter of the run "
@@ -414,7 +466,7 @@ def markdown(res, args):
                      f"{pct(r['ad_pass_projections'])} ({pct(ref['ad_pass_projections'])}) | "
                      f"{r['mahalanobis_ks']:.3f} ({ref['mahalanobis_ks']:.3f}) |")
         L += [f"Not run (encoder file missing): {label} (`{path}`)."
-              for label, path in c.get("missing", {}).items()]
+              for label, path in (c.get("missing") or {}).items()]
         L.append("")
     if "calibration" in res:
         c = res["calibration"]
@@ -460,8 +512,9 @@ def markdown(res, args):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--parts", nargs="+", default=["synthetic", "cifar10", "calibration",
-                                                  "predicts", "fashion"],
-                   choices=["synthetic", "cifar10", "calibration", "predicts", "fashion"])
+                                                  "predicts", "fashion", "twin"],
+                   choices=["synthetic", "cifar10", "calibration", "predicts", "fashion",
+                            "twin"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-fit", type=int, default=20_000, help="CIFAR-10 train images to fit on")
     p.add_argument("--n-eval", type=int, default=5_000, help="held-out images diagnosed")
@@ -484,6 +537,8 @@ def main(argv=None):
             res[part] = part_calibration(args)
         elif part == "fashion":
             res[part] = part_fashion(args)
+        elif part == "twin":
+            res[part] = part_twin(args)
         else:
             res[part] = part_predicts(args)
     res["wall_seconds"] = time.perf_counter() - start
