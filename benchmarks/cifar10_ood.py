@@ -69,9 +69,9 @@ SETTINGS = {
     "cifar10": ("cifar10", None, "cifar10-cpu.pt",
                 "make train  (the CPU recipe: small net, 16:0.75,32 px, T 0.2, 17,359 steps; "
                 "resumable)"),
-    "open-set": ("cifar10", list(range(6)), "cifar10-small-c0to5.pt",
-                 "python benchmarks/train_encoder.py --classes 0-5 --name cifar10-small-c0to5 "
-                 "--threads 1"),
+    "open-set": ("cifar10", list(range(6)), "cifar10-cpu-c0to5.pt",
+                 "make train-open-set  (the same recipe and 88.9 epochs on classes 0-5, "
+                 "8,680 steps; resumable)"),
     "fashion-mnist": ("fashion-mnist", None, "fashion-mnist-cpu.pt",
                       f"{FASHION_RECIPE} --name fashion-mnist-cpu"),
     "fashion-open-set": ("fashion-mnist", list(range(6)), "fashion-mnist-cpu-c0to5.pt",
