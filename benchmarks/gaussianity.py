@@ -1,7 +1,7 @@
 """Does InfoNCE make embeddings Gaussian? A reproduction of the paper's evidence, and
 what it means for gaussood's p-values (issue 4).
 
-Four parts, each written to benchmarks/results/gaussianity.{json,md} (+ figures):
+Six parts, all written to benchmarks/results/gaussianity.{json,md} (+ figures):
 
 1. synthetic: inputs from Laplace, Gaussian-mixture and sparse-binary laws; the same
    MLP trained with InfoNCE (two noisy views) or with cross-entropy (labels from the
@@ -22,16 +22,16 @@ Four parts, each written to benchmarks/results/gaussianity.{json,md} (+ figures)
    and covariance (the paper's contrast, in a setting where training converges).
 6. twin: CIFAR-10, the shipped recipe for 8 epochs, plain and with the paper's
    regulariser (norm + entropy terms), same seed and views, each beside the
-   exact-Gaussian reference (run with --parts twin; the encoders come from
-   train_encoder.py, see TWIN_RECIPE).
+   exact-Gaussian reference (the encoders come from make train-twin; the part is
+   skipped with a message when they are missing).
 4. predicts: diagnostics across encoders and epochs (every CIFAR-10 encoder in
    benchmarks/checkpoints, plus per-epoch snapshots where a run kept them with
    train_encoder.py --snapshots) against the OOD AUROC of GaussianScorer (CIFAR-10
    test vs Fashion-MNIST test), with Spearman correlations.
 
-Run: python benchmarks/gaussianity.py [--parts synthetic cifar10 calibration predicts]
-     [--quick]. Needs the CIFAR-10 archive (GAUSSOOD_DATA) for parts 2-4 and
-     Fashion-MNIST (Debian package dataset-fashion-mnist) for part 4.
+Run: python benchmarks/gaussianity.py [--parts synthetic cifar10 calibration predicts
+     fashion twin] [--quick]. Needs the CIFAR-10 archive (GAUSSOOD_DATA) for parts 2-4
+     and 6, and Fashion-MNIST (Debian package dataset-fashion-mnist) for parts 4-5.
 """
 
 from __future__ import annotations
