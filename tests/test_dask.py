@@ -109,14 +109,40 @@ def test_contamination_offset_equals_in_memory(client):
                                   lambda: GaussianScorer(calibration="cv+", random_state=0),
                                   lambda: NormShellScorer(random_state=0),
                                   lambda: KNNScorer(n_neighbors=10, random_state=0)])
-def test_scores_identical_to_in_memory(client, make):
-    X, y = data(np.float32)
+def test_scores_match_in_memory(client, make):
+    """Dask chunks of 1,234 rows against in-memory chunks of ``chunk_size`` rows.
+
+    A different row blocking: float32 GEMM may round differently, which BLAS does not
+    promise against (seen on AMD EPYC with OpenBLAS's Haswell kernels: 4,303 of 12,000
+    scores differed, by at most 7.9e-7 relative). So scores agree to float32 rounding,
+    and a p-value or decision may move only for the few rows whose score sits within
+    that rounding of a calibration score or of the threshold: by one calibration rank
+    per model that ranks it (the fold models too, under cv+).
+    """
+    X, _ = data(np.float32)
     scorer = make().fit(X[:6_000])
     Xd = da.from_array(X, chunks=(1_234, D))  # not a multiple of chunk_size
+    got = {}
     for method in ("score_samples", "decision_function", "predict", "pvalue"):
         lazy = getattr(gd, method)(scorer, Xd)
         assert isinstance(lazy, da.Array)
-        np.testing.assert_array_equal(lazy.compute(), getattr(scorer, method)(X), err_msg=method)
+        got[method] = lazy.compute()
+    ref = scorer.score_pvalue_decision(X)
+    scale = float(np.max(np.abs(ref.score)))
+    np.testing.assert_allclose(got["score_samples"], ref.score, rtol=1e-5, atol=1e-6 * scale)
+    m = scorer.calibration_scores_.shape[0]
+    models = len(scorer.fold_states_) if scorer.calibration_ == "cv+" else 1
+    step = models / (m + 1.0)  # the most a p-value can move for one rounding
+    moved = np.abs(got["pvalue"] - ref.pvalue)
+    assert moved.max() <= step + 1e-12
+    assert np.mean(moved > 0) <= 0.05, np.mean(moved > 0)
+    if scorer.calibration_ == "cv+":  # decision = p-value - constant
+        assert np.max(np.abs(got["decision_function"] - ref.decision)) <= step + 1e-12
+    else:
+        np.testing.assert_allclose(got["decision_function"], ref.decision,
+                                   rtol=1e-5, atol=1e-6 * scale)
+    assert np.mean(got["predict"] != np.where(ref.flagged, -1, 1)) <= 0.01
+    assert np.array_equal(got["predict"] == -1, got["decision_function"] < 0)
 
 
 def test_scorer_shipped_once_to_every_worker(client):
