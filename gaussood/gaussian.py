@@ -12,7 +12,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 
 from ._base import CVPLUS_MIN_FEATURE_RATIO, BaseScorer, atomic_update, fold_moments
-from ._moments import compute_moments, merge_moments
+from ._moments import compute_moments, merge_component, merge_moments
 from ._threads import dense_decomposition_threads
 from ._validation import check_features, check_labels, check_moments_finite, check_positive_int
 from .covariance import COVARIANCE_METHODS, pooled_covariance, whitening_factor
@@ -33,6 +33,14 @@ class GaussianScorer(BaseScorer):
     ``n_clusters`` and no labels, k-means clusters play the classes (SSD,
     Sehwag et al., ICLR 2021). The score is then ``-min_k D_k^2(x)``.
 
+    With ``relative=True`` (relative Mahalanobis, Ren et al. 2021) the score is
+    ``-(min_k D_k^2(x) - D_0^2(x))``, where D_0 is the distance to one
+    background Gaussian N(mu_0, Sigma_0) fitted on all rows (its own mean and
+    covariance, same estimator): the part of the distance that the classes
+    explain beyond what the data as a whole explains. It needs labels or
+    ``n_clusters``; no parametric law is claimed for it, so it is calibrated
+    conformally (cross-conformal or CV+).
+
     Parameters
     ----------
     covariance : {"ledoit_wolf", "oas", "empirical"} or float, default="ledoit_wolf"
@@ -44,6 +52,10 @@ class GaussianScorer(BaseScorer):
         when given, win (with a warning).
     reg_covar : float, default=0.0
         Eigenvalue floor, relative to the mean eigenvalue.
+    relative : bool, default=False
+        Relative Mahalanobis (Ren et al. 2021): subtract the squared distance to a
+        background Gaussian fitted on all rows. Needs labels or ``n_clusters``;
+        calibration "conformal" or "cv+" ("auto" picks one of them).
     alpha : float or None, default=None
         Target false-alarm rate on in-distribution data; 0.05 when neither
         ``alpha`` nor ``contamination`` is given.
@@ -76,6 +88,9 @@ class GaussianScorer(BaseScorer):
     whitener_ : ndarray (d, d)          W with W^T covariance_ W = I (from ``eigh``).
     structure_ : str                    "single", "class" or "cluster".
     n_samples_fit_ : int                samples behind the fit.
+    background_location_ : ndarray (d,)      with ``relative``: mean of all rows.
+    background_whitener_ : ndarray (d, d)    with ``relative``: whitener of the
+        background covariance (of all rows around their mean, same estimator).
     offset_, alpha_, threshold_rule_, calibration_, calibration_scores_
         see ``BaseScorer``.
 
@@ -128,14 +143,16 @@ class GaussianScorer(BaseScorer):
         "covariance": [StrOptions(set(COVARIANCE_METHODS)), Interval(Real, 0, 1, closed="both")],
         "n_clusters": [Interval(Integral, 1, None, closed="left"), None],
         "reg_covar": [Interval(Real, 0, None, closed="left")],  # finite: inf and NaN fail
+        "relative": ["boolean"],
     }
 
     def __init__(self, covariance="ledoit_wolf", *, n_clusters=None, reg_covar=0.0,
-                 alpha=None, contamination=None, calibration="auto",
+                 relative=False, alpha=None, contamination=None, calibration="auto",
                  calibration_folds=5, random_state=None, chunk_size=4096):
         self.covariance = covariance
         self.n_clusters = n_clusters
         self.reg_covar = reg_covar
+        self.relative = relative
         self.alpha = alpha
         self.contamination = contamination
         self.calibration = calibration
@@ -151,7 +168,8 @@ class GaussianScorer(BaseScorer):
             n_components = np.unique(np.asarray(y)).shape[0]
         else:
             n_components = self.n_clusters or 1
-        if self.covariance == "empirical" and n_samples - n_components - n_features >= 0:
+        if (self.covariance == "empirical" and not self.relative
+                and n_samples - n_components - n_features >= 0):
             return "f"
         if n_features >= CVPLUS_MIN_FEATURE_RATIO * n_samples:
             return "cv+"
@@ -159,6 +177,10 @@ class GaussianScorer(BaseScorer):
 
     def _check_params(self):
         self._validate_params()
+        if self.relative and self.calibration in ("f", "chi2"):
+            raise ValueError(
+                f"relative=True has no parametric null law, so calibration="
+                f"{self.calibration!r} cannot hold; use 'auto', 'conformal' or 'cv+'.")
 
     # --------------------------------------------------------------------- fit
     def _components(self, X, y):
@@ -182,6 +204,11 @@ class GaussianScorer(BaseScorer):
     def _prepare(self, X, y):
         self._check_params()
         codes, classes, structure = self._components(X, y)
+        if self.relative and structure == "single":
+            raise ValueError(
+                "relative=True compares each class (or cluster) with one background "
+                "Gaussian of all rows; with a single component the two are the same and "
+                "every score is 0. Pass labels to fit(X, y) or set n_clusters.")
         if X.shape[0] <= classes.shape[0]:
             raise ValueError(
                 f"A tied covariance needs more samples than components: got "
@@ -261,11 +288,28 @@ class GaussianScorer(BaseScorer):
             "structure_": structure,
             "n_samples_fit_": int(count.sum()),
         }
+        if self.relative:
+            state.update(self._background_state(moments))
         state.update({f"moment_{key}_": moments[key] for key in _MOMENT_KEYS})
         return state
 
+    def _background_state(self, moments):
+        """The background Gaussian of relative Mahalanobis: every component's rows
+        merged into one (exact, from the moments), its own shrunk covariance."""
+        parts = [tuple(moments[key][k] for key in _MOMENT_KEYS)
+                 for k in range(moments["count"].shape[0])]
+        whole = parts[0]
+        for part in parts[1:]:
+            whole = merge_component(whole, part)
+        one = {key: np.asarray(value, dtype=np.float64)[None]
+               for key, value in zip(_MOMENT_KEYS, whole)}
+        with dense_decomposition_threads(one["mean"].shape[1]):
+            cov, _ = pooled_covariance(one, self.covariance)
+            whitener, _ = whitening_factor(cov, float(self.reg_covar))
+        return {"background_location_": one["mean"][0], "background_whitener_": whitener}
+
     def _streamable(self):
-        return (self.n_clusters is None and self.contamination is None
+        return (self.n_clusters is None and self.contamination is None and not self.relative
                 and self.calibration not in ("conformal", "cv+"))
 
     @available_if(_streamable)
@@ -281,7 +325,7 @@ class GaussianScorer(BaseScorer):
         given with every batch. Not available with ``n_clusters`` (k-means
         needs all data), ``contamination`` or conformal / CV+ calibration (they
         need all training scores at once: use ``fit``, or ``calibrate``
-        afterwards).
+        afterwards) or ``relative`` (no parametric law).
         """
         fitted = hasattr(self, "moment_count_")
         with atomic_update(self):
@@ -333,6 +377,18 @@ class GaussianScorer(BaseScorer):
         if structure == "single" and k != 1:
             state.fail(f"structure_ is 'single' but there are {k} components")
         n = state.integer("n_samples_fit_", low=k + 1)
+        if self.relative:
+            if structure == "single":
+                state.fail("relative is True but structure_ is 'single'")
+            if self.calibration_ in ("f", "chi2"):
+                state.fail(f"calibration_ is {self.calibration_!r}; relative Mahalanobis "
+                           "has no parametric law")
+            state.array("background_location_", ("d",))
+            state.array("background_whitener_", ("d", "d"))
+        else:
+            for name in ("background_location_", "background_whitener_"):
+                if hasattr(self, name):
+                    state.fail(f"{name} is present but relative is False")
         if state.fold:  # a CV+ fold model keeps no merge moments
             return
         counts = state.array("moment_count_", ("K",), low=0)
@@ -346,8 +402,12 @@ class GaussianScorer(BaseScorer):
     # ----------------------------------------------------------------- scoring
     def _scoring_cache(self, dtype):
         means = self.whitened_means_.astype(dtype)
-        return {"loc": self.location_.astype(dtype), "W": self.whitener_.astype(dtype),
-                "means": means, "means_sq": np.einsum("ij,ij->i", means, means)}
+        cache = {"loc": self.location_.astype(dtype), "W": self.whitener_.astype(dtype),
+                 "means": means, "means_sq": np.einsum("ij,ij->i", means, means)}
+        if self.relative:
+            cache["bg_loc"] = self.background_location_.astype(dtype)
+            cache["bg_W"] = self.background_whitener_.astype(dtype)
+        return cache
 
     def _score_chunk(self, X, cache):
         Z = (X - cache["loc"]) @ cache["W"]
@@ -355,10 +415,14 @@ class GaussianScorer(BaseScorer):
         if self.means_.shape[0] > 1:
             sq = sq[:, None] - 2.0 * (Z @ cache["means"].T) + cache["means_sq"]
             sq = np.maximum(sq.min(axis=1), 0.0)
+        if self.relative:
+            B = (X - cache["bg_loc"]) @ cache["bg_W"]
+            return -(sq.astype(np.float64) - np.einsum("ij,ij->i", B, B).astype(np.float64))
         return -sq.astype(np.float64)
 
     def mahalanobis(self, X) -> np.ndarray:
-        """Squared Mahalanobis distance to the nearest component, shape (n,)."""
+        """Squared Mahalanobis distance to the nearest component, shape (n,)
+        (with ``relative``: minus the squared distance to the background)."""
         return -self.score_samples(X)
 
     # ------------------------------------------------------------ null laws
