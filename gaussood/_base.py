@@ -36,6 +36,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from . import _space
 from ._threads import fit_threads
 from ._validation import FittedState, check_features, raise_nonfinite
 
@@ -232,6 +233,7 @@ class BaseScorer(OutlierMixin, BaseEstimator):
 
     _calibrations: tuple = ("conformal",)
     _fit_uses_labels: bool = False
+    _l2_inside: bool = False  # the scorer L2-normalises by itself (KNNScorer)
     scorer_name: str | None = None  # set on each registered class
 
     # scikit-learn's parameter declarations: checked by ``_validate_params`` in fit,
@@ -244,6 +246,7 @@ class BaseScorer(OutlierMixin, BaseEstimator):
         "calibration_folds": [Interval(Integral, 2, None, closed="left")],
         "random_state": ["random_state"],
         "chunk_size": [Interval(Integral, 1, None, closed="left")],
+        "normalize": [StrOptions(set(_space.SPACES)), None],
     }
     _parameter_hints: dict = {
         "chunk_size": "it is the number of rows scored at a time; there is no 'no chunking' "
@@ -299,9 +302,24 @@ class BaseScorer(OutlierMixin, BaseEstimator):
             rule, alpha = self._resolve_threshold()
             self._clear_fitted()
             X = check_features(self, X, reset=True, ensure_min_samples=2)
+            self._check_space()
+            self.__dict__.update(_space.fit_space(X, self._normalize()))
             with fit_threads(*X.shape):
-                self._fit_checked(X, y, rule, alpha)
+                self._fit_checked(self._to_space(X), y, rule, alpha)
         return self
+
+    # ------------------------------------------------------------ feature space
+    def _normalize(self):
+        """The feature space: None, "l2" or "center-l2" (``normalize``)."""
+        return _space.space_of(getattr(self, "normalize", None))
+
+    def _check_space(self):
+        """Refuse a space the scorer cannot work in (subclasses override)."""
+
+    def _to_space(self, X):
+        """Validated rows of X in the scorer's feature space (``normalize``)."""
+        return _space.to_space(X, self._normalize(), getattr(self, _space.CENTER, None),
+                               l2=not self._l2_inside)
 
     def _fit_checked(self, X, y, rule, alpha):
         """The body of ``fit`` on validated ``X`` (inside ``atomic_update``)."""
@@ -328,7 +346,7 @@ class BaseScorer(OutlierMixin, BaseEstimator):
         if calibration == "cv+":
             self._keep_folds(out_of_fold, folds)
         if rule == "contamination":
-            self.offset_ = float(np.percentile(self.score_samples(X),
+            self.offset_ = float(np.percentile(self._evaluate(X, in_space=True).score,
                                                100.0 * self.contamination))
         else:
             self.offset_ = self._alpha_offset(alpha)
@@ -361,7 +379,7 @@ class BaseScorer(OutlierMixin, BaseEstimator):
         """(out-of-fold scores in row order, [(test rows, fold state), ...])."""
         scores = np.full(X.shape[0], np.nan)
         for (_, test), state in zip(folds, fold_states):
-            scores[test] = self._fold_model(state).score_samples(X[test])
+            scores[test] = self._fold_model(state)._evaluate(X[test], in_space=True).score
         return scores, [(test, state) for (_, test), state in zip(folds, fold_states)]
 
     # CV+ fitted state: ``fold_states_`` (one dict per fold model) and
@@ -372,7 +390,7 @@ class BaseScorer(OutlierMixin, BaseEstimator):
     # fitted attributes a fold model shares with the full model (set by ``fit``, not
     # by ``_fit_state``); every other one comes from the fold's own state
     _SHARED_FITTED = ("n_features_in_", "feature_names_in_", "alpha_", "threshold_rule_",
-                      "calibration_", "calibration_scores_", "offset_")
+                      "calibration_", "calibration_scores_", "offset_", _space.CENTER)
 
     def _fold_model(self, state):
         """A scorer with this one's parameters and threshold, fitted state ``state``."""
@@ -466,8 +484,11 @@ class BaseScorer(OutlierMixin, BaseEstimator):
     def _cvplus(self) -> bool:
         return getattr(self, "calibration_", None) == "cv+"  # mid-fit: not yet set
 
-    def _evaluate(self, X, *, pvalue=False, decision=False) -> ScoreResult:
-        """The chunked pass behind every scoring method (None for what is not asked)."""
+    def _evaluate(self, X, *, pvalue=False, decision=False, in_space=False) -> ScoreResult:
+        """The chunked pass behind every scoring method (None for what is not asked).
+
+        ``in_space``: X is already in the scorer's feature space (fit's own rows).
+        """
         check_is_fitted(self)
         self._validate_params()  # set_params may have changed chunk_size since the fit
         X = check_features(self, X, reset=False, ensure_all_finite=False)
@@ -483,6 +504,8 @@ class BaseScorer(OutlierMixin, BaseEstimator):
         step = int(self.chunk_size)
         for start in range(0, n, step):
             chunk = X[start:start + step]
+            if not in_space:
+                chunk = self._to_space(chunk)
             for k, (model, cache) in enumerate(zip(models, caches)):
                 with np.errstate(over="ignore", invalid="ignore"):  # checked just below
                     values = model._score_chunk(chunk, cache)
@@ -608,6 +631,11 @@ class BaseScorer(OutlierMixin, BaseEstimator):
         """
         if hasattr(self, "feature_names_in_"):
             state.array("feature_names_in_", ("d",), kind=None, finite=False)
+        if self._normalize() == "center-l2":
+            state.array(_space.CENTER, ("d",))
+        elif hasattr(self, _space.CENTER):
+            state.fail(f"{_space.CENTER} is present but normalize is {self._normalize()!r}, "
+                       "not 'center-l2'")
         rule = state.choice("threshold_rule_", {"alpha", "contamination"})
         state.number("alpha_", low=0.0, high=1.0)
         if not 0.0 < self.alpha_ < 1.0:

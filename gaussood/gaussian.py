@@ -12,6 +12,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 
 from ._base import CVPLUS_MIN_FEATURE_RATIO, BaseScorer, atomic_update, fold_moments
+from . import _space
 from ._moments import compute_moments, merge_component, merge_moments
 from ._threads import dense_decomposition_threads
 from ._validation import check_features, check_labels, check_moments_finite, check_positive_int
@@ -56,6 +57,11 @@ class GaussianScorer(BaseScorer):
         Relative Mahalanobis (Ren et al. 2021): subtract the squared distance to a
         background Gaussian fitted on all rows. Needs labels or ``n_clusters``;
         calibration "conformal" or "cv+" ("auto" picks one of them).
+    normalize : {None, "l2", "center-l2"}, default=None
+        Feature space (``gaussood._space``): the features as given, L2-normalised
+        (the directions InfoNCE trains), or centred on the fit mean and then
+        L2-normalised (SSD). Scores equal those of the scorer fitted on features
+        you transformed yourself.
     alpha : float or None, default=None
         Target false-alarm rate on in-distribution data; 0.05 when neither
         ``alpha`` nor ``contamination`` is given.
@@ -147,9 +153,10 @@ class GaussianScorer(BaseScorer):
     }
 
     def __init__(self, covariance="ledoit_wolf", *, n_clusters=None, reg_covar=0.0,
-                 relative=False, alpha=None, contamination=None, calibration="auto",
-                 calibration_folds=5, random_state=None, chunk_size=4096):
+                 relative=False, normalize=None, alpha=None, contamination=None,
+                 calibration="auto", calibration_folds=5, random_state=None, chunk_size=4096):
         self.covariance = covariance
+        self.normalize = normalize
         self.n_clusters = n_clusters
         self.reg_covar = reg_covar
         self.relative = relative
@@ -331,7 +338,11 @@ class GaussianScorer(BaseScorer):
         with atomic_update(self):
             rule, alpha = self._resolve_threshold()
             self._check_params()
+            self._check_space()
             X = check_features(self, X, reset=not fitted, ensure_min_samples=1)
+            if not fitted:  # "center-l2" streams around the first batch's mean (kept)
+                self.__dict__.update(_space.fit_space(X, self._normalize()))
+            X = self._to_space(X)
             codes, classes, structure = self._components(X, y)
             new = compute_moments(X, codes, classes.shape[0])
             if fitted:

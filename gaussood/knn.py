@@ -64,9 +64,10 @@ class KNNScorer(BaseScorer):
     ----------
     n_neighbors : int, default=50
         k; clipped to the number of fitted samples with a warning.
-    normalize : bool, default=True
-        L2-normalise features (cosine, as Sun et al.); False: Euclidean on raw
-        features.
+    normalize : {True, "l2", "center-l2", False, None}, default=True
+        Feature space, as every scorer's ``normalize``: True or "l2"
+        L2-normalises features (cosine, as Sun et al.); "center-l2" subtracts
+        the fit mean first (SSD); False or None: Euclidean on raw features.
     index : {"flat", "ivf"}, default="flat"
         "ivf" stores the normalised vectors as float16 (faiss ``SQfp16``).
     n_lists : int or None, default=None
@@ -115,10 +116,11 @@ class KNNScorer(BaseScorer):
                        "Use 'conformal' (the default), or calibrate(X_cal) with held-out "
                        "ID rows for split conformal",
     }
+    _l2_inside = True  # _prepare L2-normalises in float32 (faiss inner product)
     _parameter_constraints = {
         **BaseScorer._parameter_constraints,
         "n_neighbors": [Interval(Integral, 1, None, closed="left")],
-        "normalize": ["boolean"],
+        "normalize": ["boolean", StrOptions({"l2", "center-l2"}), None],
         "index": [StrOptions(set(INDEXES))],
         "n_lists": [Interval(Integral, 1, None, closed="left"), None],
         "n_probe": [Interval(Integral, 1, None, closed="left")],
@@ -246,7 +248,7 @@ class KNNScorer(BaseScorer):
         for start in range(0, X.shape[0], self.chunk_size):
             stop = start + self.chunk_size
             sims[start:stop], ids[start:stop] = self._index.search(
-                self._prepare(X[start:stop]), k)
+                self._prepare(self._to_space(X[start:stop])), k)
         if not self.normalize:
             sims = -np.sqrt(np.clip(sims, 0.0, None))
         return sims, ids

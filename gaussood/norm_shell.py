@@ -100,10 +100,11 @@ class NormShellScorer(BaseScorer, name="shell"):
         "covariance": [StrOptions(set(COVARIANCE_METHODS)), Interval(Real, 0, 1, closed="both")],
     }
 
-    def __init__(self, whiten=False, *, covariance="ledoit_wolf", alpha=None,
+    def __init__(self, whiten=False, *, covariance="ledoit_wolf", normalize=None, alpha=None,
                  contamination=None, calibration="auto", calibration_folds=5,
                  random_state=None, chunk_size=4096):
         self.whiten = whiten
+        self.normalize = normalize
         self.covariance = covariance
         self.alpha = alpha
         self.contamination = contamination
@@ -157,6 +158,14 @@ class NormShellScorer(BaseScorer, name="shell"):
         # Hotelling: a fresh D^2 has mean d (n + 1) / (n - d - 2)
         inflation = (n + 1.0) / (n - d - 2.0) if n > d + 2 else 1.0 + 1.0 / n
         return self._state(location, r2_mean, r2_var, np.full(d, inflation), whitener)
+
+    def _check_space(self):
+        if self.normalize is not None:
+            raise ValueError(
+                f"NormShellScorer(normalize={self.normalize!r}) would score the norm of "
+                "L2-normalised features, which is 1 for every row: nothing is left to "
+                "score. Use normalize=None (the shell is about the raw norm), or "
+                "GaussianScorer / KNNScorer with normalize.")
 
     def _fit_state(self, X, y=None):
         if not isinstance(self.whiten, (bool, np.bool_)):
@@ -214,6 +223,7 @@ class NormShellScorer(BaseScorer, name="shell"):
         fitted = hasattr(self, "moment_count_")
         with atomic_update(self):
             rule, alpha = self._resolve_threshold()
+            self._check_space()
             X = check_features(self, X, reset=not fitted, ensure_min_samples=1)
             self._warn_if_normalised(X)
             m = compute_moments(X, None, 1)
