@@ -32,7 +32,6 @@ progress and runs the k-NN monitor.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import math
 import numbers
@@ -45,7 +44,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .augment import SimCLRAugment, two_views
 from . import distributed
 from .checkpoint import (
     CHECKPOINT_FORMAT,
@@ -58,6 +56,8 @@ from .checkpoint import (
 from .embed import embed_images, pick_device
 from .loss import InfoNCELoss
 from .models import Encoder
+from .rotation import check_rotation_config, rotation_head
+from .step import _seconds_per_step, _Step  # noqa: F401 - re-exported (benchmarks)
 
 
 @dataclass
@@ -94,6 +94,13 @@ class TrainConfig:
     knn_every: int = 1               # epochs between k-NN evaluations (and at the end)
     steps: int | None = None         # exactly this many steps (replaces epochs and budget;
                                      # reruns a budgeted run on another machine)
+    rotation: str = "none"           # "negatives": one random quarter turn per image, both
+                                     # views turned alike; "predict": also a 4-way rotation
+                                     # head (see rotation.py)
+    rotation_negatives: float = 0.0  # fraction of the batch with an extra view at another
+                                     # rotation, as explicit negatives
+    rotation_weight: float = 1.0     # weight of the rotation cross-entropy ("predict")
+    proxy_monitor: bool = True       # OOD-proxy AUROC next to the k-NN monitor (monitor.py)
 
     def learning_rate(self) -> float:
         """``lr``, else 0.06 x batch_size (the global batch, whatever the processes) / 128."""
@@ -103,7 +110,7 @@ class TrainConfig:
 # Fields that do not change the sequence of optimiser steps: free to differ on resume.
 # (``epochs`` and ``budget_minutes`` only size the run at its first start.)
 _NOT_SHAPING = {"epochs", "budget_minutes", "steps", "checkpoint_minutes", "knn_k", "knn_temperature",
-                "knn_bank", "knn_queries", "knn_every", "compile"}
+                "knn_bank", "knn_queries", "knn_every", "compile", "proxy_monitor"}
 
 
 @dataclass
@@ -177,72 +184,6 @@ def _schedule(config: TrainConfig, steps_per_epoch: int, total: int):
 
 def _subset(n_total: int, n: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(n_total)[:min(n, n_total)])
-
-
-class _Step:
-    """One optimiser step of the configured objective, views drawn from ``gen``."""
-
-    def __init__(self, config, model, optimizer, scheduler, criterion, labels, device,
-                 wrapped=None):
-        self.config, self.model, self.optimizer, self.scheduler = config, model, optimizer, scheduler
-        self.criterion, self.labels, self.device = criterion, labels, device
-        wrapped = model if wrapped is None else wrapped  # DDP around model, multi-process
-        self.forward = torch.compile(wrapped) if config.compile else wrapped
-        scale = (config.crop_min_scale, 1.0)
-        self.augments = {size: SimCLRAugment(size=size, crop_scale=scale)
-                         for size, _ in parse_resolution(config.resolution)}
-        self.small = {size: SimCLRAugment(size=max(4, size // 2),
-                                          crop_scale=(0.05, config.small_crop_scale))
-                      for size in self.augments}
-
-    def _embed(self, views):
-        if self.config.channels_last:
-            views = views.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16,
-                            enabled=self.device.type == "cuda"):
-            return self.forward(views)[1].float()
-
-    def __call__(self, batch, index, size, gen) -> torch.Tensor:
-        v1, v2 = two_views(self.augments[size], batch, gen)
-        z1, z2 = self._embed(torch.cat([v1, v2])).chunk(2)
-        if self.labels is not None:
-            loss = self.criterion(torch.cat([z1, z2]), self.labels[index].repeat(2))
-        elif self.config.small_crops:
-            m = self.config.small_crops
-            small = torch.cat([self.small[size](batch, gen) for _ in range(m)])
-            pairs = [(z1, z2)] + [(zg, zs) for zs in self._embed(small).chunk(m) for zg in (z1, z2)]
-            loss = sum(self.criterion(a, b) for a, b in pairs) / len(pairs)
-        else:
-            loss = self.criterion(z1, z2)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.scheduler.step()
-        return loss.detach()
-
-
-def _seconds_per_step(step: _Step, images, sizes, batch_size, device, repeats: int = 3) -> dict:
-    """Median seconds of one step at each crop side, timed on a copy of the model."""
-    trial = copy.copy(step)
-    trial.model = copy.deepcopy(step.model)
-    trial.forward = distributed.wrap_model(trial.model, device)  # DDP when multi-process
-    trial.optimizer = torch.optim.SGD(trial.model.parameters(), lr=1e-4, momentum=0.9)
-    trial.scheduler = torch.optim.lr_scheduler.LambdaLR(trial.optimizer, lambda s: 1.0)
-    gen = torch.Generator(device=device).manual_seed(12345)
-    index = torch.arange(batch_size, device=device) % images.shape[0]
-    batch = images[index]
-    out = {}
-    for size in sizes:
-        times = []
-        for r in range(repeats + 1):  # the first call warms caches and is not counted
-            t0 = time.perf_counter()
-            trial(batch, index, size, gen)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            if r:
-                times.append(time.perf_counter() - t0)
-        out[size] = float(np.median(times))
-    return out
 
 
 def _check_resume(path: Path, state: dict, config: TrainConfig, fingerprint: dict,
@@ -396,6 +337,7 @@ def _validate(train_set, config: TrainConfig, snapshots: bool, checkpoint_dir,
             raise ValueError("small_crops applies to objective='infonce' only.")
         if train_set.labels is None or train_set.labels.min() < 0:
             raise ValueError("objective='supervised' needs a labelled training set.")
+    check_rotation_config(config, world)
     return steps_per_epoch
 
 
@@ -419,7 +361,10 @@ def _train(train_set, config: TrainConfig, *, eval_set, checkpoint_dir, device, 
     model = Encoder(config.model, proj_dim).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.learning_rate(),
+    head = (rotation_head(model.feature_dim).to(device) if config.rotation == "predict"
+            else None)
+    params = list(model.parameters()) + ([] if head is None else list(head.parameters()))
+    optimizer = torch.optim.SGD(params, lr=config.learning_rate(),
                                 momentum=config.momentum, weight_decay=config.weight_decay,
                                 nesterov=True)
     loss_class = distributed.GatheredInfoNCELoss if world > 1 else InfoNCELoss
@@ -446,7 +391,8 @@ def _train(train_set, config: TrainConfig, *, eval_set, checkpoint_dir, device, 
     elif config.steps is not None:
         total = config.steps
     elif config.budget_minutes is not None:
-        probe = _Step(config, model, optimizer, None, criterion, labels, device)
+        probe = _Step(config, model, optimizer, None, criterion, labels, device,
+                      rotation_head=head)
         measured = _seconds_per_step(probe, images, [s for s, _ in phases],
                                      config.batch_size // world, device)  # one rank's shard
         measured = distributed.broadcast_object(measured)  # every rank: rank 0's timing
@@ -463,9 +409,12 @@ def _train(train_set, config: TrainConfig, *, eval_set, checkpoint_dir, device, 
         total = config.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
                                                   _schedule(config, steps_per_epoch, total))
-    step_fn = _Step(config, model, optimizer, scheduler, criterion, labels, device, wrapped)
+    step_fn = _Step(config, model, optimizer, scheduler, criterion, labels, device, wrapped,
+                    rotation_head=head)
     if state is not None:
         model.load_state_dict(state["encoder"]["state_dict"])
+        if head is not None:
+            head.load_state_dict(state["rotation_head"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
@@ -488,6 +437,8 @@ def _train(train_set, config: TrainConfig, *, eval_set, checkpoint_dir, device, 
             "epoch_acc": acc, "rng": torch.get_rng_state(),
             "gen": None if gen is None else gen.get_state(), "data": fingerprint,
             "timing": timing}
+        if head is not None:  # only then: other checkpoints are as they always were
+            payload["rotation_head"] = head.state_dict()
         if world > 1:  # only then: single-process checkpoints are as they always were
             payload["world_size"] = world
         atomic_torch_save(payload, path)
