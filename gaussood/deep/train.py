@@ -56,6 +56,7 @@ from .checkpoint import (
 from .embed import embed_images, pick_device
 from .loss import InfoNCELoss
 from .models import Encoder
+from .monitor import ood_proxies, proxy_auroc
 from .rotation import check_rotation_config, rotation_head
 from .step import _seconds_per_step, _Step  # noqa: F401 - re-exported (benchmarks)
 
@@ -308,6 +309,35 @@ def _train_rank(train_set, config, device, options, should_stop):
             "total_steps": result.total_steps}
 
 
+def _monitors(train_set, eval_set, config: TrainConfig):
+    """What the monitors look at: the k-NN tuple (bank images and labels, query images
+    and labels; None without labels on both sides) and the OOD-proxy tuple (bank images,
+    held-out ID images, proxy sets made from the held-out images; None when off).
+
+    Held-out ID images: the k-NN queries of ``eval_set``; without one, a fixed subset of
+    the training images left out of the bank (seen in training, not in the bank)."""
+    n = len(train_set)
+    if eval_set is not None:
+        bank = _subset(n, config.knn_bank, config.seed)
+        held = eval_set.images[_subset(len(eval_set), config.knn_queries, config.seed + 1)]
+    else:
+        held_ids = _subset(n, min(config.knn_queries, n // 5), config.seed + 1)
+        rest = np.setdiff1d(np.arange(n), held_ids)
+        bank = rest[_subset(len(rest), config.knn_bank, config.seed)]
+        held = train_set.images[held_ids]
+    knn = None
+    if (eval_set is not None and n and train_set.labels.min() >= 0 and len(eval_set)
+            and eval_set.labels.min() >= 0):
+        queries = _subset(len(eval_set), config.knn_queries, config.seed + 1)
+        knn = (train_set.images[bank], train_set.labels[bank], eval_set.images[queries],
+               eval_set.labels[queries])
+    proxies = None
+    if config.proxy_monitor and len(held) >= 2 and len(bank) >= 2:
+        proxies = (train_set.images[bank], held,
+                   ood_proxies(held, config.seed, rotated=config.rotation == "none"))
+    return knn, proxies
+
+
 def _validate(train_set, config: TrainConfig, snapshots: bool, checkpoint_dir,
               world: int = 1) -> int:
     """Check the configuration against the data (and ``world`` processes); return the
@@ -419,12 +449,7 @@ def _train(train_set, config: TrainConfig, *, eval_set, checkpoint_dir, device, 
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
 
-    monitor = None
-    if eval_set is not None and main:
-        bank = _subset(n, config.knn_bank, config.seed)
-        queries = _subset(len(eval_set), config.knn_queries, config.seed + 1)
-        monitor = (train_set.images[bank], train_set.labels[bank],
-                   eval_set.images[queries], eval_set.labels[queries])
+    monitor, proxies = (_monitors(train_set, eval_set, config) if main else (None, None))
 
     def save(step, gen):
         if path is None or not main:
@@ -480,17 +505,24 @@ def _train(train_set, config: TrainConfig, *, eval_set, checkpoint_dir, device, 
                       config.batch_size, "resolution": size, "loss": acc[0] / acc[2],
                       "seconds": acc[1], "elapsed": elapsed,
                       "views_per_s": 2 * acc[2] * config.batch_size / acc[1],
-                      "lr": scheduler.get_last_lr()[0], "knn_top1": None}
-            if monitor is not None and ((epoch + 1) % config.knn_every == 0 or step == total - 1):
-                bank_x, bank_y, query_x, query_y = monitor
-                feats = [embed_images(model, x, device=device) for x in (bank_x, query_x)]
-                record["knn_top1"] = knn_top1(feats[0], bank_y, feats[1], query_y,
-                                              config.knn_k, config.knn_temperature)
+                      "lr": scheduler.get_last_lr()[0], "knn_top1": None, "proxy_auroc": None}
+            if (epoch + 1) % config.knn_every == 0 or step == total - 1:
+                if monitor is not None:
+                    bank_x, bank_y, query_x, query_y = monitor
+                    feats = [embed_images(model, x, device=device) for x in (bank_x, query_x)]
+                    record["knn_top1"] = knn_top1(feats[0], bank_y, feats[1], query_y,
+                                                  config.knn_k, config.knn_temperature)
+                if proxies is not None:
+                    record["proxy_auroc"] = proxy_auroc(
+                        lambda x: embed_images(model, x, device=device), *proxies)
             history.append(record)
             acc = [0.0, 0.0, 0]
             if progress:
                 knn = ("" if record["knn_top1"] is None
                        else f", kNN top-1 {100 * record['knn_top1']:.1f}%")
+                if record["proxy_auroc"] is not None:
+                    knn += ", proxy AUROC " + " ".join(
+                        f"{k} {100 * v:.1f}" for k, v in record["proxy_auroc"].items())
                 tqdm.write(f"epoch {epoch + 1} (step {step + 1}/{total}, {size} px): loss "
                            f"{record['loss']:.4f}, {record['views_per_s']:.0f} views/s, "
                            f"{elapsed / 60:.1f} min{knn}")
