@@ -219,12 +219,34 @@ def _check_resume(path: Path, state: dict, config: TrainConfig, fingerprint: dic
             f"sha256 {fingerprint['sha256'][:12]}...); use a new checkpoint_dir or resume=False.")
 
 
+def as_image_set(images, config: TrainConfig | None = None):
+    """An ``ImageSet`` as is; any other image input of ``open_images`` (a folder, files,
+    arrays, PIL images of any size, a torch Dataset) as an unlabelled ``ImageSet`` at the
+    run's largest crop side (``preprocess.training_images``: shorter side, centre crop)."""
+    from .data import ImageSet
+    from .preprocess import training_images
+
+    if isinstance(images, ImageSet):
+        return images
+    config = config or TrainConfig()
+    size = max(s for s, _ in parse_resolution(config.resolution))
+    array = training_images(images, size)
+    what = (f"folder {images}" if isinstance(images, (str, Path)) else type(images).__name__)
+    name = Path(images).name if isinstance(images, (str, Path)) else "images"
+    return ImageSet(array, np.full(len(array), -1), name, [],
+                    f"{what}, brought to {size}x{size} (shorter side, centre crop); "
+                    f"unlabelled; N={len(array)}")
+
+
 def train_encoder(train_set, config: TrainConfig | None = None, *, eval_set=None,
                   checkpoint_dir=None, device="auto", resume: bool = True,
                   progress: bool = True, stop_after: int | None = None,
                   stop_after_steps: int | None = None, should_stop=None,
                   snapshots: bool = False, nproc: int = 1) -> TrainResult:
-    """Train an encoder with InfoNCE on ``train_set`` (an ``ImageSet``).
+    """Train an encoder with InfoNCE on ``train_set``: an ``ImageSet``, or any image
+    input of ``open_images`` (a folder, files, arrays, PIL images of any size, a torch
+    Dataset; see ``as_image_set``), unlabelled: the k-NN monitor is then off unless
+    ``eval_set`` and the training set are labelled; the OOD-proxy monitor runs.
 
     With ``config.objective == "supervised"`` the same architecture is trained
     with cross-entropy on the labels instead (the head outputs one logit per
@@ -264,6 +286,9 @@ def train_encoder(train_set, config: TrainConfig | None = None, *, eval_set=None
         (``world_size``) and resumes only with N processes.
     """
     config = config or TrainConfig()
+    train_set = as_image_set(train_set, config)
+    if eval_set is not None:
+        eval_set = as_image_set(eval_set, config)
     if isinstance(nproc, bool) or not isinstance(nproc, numbers.Integral) or nproc < 1:
         raise ValueError(f"nproc must be an integer >= 1; got {nproc!r}.")
     nproc = int(nproc)
@@ -542,5 +567,5 @@ def _train(train_set, config: TrainConfig, *, eval_set, checkpoint_dir, device, 
     return TrainResult(model.eval(), history, path, total, rank, world)
 
 
-__all__ = ["TrainConfig", "TrainResult", "train_encoder", "knn_top1", "data_fingerprint",
+__all__ = ["TrainConfig", "TrainResult", "train_encoder", "as_image_set", "knn_top1", "data_fingerprint",
            "parse_resolution"]
