@@ -141,3 +141,21 @@ def test_checkpoint_without_rotation_fields_resumes(tmp_path):
     with pytest.raises(ValueError, match="rotation: 'none' -> 'negatives'"):
         train_encoder(train, dataclasses.replace(config, rotation="negatives"),
                       checkpoint_dir=tmp_path, progress=False)
+
+
+def test_rotation_ensemble_at_embedding_time_is_the_mean_over_quarter_turns():
+    from gaussood.deep import embed_images, make_encoder
+    from gaussood.deep.models import Encoder
+
+    torch.manual_seed(0)
+    model = Encoder("small").eval()
+    images = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    ensemble = embed_images(model, images, views="rot4", device="cpu")
+    turned = [embed_images(model, np.ascontiguousarray(np.rot90(images, k, axes=(1, 2))),
+                           device="cpu") for k in range(4)]
+    np.testing.assert_allclose(ensemble, np.mean(turned, axis=0), rtol=1e-4, atol=1e-8)
+    assert np.linalg.norm(ensemble - turned[0]) > 0.01 * np.linalg.norm(turned[0])
+    plain, rot4 = make_encoder(model), make_encoder(model, views="rot4")
+    assert "views" not in plain.identity() and rot4.identity()["views"] == "rot4"
+    with pytest.raises(ValueError, match="views must be one of"):
+        make_encoder(model, views="rot8")
