@@ -158,9 +158,13 @@ def main(argv=None):
     rows = []
     for h in result.history:
         knn = "-" if h["knn_top1"] is None else f"{100 * h['knn_top1']:.2f}"
+        proxy = h.get("proxy_auroc")  # absent in histories of older runs
+        proxy = "-" if not proxy else " / ".join(f"{100 * v:.1f}" for v in proxy.values())
         rows.append(f"| {h['epoch']} | {h['views'] / 1e6:.2f} | {h['resolution']} | "
-                    f"{h['elapsed'] / 60:.1f} | {h['loss']:.4f} | {knn} | "
+                    f"{h['elapsed'] / 60:.1f} | {h['loss']:.4f} | {knn} | {proxy} | "
                     f"{h['views_per_s']:,.0f} |")
+    proxy_names = next((" / ".join(h["proxy_auroc"]) for h in result.history
+                        if h.get("proxy_auroc")), "off")
     objective = "Supervised (cross-entropy)" if config.objective == "supervised" else "Contrastive"
     table = "\n".join([
         f"{objective} training of `{config.model}` on {train.source}; device {device}; "
@@ -175,8 +179,10 @@ def main(argv=None):
         f"{100 * final['knn_top1']:.2f}% on the monitor protocol of the table below.",
         "", f"| epoch | views (M) | crop px | training minutes (cumulative) | "
         f"{'cross-entropy' if config.objective == 'supervised' else 'InfoNCE'} loss | "
-        f"k-NN top-1 (%), {provenance['knn_monitor_protocol']} | views/s |",
-        "|---|---|---|---|---|---|---|", *rows, "",
+        f"k-NN top-1 (%), {provenance['knn_monitor_protocol']} | OOD-proxy AUROC (%), "
+        f"{proxy_names}: held-out ID vs proxies made from ID images, Gaussian on L2 "
+        f"backbone features (gaussood.deep.monitor) | views/s |",
+        "|---|---|---|---|---|---|---|---|", *rows, "",
         f"Encoder: `{encoder_path.relative_to(HERE.parent) if encoder_path.is_relative_to(HERE.parent) else encoder_path}` (fp16, "
         f"{provenance['size_bytes'] / 2**20:.1f} MiB, sha256 {provenance['sha256'][:16]}...); "
         f"commit {provenance['commit'] or 'unknown'}."])

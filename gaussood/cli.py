@@ -260,6 +260,7 @@ def cmd_train(args, parser) -> int:
     from ._env import environment
     from .deep import save_encoder, train_encoder
     from .deep.checkpoint import file_sha256
+    from .deep.train import as_image_set
     from .deep.embed import pick_device
 
     if args.threads:
@@ -267,11 +268,17 @@ def cmd_train(args, parser) -> int:
     config = _train_config(args)
     device = pick_device(args.device)
     start = time.perf_counter()
-    train = _load_dataset(args.dataset, "train", root=args.data_root, download=args.download,
-                         classes=classes, n=args.n, seed=config.seed)
+    if args.images is not None:  # unlabelled: no k-NN monitor, the OOD-proxy one runs
+        if not args.images.is_dir():
+            parser.error(f"--images {args.images}: no such folder")
+        train = as_image_set(args.images, config)
+    else:
+        train = _load_dataset(args.dataset, "train", root=args.data_root,
+                              download=args.download, classes=classes, n=args.n,
+                              seed=config.seed)
     labelled = len(train) > 0 and int(train.labels.min()) >= 0
     test = None
-    if labelled and not args.no_eval:
+    if labelled and not args.no_eval and args.images is None:
         test = _load_dataset(args.dataset, "test", root=args.data_root, download=args.download,
                             classes=classes)
     load_s = time.perf_counter() - start
@@ -297,7 +304,8 @@ def cmd_train(args, parser) -> int:
             "epochs": len(result.history), "history": result.history,
             "device": str(device),
             "data": {"train": train.source, "eval": None if test is None else test.source,
-                     "n_train": len(train), "classes": classes, "dataset": args.dataset},
+                     "n_train": len(train), "classes": classes,
+                     "dataset": None if args.images is not None else args.dataset},
             "knn_top1": final.get("knn_top1"),
             "train_seconds": sum(h["seconds"] for h in result.history),
             "wall_seconds_this_call": wall, "data_load_seconds": load_s,
@@ -1062,13 +1070,23 @@ TRAIN_HELP = {
     "lr": "default: 0.06 * batch_size / 128",
     "seed": "seed of the weights, batches and --n",
     "steps_per_epoch": "cap the steps of each epoch (smoke runs)",
+    "rotation": "rotations in the objective: negatives (one random quarter turn per image, "
+                "CSI-style shifted negatives) or predict (also a 4-way rotation head)",
+    "rotation_negatives": "fraction of the batch with an extra view at another rotation, "
+                          "as explicit negatives",
+    "rotation_weight": "weight of the rotation cross-entropy (--rotation predict)",
+    "proxy_monitor": "OOD-proxy AUROC (noise, pixel-permuted, jigsaw, rotated ID images) "
+                     "next to the k-NN monitor",
 }
 
 
 def _train_choices() -> dict:
     from .deep.models import MODELS
 
-    return {"model": list(MODELS), "objective": ["infonce", "supervised"]}
+    from .deep.rotation import ROTATIONS
+
+    return {"model": list(MODELS), "objective": ["infonce", "supervised"],
+            "rotation": list(ROTATIONS)}
 
 
 def _add_train_config_flags(p) -> None:
@@ -1139,6 +1157,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         _add_data_flags(p, default_dataset="cifar10",
                         n_help="train on n images (a seeded random subset; noise sets: their "
                                "size)")
+        p.add_argument("--images", type=Path, default=None, metavar="DIR",
+                       help="train on the image files under DIR (recursive, any size: shorter "
+                            "side to the largest --resolution side, centre crop) instead of "
+                            "--dataset; unlabelled, so no k-NN monitor")
         _add_train_config_flags(p)
         p.add_argument("--nproc", type=_positive_int, default=1,
                        help="processes (DistributedDataParallel ranks, one per GPU on CUDA); "

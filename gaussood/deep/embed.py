@@ -20,14 +20,18 @@ from .encoders import make_encoder, pick_device  # noqa: F401 - pick_device re-e
 
 def embed_images(model, images, *, layer: str | None = None, batch_size: int | None = None,
                  device=None, progress: bool = False, preprocessing=None, out=None,
-                 strict: bool = False) -> np.ndarray:
+                 strict: bool = False, views: str | None = None) -> np.ndarray:
     """float32 ``(N, D)`` embeddings (unnormalised) of ``images`` by ``model``.
+
+    ``views="rot4"``: the mean features of the 4 quarter turns of each image (a rotation
+    ensemble, for encoders trained with ``TrainConfig.rotation``).
 
     For a gaussood encoder ``layer="backbone"`` (default) gives the features h, ``"head"``
     the projection z; for other modules see ``make_encoder``. ``out``: a ``.npy`` path
     written row by row (bounded memory); a read-only memmap of it is returned.
     """
-    encoder = make_encoder(model, layer=layer, preprocessing=preprocessing, device=device)
+    encoder = make_encoder(model, layer=layer, preprocessing=preprocessing, device=device,
+                           views=views)
     if device is not None:
         encoder.device = device
     return encoder.embed(images, batch_size=batch_size, progress=progress, out=out,
@@ -59,13 +63,13 @@ def _cache_entry(dataset, strict):
 def extract_embeddings(checkpoint, dataset, *, layer: str | None = None,
                        batch_size: int | None = None, device=None, cache_dir=None,
                        progress: bool = True, preprocessing=None, out=None,
-                       strict: bool = False) -> np.ndarray:
+                       strict: bool = False, views: str | None = None) -> np.ndarray:
     """Embed ``dataset`` (an ``ImageSet``, a folder, or any image input) with an encoder.
 
     ImageSets and folders are cached on disk: the key is the encoder's ``identity()``
     (weights SHA-256, layer, preprocessing) and the data's fingerprint (content of an
     ImageSet; paths, sizes and times of a folder's files), so a retrained encoder or
-    changed data never reuse stale embeddings. ``cache_dir=False`` disables the cache.
+    changed data never reuse stale embeddings. ``views``: as ``embed_images`` (in the key). ``cache_dir=False`` disables the cache.
     Folders are embedded straight into the cache file and come back as a read-only
     memmap, so memory does not grow with the number of images; ``out`` (a ``.npy`` path)
     does the same for any input, without the cache.
@@ -73,7 +77,8 @@ def extract_embeddings(checkpoint, dataset, *, layer: str | None = None,
     from .data import cache_dir as default_cache
     from .data import ImageSet
 
-    encoder = make_encoder(checkpoint, layer=layer, preprocessing=preprocessing, device=device)
+    encoder = make_encoder(checkpoint, layer=layer, preprocessing=preprocessing, device=device,
+                           views=views)
     if device is not None:
         encoder.device = device
     images, name, fingerprint = _cache_entry(dataset, strict)

@@ -40,10 +40,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .images import open_images
+from .rotation import rotation_views
 from .preprocess import (Preprocessor, check_preprocessing, describe, imagenet_preprocessing,
                          torchvision_preprocessing)
 
 GAUSSOOD_LAYERS = ("backbone", "head")
+VIEWS = (None, "rot4")  # test-time views: none, or features averaged over 4 quarter turns
 _IMPORT_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -78,8 +80,10 @@ class ImageEncoder:
     """
 
     def __init__(self, model, *, kind: str, layer: str, preprocessing, batch_size: int = 256,
-                 device=None) -> None:
-        self.model, self.kind, self.layer = model, kind, layer
+                 device=None, views: str | None = None) -> None:
+        if views not in VIEWS:
+            raise ValueError(f"views must be one of {VIEWS}; got {views!r}.")
+        self.model, self.kind, self.layer, self.views = model, kind, layer, views
         self.preprocessing = check_preprocessing(preprocessing, allow_raw=kind == "callable")
         if int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
@@ -105,6 +109,8 @@ class ImageEncoder:
         module = self._weights_module()
         ident = {"weights_sha256": state_sha256(module) if module is not None else None,
                  "layer": self.layer, "preprocessing": describe(self.preprocessing)}
+        if self.views is not None:  # only then: identities without test-time views stay
+            ident["views"] = self.views
         if module is None:
             fn = self.model
             ident["callable"] = f"{getattr(fn, '__module__', '?')}." \
@@ -186,7 +192,12 @@ class ImageEncoder:
         else:
             x = self._prep(batch, device)
         try:
-            feats = forward(x)
+            if self.views == "rot4":  # mean features of the 4 quarter turns
+                feats = sum(_check_rows(_run(forward, v), n).astype(np.float64)
+                            for v in rotation_views(x)) / 4
+                feats = feats.astype(np.float32)
+            else:
+                feats = forward(x)
         except _Stop as stop:
             feats = stop.args[0]
         except Exception as exc:  # noqa: BLE001 - re-raised with the input shape
@@ -197,6 +208,13 @@ class ImageEncoder:
             raise ValueError(f"The encoder failed on a batch of shape {shape}: "
                              f"{type(exc).__name__}: {str(exc).splitlines()[0]}.{hint}") from exc
         return _check_rows(feats, n)
+
+
+def _run(forward, x):
+    try:
+        return forward(x)
+    except _Stop as stop:
+        return stop.args[0]
 
 
 def _check_rows(feats, n: int) -> np.ndarray:
@@ -388,7 +406,7 @@ def _file_encoder(path: Path, layer, preprocessing, **kw) -> ImageEncoder:
 
 
 def make_encoder(spec, *, layer: str | None = None, preprocessing=None, weights=None,
-                 batch_size: int = 256, device=None) -> ImageEncoder:
+                 batch_size: int = 256, device=None, views: str | None = None) -> ImageEncoder:
     """An ``ImageEncoder`` from any spec (see the module docstring).
 
     Parameters
@@ -404,13 +422,17 @@ def make_encoder(spec, *, layer: str | None = None, preprocessing=None, weights=
     weights : path, optional
         State dict for ``torchvision:<name>``.
     batch_size, device : images per forward pass; torch device (default: CUDA if any).
+    views : None or "rot4"
+        Test-time views: "rot4" averages the features of the 4 quarter turns of every
+        preprocessed image (for encoders trained with ``rotation``); part of ``identity()``.
     """
-    kw = {"batch_size": batch_size, "device": device}
+    kw = {"batch_size": batch_size, "device": device, "views": views}
     if weights is not None and not (isinstance(spec, str) and spec.startswith("torchvision:")):
         raise ValueError("weights= goes with 'torchvision:<name>' only.")
     if isinstance(spec, ImageEncoder):
-        if layer is not None or preprocessing is not None:
-            raise ValueError("this ImageEncoder already has its layer and preprocessing.")
+        if layer is not None or preprocessing is not None or views is not None:
+            raise ValueError("this ImageEncoder already has its layer, preprocessing and "
+                             "views.")
         return spec
     if isinstance(spec, (str, os.PathLike)):
         text = os.fspath(spec)

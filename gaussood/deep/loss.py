@@ -150,13 +150,25 @@ class InfoNCELoss(torch.nn.Module):
                              f"got N={n}")
         return n
 
-    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-        """Loss of the positive pairs (z1[i], z2[i]); z1, z2 of shape (N, D) -> scalar."""
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor,
+                negatives: torch.Tensor | None = None) -> torch.Tensor:
+        """Loss of the positive pairs (z1[i], z2[i]); z1, z2 of shape (N, D) -> scalar.
+
+        ``negatives`` (M, D), optional: extra rows that enter every anchor's denominator
+        and are anchors of nothing (e.g. other rotations of some images, CSI's shifted
+        instances); the norm and entropy terms ignore them."""
         n = self._check_pair(z1, z2)
         z = torch.cat([z1, z2], dim=0)
         zn = F.normalize(z, dim=1)
-        logits = zn @ zn.T / self.temperature
-        self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+        keys = zn
+        if negatives is not None:
+            if (not isinstance(negatives, torch.Tensor) or negatives.ndim != 2
+                    or negatives.shape[1] != z1.shape[1]):
+                raise ValueError(f"negatives must be a tensor of shape (M, {z1.shape[1]}), got "
+                                 f"{tuple(getattr(negatives, 'shape', ()))}")
+            keys = torch.cat([zn, F.normalize(negatives, dim=1)])
+        logits = zn @ keys.T / self.temperature
+        self_mask = torch.eye(2 * n, keys.shape[0], dtype=torch.bool, device=z.device)
         logits = logits.masked_fill(self_mask, float("-inf"))
         idx = torch.arange(n, device=z.device)
         target = torch.cat([idx + n, idx])

@@ -184,3 +184,24 @@ class Preprocessor:
             s = torch.tensor(p["std"], device=x.device).view(1, 3, 1, 1)
             x = (x - m) / s
         return x
+
+
+def training_images(images, size: int, *, batch_size: int = 256, strict: bool = False
+                    ) -> np.ndarray:
+    """Any image input of ``open_images`` as uint8 ``(N, size, size, 3)``: images of
+    another size are brought to ``size`` as an encoder with ``resize="none"`` brings them
+    at embedding time (shorter side to ``size``, centre crop; bilinear, antialiased), so
+    that training and embedding see the same pixels."""
+    from .images import open_images
+
+    prep = {"input_size": [int(size), int(size)], "resize": "resize_crop",
+            "resize_size": int(size)}
+    out = []
+    for batch in open_images(images, batch_size=batch_size, strict=strict):
+        for im in ([batch] if isinstance(batch, np.ndarray) else [b[None] for b in batch]):
+            if im.shape[1:3] != (size, size):
+                im = _resize(_tensor(im).permute(0, 3, 1, 2), prep).permute(0, 2, 3, 1).numpy()
+            out.append(np.ascontiguousarray(im, dtype=np.uint8))
+    if not out:
+        raise ValueError("no readable images to train on.")
+    return np.concatenate(out)

@@ -32,7 +32,6 @@ progress and runs the k-NN monitor.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import math
 import numbers
@@ -45,7 +44,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .augment import SimCLRAugment, two_views
 from . import distributed
 from .checkpoint import (
     CHECKPOINT_FORMAT,
@@ -58,6 +56,9 @@ from .checkpoint import (
 from .embed import embed_images, pick_device
 from .loss import InfoNCELoss
 from .models import Encoder
+from .monitor import ood_proxies, proxy_auroc
+from .rotation import check_rotation_config, rotation_head
+from .step import _seconds_per_step, _Step  # noqa: F401 - re-exported (benchmarks)
 
 
 @dataclass
@@ -94,6 +95,13 @@ class TrainConfig:
     knn_every: int = 1               # epochs between k-NN evaluations (and at the end)
     steps: int | None = None         # exactly this many steps (replaces epochs and budget;
                                      # reruns a budgeted run on another machine)
+    rotation: str = "none"           # "negatives": one random quarter turn per image, both
+                                     # views turned alike; "predict": also a 4-way rotation
+                                     # head (see rotation.py)
+    rotation_negatives: float = 0.0  # fraction of the batch with an extra view at another
+                                     # rotation, as explicit negatives
+    rotation_weight: float = 1.0     # weight of the rotation cross-entropy ("predict")
+    proxy_monitor: bool = True       # OOD-proxy AUROC next to the k-NN monitor (monitor.py)
 
     def learning_rate(self) -> float:
         """``lr``, else 0.06 x batch_size (the global batch, whatever the processes) / 128."""
@@ -103,7 +111,7 @@ class TrainConfig:
 # Fields that do not change the sequence of optimiser steps: free to differ on resume.
 # (``epochs`` and ``budget_minutes`` only size the run at its first start.)
 _NOT_SHAPING = {"epochs", "budget_minutes", "steps", "checkpoint_minutes", "knn_k", "knn_temperature",
-                "knn_bank", "knn_queries", "knn_every", "compile"}
+                "knn_bank", "knn_queries", "knn_every", "compile", "proxy_monitor"}
 
 
 @dataclass
@@ -179,72 +187,6 @@ def _subset(n_total: int, n: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(n_total)[:min(n, n_total)])
 
 
-class _Step:
-    """One optimiser step of the configured objective, views drawn from ``gen``."""
-
-    def __init__(self, config, model, optimizer, scheduler, criterion, labels, device,
-                 wrapped=None):
-        self.config, self.model, self.optimizer, self.scheduler = config, model, optimizer, scheduler
-        self.criterion, self.labels, self.device = criterion, labels, device
-        wrapped = model if wrapped is None else wrapped  # DDP around model, multi-process
-        self.forward = torch.compile(wrapped) if config.compile else wrapped
-        scale = (config.crop_min_scale, 1.0)
-        self.augments = {size: SimCLRAugment(size=size, crop_scale=scale)
-                         for size, _ in parse_resolution(config.resolution)}
-        self.small = {size: SimCLRAugment(size=max(4, size // 2),
-                                          crop_scale=(0.05, config.small_crop_scale))
-                      for size in self.augments}
-
-    def _embed(self, views):
-        if self.config.channels_last:
-            views = views.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16,
-                            enabled=self.device.type == "cuda"):
-            return self.forward(views)[1].float()
-
-    def __call__(self, batch, index, size, gen) -> torch.Tensor:
-        v1, v2 = two_views(self.augments[size], batch, gen)
-        z1, z2 = self._embed(torch.cat([v1, v2])).chunk(2)
-        if self.labels is not None:
-            loss = self.criterion(torch.cat([z1, z2]), self.labels[index].repeat(2))
-        elif self.config.small_crops:
-            m = self.config.small_crops
-            small = torch.cat([self.small[size](batch, gen) for _ in range(m)])
-            pairs = [(z1, z2)] + [(zg, zs) for zs in self._embed(small).chunk(m) for zg in (z1, z2)]
-            loss = sum(self.criterion(a, b) for a, b in pairs) / len(pairs)
-        else:
-            loss = self.criterion(z1, z2)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.scheduler.step()
-        return loss.detach()
-
-
-def _seconds_per_step(step: _Step, images, sizes, batch_size, device, repeats: int = 3) -> dict:
-    """Median seconds of one step at each crop side, timed on a copy of the model."""
-    trial = copy.copy(step)
-    trial.model = copy.deepcopy(step.model)
-    trial.forward = distributed.wrap_model(trial.model, device)  # DDP when multi-process
-    trial.optimizer = torch.optim.SGD(trial.model.parameters(), lr=1e-4, momentum=0.9)
-    trial.scheduler = torch.optim.lr_scheduler.LambdaLR(trial.optimizer, lambda s: 1.0)
-    gen = torch.Generator(device=device).manual_seed(12345)
-    index = torch.arange(batch_size, device=device) % images.shape[0]
-    batch = images[index]
-    out = {}
-    for size in sizes:
-        times = []
-        for r in range(repeats + 1):  # the first call warms caches and is not counted
-            t0 = time.perf_counter()
-            trial(batch, index, size, gen)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            if r:
-                times.append(time.perf_counter() - t0)
-        out[size] = float(np.median(times))
-    return out
-
-
 def _check_resume(path: Path, state: dict, config: TrainConfig, fingerprint: dict,
                   world: int = 1, stacklevel: int = 3) -> None:
     if state["format"] != CHECKPOINT_FORMAT:
@@ -277,12 +219,34 @@ def _check_resume(path: Path, state: dict, config: TrainConfig, fingerprint: dic
             f"sha256 {fingerprint['sha256'][:12]}...); use a new checkpoint_dir or resume=False.")
 
 
+def as_image_set(images, config: TrainConfig | None = None):
+    """An ``ImageSet`` as is; any other image input of ``open_images`` (a folder, files,
+    arrays, PIL images of any size, a torch Dataset) as an unlabelled ``ImageSet`` at the
+    run's largest crop side (``preprocess.training_images``: shorter side, centre crop)."""
+    from .data import ImageSet
+    from .preprocess import training_images
+
+    if isinstance(images, ImageSet):
+        return images
+    config = config or TrainConfig()
+    size = max(s for s, _ in parse_resolution(config.resolution))
+    array = training_images(images, size)
+    what = (f"folder {images}" if isinstance(images, (str, Path)) else type(images).__name__)
+    name = Path(images).name if isinstance(images, (str, Path)) else "images"
+    return ImageSet(array, np.full(len(array), -1), name, [],
+                    f"{what}, brought to {size}x{size} (shorter side, centre crop); "
+                    f"unlabelled; N={len(array)}")
+
+
 def train_encoder(train_set, config: TrainConfig | None = None, *, eval_set=None,
                   checkpoint_dir=None, device="auto", resume: bool = True,
                   progress: bool = True, stop_after: int | None = None,
                   stop_after_steps: int | None = None, should_stop=None,
                   snapshots: bool = False, nproc: int = 1) -> TrainResult:
-    """Train an encoder with InfoNCE on ``train_set`` (an ``ImageSet``).
+    """Train an encoder with InfoNCE on ``train_set``: an ``ImageSet``, or any image
+    input of ``open_images`` (a folder, files, arrays, PIL images of any size, a torch
+    Dataset; see ``as_image_set``), unlabelled: the k-NN monitor is then off unless
+    ``eval_set`` and the training set are labelled; the OOD-proxy monitor runs.
 
     With ``config.objective == "supervised"`` the same architecture is trained
     with cross-entropy on the labels instead (the head outputs one logit per
@@ -322,6 +286,9 @@ def train_encoder(train_set, config: TrainConfig | None = None, *, eval_set=None
         (``world_size``) and resumes only with N processes.
     """
     config = config or TrainConfig()
+    train_set = as_image_set(train_set, config)
+    if eval_set is not None:
+        eval_set = as_image_set(eval_set, config)
     if isinstance(nproc, bool) or not isinstance(nproc, numbers.Integral) or nproc < 1:
         raise ValueError(f"nproc must be an integer >= 1; got {nproc!r}.")
     nproc = int(nproc)
@@ -367,6 +334,35 @@ def _train_rank(train_set, config, device, options, should_stop):
             "total_steps": result.total_steps}
 
 
+def _monitors(train_set, eval_set, config: TrainConfig):
+    """What the monitors look at: the k-NN tuple (bank images and labels, query images
+    and labels; None without labels on both sides) and the OOD-proxy tuple (bank images,
+    held-out ID images, proxy sets made from the held-out images; None when off).
+
+    Held-out ID images: the k-NN queries of ``eval_set``; without one, a fixed subset of
+    the training images left out of the bank (seen in training, not in the bank)."""
+    n = len(train_set)
+    if eval_set is not None:
+        bank = _subset(n, config.knn_bank, config.seed)
+        held = eval_set.images[_subset(len(eval_set), config.knn_queries, config.seed + 1)]
+    else:
+        held_ids = _subset(n, min(config.knn_queries, n // 5), config.seed + 1)
+        rest = np.setdiff1d(np.arange(n), held_ids)
+        bank = rest[_subset(len(rest), config.knn_bank, config.seed)]
+        held = train_set.images[held_ids]
+    knn = None
+    if (eval_set is not None and n and train_set.labels.min() >= 0 and len(eval_set)
+            and eval_set.labels.min() >= 0):
+        queries = _subset(len(eval_set), config.knn_queries, config.seed + 1)
+        knn = (train_set.images[bank], train_set.labels[bank], eval_set.images[queries],
+               eval_set.labels[queries])
+    proxies = None
+    if config.proxy_monitor and len(held) >= 2 and len(bank) >= 2:
+        proxies = (train_set.images[bank], held,
+                   ood_proxies(held, config.seed, rotated=config.rotation == "none"))
+    return knn, proxies
+
+
 def _validate(train_set, config: TrainConfig, snapshots: bool, checkpoint_dir,
               world: int = 1) -> int:
     """Check the configuration against the data (and ``world`` processes); return the
@@ -396,6 +392,7 @@ def _validate(train_set, config: TrainConfig, snapshots: bool, checkpoint_dir,
             raise ValueError("small_crops applies to objective='infonce' only.")
         if train_set.labels is None or train_set.labels.min() < 0:
             raise ValueError("objective='supervised' needs a labelled training set.")
+    check_rotation_config(config, world)
     return steps_per_epoch
 
 
@@ -419,7 +416,10 @@ def _train(train_set, config: TrainConfig, *, eval_set, checkpoint_dir, device, 
     model = Encoder(config.model, proj_dim).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.learning_rate(),
+    head = (rotation_head(model.feature_dim).to(device) if config.rotation == "predict"
+            else None)
+    params = list(model.parameters()) + ([] if head is None else list(head.parameters()))
+    optimizer = torch.optim.SGD(params, lr=config.learning_rate(),
                                 momentum=config.momentum, weight_decay=config.weight_decay,
                                 nesterov=True)
     loss_class = distributed.GatheredInfoNCELoss if world > 1 else InfoNCELoss
@@ -446,7 +446,8 @@ def _train(train_set, config: TrainConfig, *, eval_set, checkpoint_dir, device, 
     elif config.steps is not None:
         total = config.steps
     elif config.budget_minutes is not None:
-        probe = _Step(config, model, optimizer, None, criterion, labels, device)
+        probe = _Step(config, model, optimizer, None, criterion, labels, device,
+                      rotation_head=head)
         measured = _seconds_per_step(probe, images, [s for s, _ in phases],
                                      config.batch_size // world, device)  # one rank's shard
         measured = distributed.broadcast_object(measured)  # every rank: rank 0's timing
@@ -463,19 +464,17 @@ def _train(train_set, config: TrainConfig, *, eval_set, checkpoint_dir, device, 
         total = config.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
                                                   _schedule(config, steps_per_epoch, total))
-    step_fn = _Step(config, model, optimizer, scheduler, criterion, labels, device, wrapped)
+    step_fn = _Step(config, model, optimizer, scheduler, criterion, labels, device, wrapped,
+                    rotation_head=head)
     if state is not None:
         model.load_state_dict(state["encoder"]["state_dict"])
+        if head is not None:
+            head.load_state_dict(state["rotation_head"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
 
-    monitor = None
-    if eval_set is not None and main:
-        bank = _subset(n, config.knn_bank, config.seed)
-        queries = _subset(len(eval_set), config.knn_queries, config.seed + 1)
-        monitor = (train_set.images[bank], train_set.labels[bank],
-                   eval_set.images[queries], eval_set.labels[queries])
+    monitor, proxies = (_monitors(train_set, eval_set, config) if main else (None, None))
 
     def save(step, gen):
         if path is None or not main:
@@ -488,6 +487,8 @@ def _train(train_set, config: TrainConfig, *, eval_set, checkpoint_dir, device, 
             "epoch_acc": acc, "rng": torch.get_rng_state(),
             "gen": None if gen is None else gen.get_state(), "data": fingerprint,
             "timing": timing}
+        if head is not None:  # only then: other checkpoints are as they always were
+            payload["rotation_head"] = head.state_dict()
         if world > 1:  # only then: single-process checkpoints are as they always were
             payload["world_size"] = world
         atomic_torch_save(payload, path)
@@ -529,17 +530,24 @@ def _train(train_set, config: TrainConfig, *, eval_set, checkpoint_dir, device, 
                       config.batch_size, "resolution": size, "loss": acc[0] / acc[2],
                       "seconds": acc[1], "elapsed": elapsed,
                       "views_per_s": 2 * acc[2] * config.batch_size / acc[1],
-                      "lr": scheduler.get_last_lr()[0], "knn_top1": None}
-            if monitor is not None and ((epoch + 1) % config.knn_every == 0 or step == total - 1):
-                bank_x, bank_y, query_x, query_y = monitor
-                feats = [embed_images(model, x, device=device) for x in (bank_x, query_x)]
-                record["knn_top1"] = knn_top1(feats[0], bank_y, feats[1], query_y,
-                                              config.knn_k, config.knn_temperature)
+                      "lr": scheduler.get_last_lr()[0], "knn_top1": None, "proxy_auroc": None}
+            if (epoch + 1) % config.knn_every == 0 or step == total - 1:
+                if monitor is not None:
+                    bank_x, bank_y, query_x, query_y = monitor
+                    feats = [embed_images(model, x, device=device) for x in (bank_x, query_x)]
+                    record["knn_top1"] = knn_top1(feats[0], bank_y, feats[1], query_y,
+                                                  config.knn_k, config.knn_temperature)
+                if proxies is not None:
+                    record["proxy_auroc"] = proxy_auroc(
+                        lambda x: embed_images(model, x, device=device), *proxies)
             history.append(record)
             acc = [0.0, 0.0, 0]
             if progress:
                 knn = ("" if record["knn_top1"] is None
                        else f", kNN top-1 {100 * record['knn_top1']:.1f}%")
+                if record["proxy_auroc"] is not None:
+                    knn += ", proxy AUROC " + " ".join(
+                        f"{k} {100 * v:.1f}" for k, v in record["proxy_auroc"].items())
                 tqdm.write(f"epoch {epoch + 1} (step {step + 1}/{total}, {size} px): loss "
                            f"{record['loss']:.4f}, {record['views_per_s']:.0f} views/s, "
                            f"{elapsed / 60:.1f} min{knn}")
@@ -559,5 +567,5 @@ def _train(train_set, config: TrainConfig, *, eval_set, checkpoint_dir, device, 
     return TrainResult(model.eval(), history, path, total, rank, world)
 
 
-__all__ = ["TrainConfig", "TrainResult", "train_encoder", "knn_top1", "data_fingerprint",
+__all__ = ["TrainConfig", "TrainResult", "train_encoder", "as_image_set", "knn_top1", "data_fingerprint",
            "parse_resolution"]
