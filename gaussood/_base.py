@@ -24,7 +24,6 @@ import contextlib
 import contextvars
 import hashlib
 import math
-import re
 import warnings
 from numbers import Integral, Real
 from typing import NamedTuple
@@ -36,6 +35,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from ._registry import (_REGISTRY, _register, _short_name, registered_scorers,  # noqa: F401
+                        scorer_class)  # re-exported: they were defined here
 from ._threads import fit_threads
 from ._validation import FittedState, check_features, raise_nonfinite
 
@@ -60,44 +61,6 @@ class ScoreResult(NamedTuple):
     def flagged(self) -> np.ndarray:
         """``predict(X) == -1``."""
         return self.decision < 0
-
-# Every concrete scorer class, by class name (the name stored in saved files).
-# Filled by ``BaseScorer.__init_subclass__``: defining a subclass registers it.
-_REGISTRY: dict[str, type] = {}
-
-
-def _short_name(cls) -> str:
-    """``GaussianScorer`` -> ``gaussian``, ``MyKNNScorer`` -> ``my-knn``."""
-    stem = cls.__name__.removesuffix("Scorer") or cls.__name__
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "-", stem).lower()
-
-
-def _register(cls, name) -> None:
-    for other in _REGISTRY.values():
-        same = (other.__module__, other.__qualname__) == (cls.__module__, cls.__qualname__)
-        if not same and (other.__name__ == cls.__name__ or other.scorer_name == name):
-            raise TypeError(
-                f"Cannot register {cls.__module__}.{cls.__qualname__} as scorer "
-                f"{cls.__name__!r} (name {name!r}): {other.__module__}.{other.__qualname__} "
-                "already has that class name or name. Rename the class or pass "
-                "name=... in its class statement.")
-    cls.scorer_name = name
-    _REGISTRY[cls.__name__] = cls  # a redefinition (same module and name) replaces the old
-
-
-def registered_scorers() -> dict[str, type]:
-    """The registered scorer classes, by short name (``"gaussian"``, ``"shell"``, ...).
-
-    A class registers itself when it is defined (``class MyScorer(GaussianScorer)``);
-    ``gaussood.save``/``load`` and the command line take every registered class.
-    """
-    return {cls.scorer_name: cls for cls in _REGISTRY.values()}
-
-
-def scorer_class(class_name: str):
-    """The registered class called ``class_name`` (as stored in saved files), or None."""
-    return _REGISTRY.get(class_name) if isinstance(class_name, str) else None
-
 
 @contextlib.contextmanager
 def atomic_update(estimator):
@@ -575,8 +538,8 @@ class BaseScorer(OutlierMixin, BaseEstimator):
         raise NotImplementedError
 
     # ------------------------------------------------------------- persistence
-    # persistence.py builds on this module (the registry); the two methods below
-    # import it when called, so this module never needs it at import time.
+    # persistence.py depends on the registry (_registry.py) alone, never on this
+    # module, so the deferred imports below close no import cycle.
     def save(self, path) -> None:
         """Write the fitted scorer to ``path`` (npz, no pickle); see ``gaussood.load``."""
         from .persistence import save
