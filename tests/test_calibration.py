@@ -128,16 +128,12 @@ def test_alpha_and_contamination_are_exclusive():
 
 def test_out_of_fold_scores_in_row_order():
     """What PValueCombination calibrates on: each row's score by a model that did not see it."""
-    from gaussood._base import collecting_out_of_fold
-
     rng = np.random.default_rng(6)
     X = anisotropic_gaussian(rng, 2000, 6)
     gauss = GaussianScorer(random_state=0)
     shell = NormShellScorer(calibration="shell", random_state=0)       # parametric
     knn = KNNScorer(n_neighbors=10, index="ivf", random_state=0)
-    with collecting_out_of_fold([gauss, shell, knn]) as oof:
-        for scorer in (gauss, shell, knn):
-            scorer.fit(X)
+    oof = {id(scorer): scorer.fit_out_of_fold(X) for scorer in (gauss, shell, knn)}
     # Gaussian: row order, each fold scored by a fit on the other folds
     np.testing.assert_array_equal(np.sort(oof[id(gauss)]), gauss.calibration_scores_)
     for train, test in gauss._folds(X):
@@ -153,7 +149,7 @@ def test_out_of_fold_scores_in_row_order():
     missing = np.isnan(oof[id(knn)])
     np.testing.assert_array_equal(np.flatnonzero(missing), knn._quantizer_rows(2000))
     np.testing.assert_array_equal(np.sort(oof[id(knn)][~missing]), knn.calibration_scores_)
-    # outside the block a fit records nothing and calibrates as before
+    # a plain fit calibrates as fit_out_of_fold does
     np.testing.assert_array_equal(GaussianScorer(random_state=0).fit(X).calibration_scores_,
                                   gauss.calibration_scores_)
 
