@@ -21,10 +21,7 @@ at most one of them (``alpha`` defaults to 0.05 when neither is given).
 from __future__ import annotations
 
 import contextlib
-import contextvars
-import hashlib
 import math
-import re
 import warnings
 from numbers import Integral, Real
 from typing import NamedTuple
@@ -37,17 +34,18 @@ from sklearn.utils._param_validation import Interval, InvalidParameterError, Str
 from sklearn.utils.validation import check_is_fitted
 
 from . import _space
+# re-exported: these names were defined here before the registry and the conformal
+# maths moved to their own modules
+from ._conformal import (CVPLUS_MIN_FEATURE_RATIO, conformal_counts,  # noqa: F401
+                         conformal_offset, conformal_pvalues, conformal_rank_limit,
+                         cvplus_floors, cvplus_pvalue_decision, fold_of_sorted)
+from ._moments import fold_moments  # noqa: F401
+from ._registry import (_REGISTRY, _register, _short_name, registered_scorers,  # noqa: F401
+                        scorer_class)
 from ._threads import fit_threads
 from ._validation import FittedState, check_features, raise_nonfinite
 
 DEFAULT_ALPHA = 0.05
-
-# "auto" takes CV+ instead of cross-conformal when n_features / n_samples is at least
-# this (GaussianScorer). benchmarks/results/calibration_grid.md, alpha = 5%: the
-# cross-conformal rate is off wherever d / n >= 0.026 (0.3-3.2% at d/n = 0.34, 2.3% at
-# 0.10, 3.8-6.4% at 0.026) and within 4.8-6.0% wherever d / n <= 0.043 with d = 64; CV+
-# is within 3.5-6.2% in all of those cells. 0.02 sits below the first failing ratio.
-CVPLUS_MIN_FEATURE_RATIO = 0.02
 
 
 class ScoreResult(NamedTuple):
@@ -62,44 +60,6 @@ class ScoreResult(NamedTuple):
         """``predict(X) == -1``."""
         return self.decision < 0
 
-# Every concrete scorer class, by class name (the name stored in saved files).
-# Filled by ``BaseScorer.__init_subclass__``: defining a subclass registers it.
-_REGISTRY: dict[str, type] = {}
-
-
-def _short_name(cls) -> str:
-    """``GaussianScorer`` -> ``gaussian``, ``MyKNNScorer`` -> ``my-knn``."""
-    stem = cls.__name__.removesuffix("Scorer") or cls.__name__
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "-", stem).lower()
-
-
-def _register(cls, name) -> None:
-    for other in _REGISTRY.values():
-        same = (other.__module__, other.__qualname__) == (cls.__module__, cls.__qualname__)
-        if not same and (other.__name__ == cls.__name__ or other.scorer_name == name):
-            raise TypeError(
-                f"Cannot register {cls.__module__}.{cls.__qualname__} as scorer "
-                f"{cls.__name__!r} (name {name!r}): {other.__module__}.{other.__qualname__} "
-                "already has that class name or name. Rename the class or pass "
-                "name=... in its class statement.")
-    cls.scorer_name = name
-    _REGISTRY[cls.__name__] = cls  # a redefinition (same module and name) replaces the old
-
-
-def registered_scorers() -> dict[str, type]:
-    """The registered scorer classes, by short name (``"gaussian"``, ``"shell"``, ...).
-
-    A class registers itself when it is defined (``class MyScorer(GaussianScorer)``);
-    ``gaussood.save``/``load`` and the command line take every registered class.
-    """
-    return {cls.scorer_name: cls for cls in _REGISTRY.values()}
-
-
-def scorer_class(class_name: str):
-    """The registered class called ``class_name`` (as stored in saved files), or None."""
-    return _REGISTRY.get(class_name) if isinstance(class_name, str) else None
-
-
 @contextlib.contextmanager
 def atomic_update(estimator):
     """Restore the estimator's previous state if the block raises."""
@@ -110,109 +70,6 @@ def atomic_update(estimator):
         estimator.__dict__.clear()
         estimator.__dict__.update(saved)
         raise
-
-
-def conformal_rank_limit(m: int, alpha: float, *, stacklevel: int = 3,
-                         warn: bool = True) -> int:
-    """J = floor(alpha (m + 1)): a conformal p-value (1 + c) / (m + 1) is <= alpha
-    exactly when 1 + c <= J (warns when J is 0: nothing can be flagged)."""
-    limit = math.floor(alpha * (m + 1) + 1e-12)
-    if limit < 1 and warn:
-        warnings.warn(
-            f"{m} calibration samples cannot certify alpha={alpha}: at least "
-            f"{math.ceil(1 / alpha - 1)} are needed. Nothing will be flagged.",
-            UserWarning, stacklevel=stacklevel + 1)
-    return limit
-
-
-def conformal_offset(calibration_scores: np.ndarray, alpha: float) -> float:
-    """Score below which a sample's conformal p-value is <= alpha.
-
-    With m sorted calibration scores c_(1) <= ... <= c_(m), the split-conformal
-    p-value of a score s is (1 + #{c <= s}) / (m + 1); it is <= alpha exactly when
-    s < c_(j+1) with j = floor(alpha (m + 1)) - 1.
-    """
-    j = conformal_rank_limit(calibration_scores.shape[0], alpha) - 1
-    if j < 0:
-        return -np.inf
-    return float(calibration_scores[j])
-
-
-# Per-fold moments shared by scorers fitted on the same array (``sharing_fold_moments``):
-# {(id(X), digest of the fold's rows): (X, moments)}; None outside such a block.
-_SHARED_FOLD_MOMENTS: contextvars.ContextVar = contextvars.ContextVar(
-    "gaussood_shared_fold_moments", default=None)
-
-
-@contextlib.contextmanager
-def sharing_fold_moments():
-    """Inside the block, scorers fitted on the same array compute each fold's moments once.
-
-    ``GaussianScorer`` (without labels or clusters) and ``NormShellScorer`` compute the
-    same moments (count, mean, scatter, third, fourth) of each calibration fold; with
-    the same ``calibration_folds`` and an integer ``random_state`` their folds are the
-    same rows. ``PValueCombination`` fits its components inside this block, so the
-    second one reuses the first one's moments (``fold_moments``). Nested blocks share
-    the outer cache; it is dropped when the outermost block ends.
-    """
-    if _SHARED_FOLD_MOMENTS.get() is not None:
-        yield
-        return
-    token = _SHARED_FOLD_MOMENTS.set({})
-    try:
-        yield
-    finally:
-        _SHARED_FOLD_MOMENTS.reset(token)
-
-
-# Scorers whose fit records out-of-fold scores (``collecting_out_of_fold``):
-# {id(scorer): None, then the scores}; None outside such a block.
-_OUT_OF_FOLD: contextvars.ContextVar = contextvars.ContextVar(
-    "gaussood_out_of_fold", default=None)
-
-
-@contextlib.contextmanager
-def collecting_out_of_fold(scorers):
-    """Inside the block, fitting one of ``scorers`` records its out-of-fold scores.
-
-    Yields a dict ``{id(scorer): scores}``: after ``scorer.fit(X)`` in the block,
-    ``scores[i]`` is the out-of-fold score of row ``i`` of ``X`` (the one behind the
-    cross-conformal calibration; NaN for a row that has none, as ``KNNScorer``'s
-    rows beyond its 20,000 calibration rows). They are computed whatever the
-    scorer's calibration: a parametric scorer keeps its law (its fitted state
-    equals a plain fit's up to rounding) and pays for the fold fits. Other
-    scorers fitted in the block (say, inside a component's own fit) are not
-    affected. ``PValueCombination`` calibrates on these scores; they are never
-    stored on the scorer.
-    """
-    collected = {id(scorer): None for scorer in scorers}
-    token = _OUT_OF_FOLD.set(collected)
-    try:
-        yield collected
-    finally:
-        _OUT_OF_FOLD.reset(token)
-
-
-def fold_moments(X: np.ndarray, rows: np.ndarray, codes=None, n_components: int = 1) -> dict:
-    """``compute_moments(X[rows], codes[rows], n_components)``, shared where possible.
-
-    Inside ``sharing_fold_moments`` the moments of one component (``codes`` None) are
-    cached by the identity of ``X`` and the rows' content, and a hit returns a copy
-    (callers may keep or change the arrays).
-    """
-    from ._moments import compute_moments
-
-    cache = _SHARED_FOLD_MOMENTS.get()
-    if cache is None or codes is not None:
-        return compute_moments(X[rows], None if codes is None else codes[rows], n_components)
-    rows = np.asarray(rows)
-    key = (id(X), X.shape, str(rows.dtype),
-           hashlib.blake2b(np.ascontiguousarray(rows).tobytes(), digest_size=20).digest())
-    hit = cache.get(key)
-    if hit is None or hit[0] is not X:  # a different array at a reused address: recompute
-        hit = (X, compute_moments(X[rows], None, 1))
-        cache[key] = hit
-    return {name: value.copy() for name, value in hit[1].items()}
 
 
 class BaseScorer(OutlierMixin, BaseEstimator):
@@ -279,15 +136,33 @@ class BaseScorer(OutlierMixin, BaseEstimator):
                 raise
             raise InvalidParameterError(f"{exc} ({hint})") from None
 
-    def _resolve_threshold(self):
+    def _validate_fit_params(self):
+        """Every parameter check of a fit path (``_fit_scope`` runs it once)."""
         self._validate_params()
         if self.alpha is not None and self.contamination is not None:
             raise ValueError(
                 "Give either alpha (target false-alarm rate on in-distribution data) or "
                 "contamination (fraction of training samples to flag), not both.")
+
+    def _threshold(self):
+        """(rule, alpha) from validated parameters."""
         rule = "alpha" if self.contamination is None else "contamination"
         alpha = DEFAULT_ALPHA if self.alpha is None else float(self.alpha)
         return rule, alpha
+
+    def _resolve_threshold(self):
+        """Validate the parameters, then ``_threshold()`` (outside ``_fit_scope``)."""
+        self._validate_fit_params()
+        return self._threshold()
+
+    @contextlib.contextmanager
+    def _fit_scope(self):
+        """The one entry of every fit path (``fit``, ``fit_out_of_fold``, ``partial_fit``):
+        validates the parameters once, yields ``(rule, alpha)``, and restores the
+        estimator's previous state if the block raises (as scikit-learn's ``_fit_context``).
+        """
+        with atomic_update(self):
+            yield self._resolve_threshold()
 
     def _auto_calibration(self, n_samples: int, n_features: int, y=None) -> str:
         return self._calibrations[0]
@@ -298,15 +173,40 @@ class BaseScorer(OutlierMixin, BaseEstimator):
 
         Returns self. On any error the estimator keeps its previous state.
         """
-        with atomic_update(self):
-            rule, alpha = self._resolve_threshold()
-            self._clear_fitted()
-            X = check_features(self, X, reset=True, ensure_min_samples=2)
-            self._check_space()
-            self.__dict__.update(_space.fit_space(X, self._normalize()))
-            with fit_threads(*X.shape):
-                self._fit_checked(self._to_space(X), y, rule, alpha)
+        with self._fit_scope() as threshold:
+            self._fit(X, y, threshold, out_of_fold=False, moments_cache=None)
         return self
+
+    def fit_out_of_fold(self, X, y=None, *, fold_moments: dict | None = None) -> np.ndarray:
+        """Fit as ``fit(X, y)`` does and return each row's out-of-fold score, shape (n,).
+
+        ``scores[i]`` is the score of row ``i`` of ``X`` by a model that did not see
+        it (the one behind the cross-conformal calibration; NaN for a row that has
+        none, as ``KNNScorer``'s rows beyond its calibration rows). They are
+        computed whatever the calibration: a parametric scorer keeps its law (its
+        fitted state equals a plain fit's up to rounding) and pays for the fold
+        fits. They are never stored on the scorer.
+
+        ``fold_moments``: a dict owned by the caller, shared by scorers fitted on
+        the same array ``X`` (``PValueCombination`` passes one to its components):
+        ``GaussianScorer`` (one component) and ``NormShellScorer`` compute the
+        same moments of each calibration fold, and with the same
+        ``calibration_folds`` and an integer ``random_state`` their folds are the
+        same rows, so the second one reuses the first one's moments. None: no
+        sharing. The results do not depend on it.
+        """
+        with self._fit_scope() as threshold:
+            return self._fit(X, y, threshold, out_of_fold=True, moments_cache=fold_moments)
+
+    def _fit(self, X, y, threshold, *, out_of_fold, moments_cache):
+        """The body of ``fit`` and ``fit_out_of_fold`` (inside ``_fit_scope``)."""
+        self._clear_fitted()
+        X = check_features(self, X, reset=True, ensure_min_samples=2)
+        self._check_space()
+        self.__dict__.update(_space.fit_space(X, self._normalize()))
+        with fit_threads(*X.shape):
+            return self._fit_checked(self._to_space(X), y, threshold, out_of_fold,
+                                     moments_cache)
 
     # ------------------------------------------------------------ feature space
     def _normalize(self):
@@ -321,21 +221,18 @@ class BaseScorer(OutlierMixin, BaseEstimator):
         return _space.to_space(X, self._normalize(), getattr(self, _space.CENTER, None),
                                l2=not self._l2_inside)
 
-    def _fit_checked(self, X, y, rule, alpha):
-        """The body of ``fit`` on validated ``X`` (inside ``atomic_update``)."""
+    def _fit_checked(self, X, y, threshold, out_of_fold, moments_cache):
+        """Fit on validated ``X``; the out-of-fold scores if ``out_of_fold``, else None."""
+        rule, alpha = threshold
         n = X.shape[0]
         calibration = self.calibration
         if calibration == "auto":
             calibration = self._auto_calibration(n, X.shape[1], y)
-        calibration_scores = None
-        wanted = _OUT_OF_FOLD.get()  # inside collecting_out_of_fold: record this fit's
-        wanted = wanted if wanted is not None and id(self) in wanted else None
-        if calibration in ("conformal", "cv+") or wanted is not None:
-            state, out_of_fold, folds = self._fit_with_calibration(X, y)
+        calibration_scores = scores = None
+        if calibration in ("conformal", "cv+") or out_of_fold:
+            state, scores, folds = self._fit_with_calibration(X, y, moments_cache=moments_cache)
             if calibration in ("conformal", "cv+"):  # NaN: a row without one
-                calibration_scores = np.sort(out_of_fold[~np.isnan(out_of_fold)])
-            if wanted is not None:
-                wanted[id(self)] = out_of_fold
+                calibration_scores = np.sort(scores[~np.isnan(scores)])
         else:
             state = self._fit_state(X, y)
         self.__dict__.update(state)
@@ -344,19 +241,20 @@ class BaseScorer(OutlierMixin, BaseEstimator):
         self.calibration_ = calibration
         self.calibration_scores_ = calibration_scores
         if calibration == "cv+":
-            self._keep_folds(out_of_fold, folds)
+            self._keep_folds(scores, folds)
         if rule == "contamination":
             self.offset_ = float(np.percentile(self._evaluate(X, in_space=True).score,
                                                100.0 * self.contamination))
         else:
             self.offset_ = self._alpha_offset(alpha)
+        return scores if out_of_fold else None
 
     def _folds(self, X):
         n_folds = min(self.calibration_folds, X.shape[0])
         return list(KFold(n_folds, shuffle=True,
                           random_state=check_random_state(self.random_state)).split(X))
 
-    def _fit_with_calibration(self, X, y):
+    def _fit_with_calibration(self, X, y, *, moments_cache=None):
         """(fitted state, out-of-fold score of every training row in row order, folds).
 
         Each fold is scored by a model fitted without it (cross-conformal).
@@ -365,6 +263,7 @@ class BaseScorer(OutlierMixin, BaseEstimator):
         such models (leave-one-out k-NN, combinations). Subclasses override
         this when they can share work with the full fit; a row without an
         out-of-fold score gets NaN (it is left out of the calibration scores).
+        ``moments_cache``: see ``fit_out_of_fold``'s ``fold_moments``.
         """
         folds = self._folds(X)
         fold_states = []
@@ -409,12 +308,7 @@ class BaseScorer(OutlierMixin, BaseEstimator):
         if folds is None:
             raise ValueError(f"{type(self).__name__} has no fold models to keep for "
                              "calibration='cv+'; use calibration='conformal'.")
-        fold_of_row = np.full(out_of_fold.shape[0], -1, dtype=np.int64)
-        for k, (test, _) in enumerate(folds):
-            fold_of_row[test] = k
-        has = ~np.isnan(out_of_fold)
-        order = np.argsort(out_of_fold[has], kind="stable")  # as calibration_scores_
-        self.calibration_fold_ = fold_of_row[has][order]
+        self.calibration_fold_ = fold_of_sorted(out_of_fold, [test for test, _ in folds])
         self.fold_states_ = [self._fold_state(state) for _, state in folds]
 
     def _drop_folds(self):
@@ -497,9 +391,9 @@ class BaseScorer(OutlierMixin, BaseEstimator):
         models = [self] + ([self._fold_model(s) for s in self.fold_states_] if ranked else [])
         caches = [model._scoring_cache(X.dtype) for model in models]
         if ranked:  # each fold model's score is ranked among its own fold's scores
-            cal = [self.calibration_scores_[self.calibration_fold_ == k]
-                   for k in range(len(models) - 1)]
-            ranks = np.zeros(n)
+            floors = cvplus_floors(self.calibration_scores_, self.calibration_fold_,
+                                   len(models) - 1)
+            counts = np.zeros(n, dtype=np.int64)
         score = np.full(n, np.nan)  # never uninitialised memory
         step = int(self.chunk_size)
         for start in range(0, n, step):
@@ -514,15 +408,12 @@ class BaseScorer(OutlierMixin, BaseEstimator):
                 if k == 0:
                     score[start:start + step] = values
                 else:
-                    ranks[start:start + step] += np.searchsorted(cal[k - 1], values, "right")
+                    counts[start:start + step] += conformal_counts(floors[k - 1], values)
         p = dec = None
-        if ranked:
-            m = self.calibration_scores_.shape[0]
-            p = (1.0 + ranks) / (m + 1.0)
-            if decision and self.threshold_rule_ == "alpha":
-                # flagged exactly when p <= alpha, as conformal_offset: 1 + rank <= J
-                limit = conformal_rank_limit(m, self.alpha_, warn=False)  # fit warned
-                dec = ((1.0 + ranks) - (limit + 0.5)) / (m + 1.0)
+        if ranked:  # flagged exactly when p <= alpha, as conformal_offset
+            by_pvalue = decision and self.threshold_rule_ == "alpha"
+            p, dec = cvplus_pvalue_decision(counts, self.calibration_scores_.shape[0],
+                                            self.alpha_ if by_pvalue else None)
         if pvalue and p is None:
             p = self.pvalue_from_scores(score)
         if decision and dec is None:
@@ -587,8 +478,7 @@ class BaseScorer(OutlierMixin, BaseEstimator):
         if self.calibration_ == "conformal":
             if self.calibration_scores_ is None:
                 raise ValueError("No calibration scores: call calibrate(X_cal) first.")
-            cal = self.calibration_scores_
-            return (1.0 + np.searchsorted(cal, scores, side="right")) / (cal.shape[0] + 1.0)
+            return conformal_pvalues(self.calibration_scores_, scores)
         return self._null_pvalue(scores)
 
     def _null_pvalue(self, scores):  # pragma: no cover - overridden where a law exists
@@ -598,8 +488,8 @@ class BaseScorer(OutlierMixin, BaseEstimator):
         raise NotImplementedError
 
     # ------------------------------------------------------------- persistence
-    # persistence.py builds on this module (the registry); the two methods below
-    # import it when called, so this module never needs it at import time.
+    # persistence.py depends on the registry (_registry.py) alone, never on this
+    # module, so the deferred imports below close no import cycle.
     def save(self, path) -> None:
         """Write the fitted scorer to ``path`` (npz, no pickle); see ``gaussood.load``."""
         from .persistence import save

@@ -14,6 +14,8 @@ All arithmetic is float64.
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 CHUNK_ROWS = 8192
@@ -103,3 +105,24 @@ def merge_moments(old: dict, old_keys: np.ndarray, new: dict, new_keys: np.ndarr
         for name, value in zip(("count", "mean", "scatter", "third", "fourth"), merged):
             parts[name].append(value)
     return {name: np.asarray(values, dtype=np.float64) for name, values in parts.items()}, keys
+
+
+def fold_moments(X: np.ndarray, rows: np.ndarray, codes=None, n_components: int = 1,
+                 cache: dict | None = None) -> dict:
+    """``compute_moments(X[rows], codes[rows], n_components)``, shared through ``cache``.
+
+    ``cache`` is a plain dict owned by the caller (``PValueCombination`` passes one
+    to all its components through ``fit_out_of_fold``): the moments of one component
+    (``codes`` None) are kept there by the identity of ``X`` and the rows' content,
+    and a hit returns a copy (callers may keep or change the arrays). None: no sharing.
+    """
+    if cache is None or codes is not None:
+        return compute_moments(X[rows], None if codes is None else codes[rows], n_components)
+    rows = np.asarray(rows)
+    key = (id(X), X.shape, str(rows.dtype),
+           hashlib.blake2b(np.ascontiguousarray(rows).tobytes(), digest_size=20).digest())
+    hit = cache.get(key)
+    if hit is None or hit[0] is not X:  # a different array at a reused address: recompute
+        hit = (X, compute_moments(X[rows], None, 1))
+        cache[key] = hit
+    return {name: value.copy() for name, value in hit[1].items()}

@@ -9,7 +9,7 @@ from sklearn.base import clone
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import StrOptions
 
-from ._base import BaseScorer, collecting_out_of_fold, sharing_fold_moments
+from ._base import BaseScorer
 
 METHODS = ("fisher", "min")
 
@@ -21,6 +21,8 @@ def _training_pvalues(scorer, out_of_fold):
     conformal calibration, the rank of the score among the m calibration scores
     (which are these out-of-fold scores, the row's own included) over m, i.e.
     (1 + #{others <= s}) / ((m - 1) + 1); for a parametric law, its p-value.
+    Exact ties only: these are the stored scores ranked among themselves, with no
+    recomputation whose rounding a tolerance would absorb (``_conformal.TIE_RTOL``).
     """
     p = np.full(out_of_fold.shape, np.nan)
     has = ~np.isnan(out_of_fold)
@@ -139,7 +141,6 @@ class PValueCombination(BaseScorer, register=False):  # holds fitted scorers, no
         self.chunk_size = chunk_size
 
     def _templates(self):
-        self._validate_params()
         if self.scorers is None:
             from .gaussian import GaussianScorer
             from .norm_shell import NormShellScorer
@@ -151,7 +152,8 @@ class PValueCombination(BaseScorer, register=False):  # holds fitted scorers, no
                             "(GaussianScorer, NormShellScorer, KNNScorer, ...).")
         return scorers
 
-    def _fit_components(self, X, y, out_of_fold):
+    def _fit_components(self, X, y, moments_cache):
+        """Fitted clones of the templates and their out-of-fold scores (one per scorer)."""
         scorers = [clone(template) for template in self._templates()]
         seed = self.random_state
         if not isinstance(seed, Integral):  # one seed for all: the same folds, shared moments
@@ -159,25 +161,25 @@ class PValueCombination(BaseScorer, register=False):  # holds fitted scorers, no
         for scorer in scorers:  # unseeded components take it: the fit is reproducible
             if scorer.get_params().get("random_state", 0) is None:
                 scorer.set_params(random_state=seed)
-        # components on the same folds compute each fold's moments once
-        recorded = scorers if out_of_fold else []
-        with sharing_fold_moments(), collecting_out_of_fold(recorded) as oof:
-            for scorer in scorers:
-                scorer.fit(X) if y is None else scorer.fit(X, y)
+        for scorer in scorers:
+            kind = type(scorer)
+            own_fit = kind.fit is not BaseScorer.fit
+            if own_fit and kind.fit_out_of_fold is BaseScorer.fit_out_of_fold:
+                raise TypeError(f"{kind.__name__} overrides fit but not fit_out_of_fold, so its "
+                                "out-of-fold scores would not come from its own fit: it cannot "
+                                "be a PValueCombination component.")
+        # components on the same folds compute each fold's moments once: one cache for all
+        cache = {} if moments_cache is None else moments_cache
+        oof = [scorer.fit_out_of_fold(X, y, fold_moments=cache) for scorer in scorers]
         return scorers, oof
 
     def _fit_state(self, X, y=None):
-        return {"scorers_": self._fit_components(X, y, out_of_fold=False)[0]}
+        return self._fit_with_calibration(X, y)[0]
 
-    def _fit_with_calibration(self, X, y):
+    def _fit_with_calibration(self, X, y, *, moments_cache=None):
         """Components fitted once; each row's statistic from its out-of-fold scores."""
-        scorers, oof = self._fit_components(X, y, out_of_fold=True)
-        for scorer in scorers:
-            if oof[id(scorer)] is None:  # a fit that bypasses BaseScorer.fit
-                raise TypeError(f"{type(scorer).__name__}.fit does not record out-of-fold "
-                                "scores (it overrides BaseScorer.fit), so it cannot be a "
-                                "PValueCombination component.")
-        pvalues = np.stack([_training_pvalues(s, oof[id(s)]) for s in scorers])
+        scorers, oof = self._fit_components(X, y, moments_cache)
+        pvalues = np.stack([_training_pvalues(s, scores) for s, scores in zip(scorers, oof)])
         return {"scorers_": scorers}, self._combine(pvalues), None
 
     def _combine(self, pvalues):

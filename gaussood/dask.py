@@ -325,7 +325,7 @@ def fit(scorer, X, y=None, *, calibration_rows: int = CALIBRATION_ROWS,
                 "small share of the rows), or call calibrate(X_cal) afterwards with "
                 "held-out ID rows (split conformal, exact).")
         if gaussian:
-            scorer._check_params()
+            scorer._validate_params()
             if y is None and scorer.n_clusters is not None:
                 raise ValueError("gaussood.dask.fit does not run k-means (n_clusters): "
                                  "give class labels y, or fit in memory.")

@@ -11,9 +11,10 @@ from sklearn.cluster import KMeans
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 
-from ._base import CVPLUS_MIN_FEATURE_RATIO, BaseScorer, atomic_update, fold_moments
 from . import _space
-from ._moments import compute_moments, merge_component, merge_moments
+from ._base import BaseScorer
+from ._conformal import CVPLUS_MIN_FEATURE_RATIO
+from ._moments import compute_moments, fold_moments, merge_component, merge_moments
 from ._threads import dense_decomposition_threads
 from ._validation import check_features, check_labels, check_moments_finite, check_positive_int
 from .covariance import COVARIANCE_METHODS, pooled_covariance, whitening_factor
@@ -182,8 +183,8 @@ class GaussianScorer(BaseScorer):
             return "cv+"
         return "conformal"
 
-    def _check_params(self):
-        self._validate_params()
+    def _validate_params(self):
+        super()._validate_params()
         if self.relative and self.calibration in ("f", "chi2"):
             raise ValueError(
                 f"relative=True has no parametric null law, so calibration="
@@ -209,7 +210,6 @@ class GaussianScorer(BaseScorer):
         return None, np.array([0]), "single"
 
     def _prepare(self, X, y):
-        self._check_params()
         codes, classes, structure = self._components(X, y)
         if self.relative and structure == "single":
             raise ValueError(
@@ -227,11 +227,12 @@ class GaussianScorer(BaseScorer):
         moments = compute_moments(X, codes, classes.shape[0])
         return self._state_from_moments(moments, classes, structure)
 
-    def _fit_with_calibration(self, X, y):
+    def _fit_with_calibration(self, X, y, *, moments_cache=None):
         """One pass over X: per-fold moments, merged for the folds and the whole."""
         codes, classes, structure = self._prepare(X, y)
         folds = self._folds(X)
-        per_fold = [fold_moments(X, test, codes, classes.shape[0]) for _, test in folds]
+        per_fold = [fold_moments(X, test, codes, classes.shape[0], moments_cache)
+                    for _, test in folds]
 
         def merged(parts):
             total, keys = parts[0], classes
@@ -335,9 +336,7 @@ class GaussianScorer(BaseScorer):
         afterwards) or ``relative`` (no parametric law).
         """
         fitted = hasattr(self, "moment_count_")
-        with atomic_update(self):
-            rule, alpha = self._resolve_threshold()
-            self._check_params()
+        with self._fit_scope() as (rule, alpha):
             self._check_space()
             X = check_features(self, X, reset=not fitted, ensure_min_samples=1)
             if not fitted:  # "center-l2" streams around the first batch's mean (kept)

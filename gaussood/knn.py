@@ -142,7 +142,6 @@ class KNNScorer(BaseScorer):
         self.chunk_size = chunk_size
 
     def _fit_state(self, X, y=None):
-        self._validate_params()
         k = int(self.n_neighbors)
         if self.normalize and X.shape[1] == 1:
             raise ValueError(
@@ -253,7 +252,7 @@ class KNNScorer(BaseScorer):
             sims = -np.sqrt(np.clip(sims, 0.0, None))
         return sims, ids
 
-    def _fit_with_calibration(self, X, y):
+    def _fit_with_calibration(self, X, y, *, moments_cache=None):
         """Leave-one-out scores: each training row against all the others.
 
         Refitting on folds would shrink the index and push every k-NN
@@ -263,7 +262,7 @@ class KNNScorer(BaseScorer):
         state = self._fit_state(X, y)
         k, embeddings, index = state["n_neighbors_"], state["embeddings_"], state["_index"]
         if k + 1 > embeddings.shape[0]:
-            return super()._fit_with_calibration(X, y)
+            return super()._fit_with_calibration(X, y, moments_cache=moments_cache)
         rows = np.arange(embeddings.shape[0])
         trained = self._quantizer_rows(rows.shape[0])
         if trained is not None:  # calibrate on rows the IVF quantizer did not see

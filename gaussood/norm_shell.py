@@ -11,8 +11,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import BaseScorer, atomic_update, fold_moments
-from ._moments import compute_moments, merge_component
+from ._base import BaseScorer
+from ._moments import compute_moments, fold_moments, merge_component
 from ._quadform import deviate_table, normal_deviate
 from ._threads import dense_decomposition_threads
 from ._validation import check_features, check_moments_finite
@@ -184,16 +184,16 @@ class NormShellScorer(BaseScorer, name="shell"):
     def _auto_calibration(self, n_samples, n_features, y=None):
         return "conformal"
 
-    def _fit_with_calibration(self, X, y):
+    def _fit_with_calibration(self, X, y, *, moments_cache=None):
         """Raw norm: per-fold moments, merged for the folds and the whole (one pass)."""
         if self.whiten:
-            return super()._fit_with_calibration(X, y)
+            return super()._fit_with_calibration(X, y, moments_cache=moments_cache)
         check_covariance_param(self.covariance)
         self._warn_if_normalised(X)
         folds = self._folds(X)
         parts = []
         for _, test in folds:
-            m = fold_moments(X, test)
+            m = fold_moments(X, test, cache=moments_cache)
             parts.append(tuple(m[k][0] for k in _MOMENT_KEYS))
 
         def merged(chunks):
@@ -221,8 +221,7 @@ class NormShellScorer(BaseScorer, name="shell"):
         calibration.
         """
         fitted = hasattr(self, "moment_count_")
-        with atomic_update(self):
-            rule, alpha = self._resolve_threshold()
+        with self._fit_scope() as (rule, alpha):
             self._check_space()
             X = check_features(self, X, reset=not fitted, ensure_min_samples=1)
             self._warn_if_normalised(X)

@@ -11,10 +11,10 @@ Files are written to a temporary name and renamed, so a failed save never leaves
 half-written file; loading never unpickles
 (``allow_pickle=False``) and checks the header, the version and the class.
 
-Any registered scorer class can be saved (see ``gaussood._base``: defining a
+Any registered scorer class can be saved (see ``gaussood._registry``: defining a
 subclass of ``BaseScorer`` registers it); a file names its class by the class
 name, which must be registered (defined or imported) when the file is loaded.
-This module depends on ``_base`` only, never on the scorer modules.
+This module depends on ``_registry`` only, never on the scorer modules.
 
 ``provenance_`` (optional) is a plain JSON dict about where the fitted data came from,
 e.g. ``{"encoder_identity": {...}}`` written by ``gaussood fit`` for embeddings made by
@@ -31,7 +31,7 @@ import zipfile
 import numpy as np
 
 from ._atomic import atomic_path
-from ._base import scorer_class
+from ._registry import scorer_class
 
 FORMAT = "gaussood.scorer"
 FORMAT_VERSION = 2  # the newest version this module reads (2: CV+ fold states)

@@ -65,14 +65,10 @@ def test_fresh_false_alarms_and_uniform_pvalues(law, method, seed):
 
 def test_calibration_statistics_come_from_out_of_fold_pvalues():
     """Each training row: its components' p-values from its out-of-fold scores, combined."""
-    from gaussood._base import collecting_out_of_fold
-
     X = draw(np.random.default_rng(13), 3000)
     combo = PValueCombination(method="fisher", random_state=0).fit(X)
     alone = [GaussianScorer(random_state=0), NormShellScorer(random_state=0)]
-    with collecting_out_of_fold(alone) as oof:
-        for scorer in alone:
-            scorer.fit(X)
+    oof = {id(scorer): scorer.fit_out_of_fold(X) for scorer in alone}
     logs = 0.0
     for scorer, fitted in zip(alone, combo.scorers_):   # components fitted once, on all of X
         np.testing.assert_array_equal(fitted.calibration_scores_, scorer.calibration_scores_)
@@ -170,10 +166,8 @@ def test_parametric_components_flag_far_points_without_overflow():
 
 def test_shared_fold_moments_change_nothing_but_the_work(monkeypatch):
     """The components' fold moments are computed once per fold, with the same result."""
-    import contextlib
-
     import gaussood._moments as moments_module
-    from gaussood import combine
+    from gaussood._base import BaseScorer
 
     rng = np.random.default_rng(11)
     X, test = draw(rng, 3000).astype(np.float32), draw(rng, 500)
@@ -188,7 +182,9 @@ def test_shared_fold_moments_change_nothing_but_the_work(monkeypatch):
     shared = PValueCombination(random_state=0).fit(X)
     rows_shared = sum(calls)
     calls.clear()
-    monkeypatch.setattr(combine, "sharing_fold_moments", contextlib.nullcontext)
+    unshared = BaseScorer.fit_out_of_fold   # each component without the shared cache
+    monkeypatch.setattr(BaseScorer, "fit_out_of_fold",
+                        lambda self, X, y=None, *, fold_moments=None: unshared(self, X, y))
     alone = PValueCombination(random_state=0).fit(X)
     rows_alone = sum(calls)
     assert shared.offset_ == pytest.approx(alone.offset_, rel=1e-12, abs=1e-12)
@@ -235,3 +231,27 @@ def test_cvplus_component():
     result = combo.score_pvalue_decision(fresh)
     np.testing.assert_array_equal(result.flagged, combo.predict(fresh) == -1)
     assert 0.035 <= result.flagged.mean() <= 0.065
+
+
+def test_fit_out_of_fold_fits_as_fit_does():
+    """fit_out_of_fold(X) leaves the state of fit(X); a shared moments dict changes nothing."""
+    X = draw(np.random.default_rng(16), 1200)
+    makers = [lambda: GaussianScorer(random_state=0), lambda: NormShellScorer(random_state=0),
+              lambda: GaussianScorer(calibration="chi2", random_state=0),
+              lambda: KNNScorer(n_neighbors=10)]
+    shared = {}
+    for make in makers:
+        plain, oof, with_cache = make().fit(X), make(), make()
+        scores = oof.fit_out_of_fold(X)
+        assert scores.shape == (1200,)
+        np.testing.assert_array_equal(with_cache.fit_out_of_fold(X, fold_moments=shared), scores)
+        for fitted in (oof, with_cache):
+            assert set(vars(fitted)) == set(vars(plain))
+            for key, value in vars(plain).items():
+                if key.endswith("_") and isinstance(value, np.ndarray):  # parametric: the
+                    scale = np.max(np.abs(value), initial=1.0)   # moments merge from folds
+                    np.testing.assert_allclose(getattr(fitted, key), value, rtol=1e-9,
+                                               atol=1e-12 * scale)
+        if plain.calibration_scores_ is not None:
+            np.testing.assert_array_equal(np.sort(scores), plain.calibration_scores_)
+    assert len(shared) == 5   # one entry per fold, shared by the Gaussian and the shell

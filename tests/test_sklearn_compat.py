@@ -23,27 +23,17 @@ ESTIMATORS = [
 
 
 def _expected_failures(estimator):
-    """Two documented departures of CV+ (docs/calibration.md):
+    """One documented departure of CV+ (docs/calibration.md): with the alpha rule,
+    decision_function follows the CV+ p-value (negative exactly when predict flags);
+    it is not score_samples - offset_ (offset_ is NaN).
 
-    - with the alpha rule, decision_function follows the CV+ p-value (negative exactly
-      when predict flags); it is not score_samples - offset_ (offset_ is NaN);
-    - a training row scored by its own fold model ties with its own calibration score,
-      and rounding (which differs with the number of rows scored at once) decides
-      whether the tie counts: its p-value may move by 1 / (m + 1). The subset check
-      scores the training rows; "auto" picks cv+ on its 20 x 3 data (d / n >= 0.02)
-      for GaussianScorer (class-conditional there: the check passes labels).
+    (check_methods_subset_invariance passes: a training row's tie with its own
+    calibration score no longer depends on how many rows are scored at once;
+    ``gaussood._conformal.TIE_RTOL``.)
     """
-    params = estimator.get_params()
-    failures = {}
-    if params.get("calibration") == "cv+":
-        failures["check_outliers_train"] = ("cv+: decision_function is not "
-                                            "score_samples - offset_")
-    gaussian_auto = isinstance(estimator, GaussianScorer) and params["calibration"] in (
-        "auto", "cv+")
-    if gaussian_auto or (isinstance(estimator, PValueCombination) and params["scorers"] is None):
-        failures["check_methods_subset_invariance"] = ("cv+: a training row's tie with its "
-                                                       "own calibration score is rounding")
-    return failures
+    if estimator.get_params().get("calibration") == "cv+":
+        return {"check_outliers_train": "cv+: decision_function is not score_samples - offset_"}
+    return {}
 
 
 @parametrize_with_checks(ESTIMATORS, expected_failed_checks=_expected_failures)

@@ -13,6 +13,27 @@ from .augment import SimCLRAugment, two_views
 from .rotation import draw_rotations, other_rotations, rotate
 
 
+def parse_resolution(spec: str) -> list[tuple[int, float]]:
+    """``"16:0.75,32"`` -> ``[(16, 0.75), (32, 1.0)]``: crop side and the fraction of
+    the run at which its phase ends. The last phase has no fraction (it takes the rest)."""
+    phases, end = [], 0.0
+    parts = str(spec).split(",")
+    try:
+        for i, part in enumerate(parts):
+            size, _, frac = part.partition(":")
+            last = i == len(parts) - 1
+            if last == bool(frac):
+                raise ValueError
+            end = 1.0 if last else end + float(frac)
+            if int(size) < 4 or not (0 < end <= 1) or (not last and end >= 1):
+                raise ValueError
+            phases.append((int(size), end))
+    except ValueError:
+        raise ValueError(f"resolution must look like '32' or '16:0.75,32' (side:fraction, "
+                         f"sides >= 4, fractions summing below 1); got {spec!r}") from None
+    return phases
+
+
 class _Step:
     """One optimiser step of the configured objective, views drawn from ``gen``.
 
@@ -23,7 +44,6 @@ class _Step:
 
     def __init__(self, config, model, optimizer, scheduler, criterion, labels, device,
                  wrapped=None, rotation_head=None):
-        from .train import parse_resolution
 
         self.config, self.model, self.optimizer, self.scheduler = config, model, optimizer, scheduler
         self.criterion, self.labels, self.device = criterion, labels, device

@@ -58,7 +58,7 @@ from .loss import InfoNCELoss
 from .models import Encoder
 from .monitor import ood_proxies, proxy_auroc
 from .rotation import check_rotation_config, rotation_head
-from .step import _seconds_per_step, _Step  # noqa: F401 - re-exported (benchmarks)
+from .step import _seconds_per_step, _Step, parse_resolution  # noqa: F401 - re-exported
 
 
 @dataclass
@@ -122,27 +122,6 @@ class TrainResult:
     total_steps: int = 0
     rank: int = 0                    # under torchrun: this process's rank (0 writes outputs)
     world_size: int = 1              # processes (DDP ranks) that trained it
-
-
-def parse_resolution(spec: str) -> list[tuple[int, float]]:
-    """``"16:0.75,32"`` -> ``[(16, 0.75), (32, 1.0)]``: crop side and the fraction of
-    the run at which its phase ends. The last phase has no fraction (it takes the rest)."""
-    phases, end = [], 0.0
-    parts = str(spec).split(",")
-    try:
-        for i, part in enumerate(parts):
-            size, _, frac = part.partition(":")
-            last = i == len(parts) - 1
-            if last == bool(frac):
-                raise ValueError
-            end = 1.0 if last else end + float(frac)
-            if int(size) < 4 or not (0 < end <= 1) or (not last and end >= 1):
-                raise ValueError
-            phases.append((int(size), end))
-    except ValueError:
-        raise ValueError(f"resolution must look like '32' or '16:0.75,32' (side:fraction, "
-                         f"sides >= 4, fractions summing below 1); got {spec!r}") from None
-    return phases
 
 
 def data_fingerprint(train_set) -> dict:
