@@ -116,6 +116,51 @@ def test_huge_n_neighbors_in_a_file_is_refused_before_allocating(tmp_path):
         gaussood.load(bad)
 
 
+def _with_member(tmp_path, name, shape, dtype=np.float64, *, compress=True, data_bytes=None):
+    """A saved scorer plus one member ``name`` declaring a ``shape`` array of zeros,
+    deflated (as np.savez_compressed would write it) or stored with ``data_bytes``
+    bytes of data instead of what the shape needs. Written in chunks: the file
+    stays small and so does the memory that writing it takes."""
+    path = tmp_path / "s.npz"
+    GaussianScorer().fit(_X()).save(path)
+    dtype = np.dtype(dtype)
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+              "shape": shape}
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    total = int(np.prod(shape)) * dtype.itemsize if data_bytes is None else data_bytes
+    with zipfile.ZipFile(path, "a", compression=method) as zf, \
+            zf.open(name + ".npy", "w", force_zip64=True) as fh:
+        np.lib.format.write_array_header_1_0(fh, header)
+        block = bytes(2**22)
+        for start in range(0, total, len(block)):
+            fh.write(block[:min(len(block), total - start)])
+    return path
+
+
+def test_small_file_declaring_a_huge_member_is_refused_before_allocating(tmp_path):
+    """A 0.2 MB file with a deflated 25 M-element member: np.load would allocate
+    200 MB (1.28 GB at 150 M elements, 1.2 MB of file) and set the attribute."""
+    path = _with_member(tmp_path, "attr/evil_", (25_000_000,))
+    assert path.stat().st_size < 400_000
+    with pytest.raises(ValueError, match="'attr/evil_.npy' is compressed"):
+        gaussood.load(path)
+
+
+def test_member_declaring_more_than_it_holds_is_refused(tmp_path):
+    path = _with_member(tmp_path, "attr/big_", (10**9, 4), compress=False, data_bytes=64)
+    with pytest.raises(ValueError, match=r"declares a \(1000000000, 4\) float64 array"):
+        gaussood.load(path)
+
+
+def test_unknown_attribute_in_a_file_is_refused(tmp_path):
+    path = _with_member(tmp_path, "attr/evil_", (3,), compress=False)
+    with pytest.raises(ValueError, match="does not have: 'evil_'"):
+        gaussood.load(path)
+    bad = _tampered(tmp_path, GaussianScorer().fit(_X()), scalars={"backdoor_": 1})
+    with pytest.raises(ValueError, match="does not have: 'backdoor_'"):
+        gaussood.load(bad)
+
+
 # ================================================================ data loss: the CLI
 @pytest.fixture
 def files(tmp_path, capsys):
