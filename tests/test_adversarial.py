@@ -600,6 +600,35 @@ def test_bad_encoder_files_give_value_errors(tmp_path, case):
         load_encoder(tmp_path / "e.pt")
 
 
+def test_encoder_file_declaring_a_huge_head_is_refused_before_building(tmp_path):
+    """A 1.4 KB-style encoder file whose config says proj_dim=1500000: building the
+    model first allocated 2 GB before the weights were compared. Peak memory of a
+    fresh process stays far below that now."""
+    torch = pytest.importorskip("torch")
+    from gaussood.deep.checkpoint import encoder_payload
+    from gaussood.deep.models import Encoder
+
+    payload = encoder_payload(Encoder("small"))
+    payload["config"] = {**payload["config"], "proj_dim": 1_500_000}
+    torch.save(payload, tmp_path / "e.pt")
+    code = textwrap.dedent("""
+        import resource, sys
+        from gaussood.deep.checkpoint import load_encoder
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        try:
+            load_encoder(sys.argv[1])
+        except ValueError as exc:
+            print("refused:", exc)
+        grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+        print("grown_kb", grown)
+    """)
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "e.pt")], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert "refused:" in out.stdout and "proj_dim" in out.stdout, out.stdout + out.stderr
+    grown_kb = int(out.stdout.split("grown_kb")[1])
+    assert grown_kb < 200_000, grown_kb  # < 200 MB, not 2 GB
+
+
 def test_partial_fit_with_numbers_then_strings():
     scorer = GaussianScorer().partial_fit(_X(40), np.arange(40) % 2)
     with pytest.raises(ValueError, match="strings but earlier batches had numbers"):
