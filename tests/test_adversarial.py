@@ -661,3 +661,27 @@ def test_saved_files_stay_zip_archives(tmp_path):
     """Sanity for the battery's own tampering helper: the format is a plain npz."""
     GaussianScorer().fit(_X()).save(tmp_path / "s.npz")
     assert zipfile.is_zipfile(tmp_path / "s.npz")
+
+
+def test_two_embed_writers_to_one_out_do_not_cross(tmp_path):
+    """Two ``ImageEncoder.embed(out=...)`` to one path: both used "<out>.partial",
+    so the second truncated the first's rows and renamed them away (the first then
+    failed, or kept a mix). Now each writes its own temporary file in that folder;
+    here the second writer runs, and finishes, in the middle of the first."""
+    pytest.importorskip("torch")
+    from gaussood.deep import make_encoder
+
+    out = tmp_path / "e.npy"
+    x = np.random.default_rng(0).integers(0, 256, (6, 6, 6, 3), dtype=np.uint8)
+    second = make_encoder(lambda b: np.full((len(b), 3), 2.0, np.float32), batch_size=2)
+    seen = []
+
+    def first_forward(batch):
+        if not seen:  # the second writer, while the first has its file open
+            seen.append(second.embed(x[:4], out=out).copy())
+        return np.full((len(batch), 3), 1.0, np.float32)
+
+    got = make_encoder(first_forward, batch_size=2).embed(x, out=out)
+    assert seen[0].shape == (4, 3) and np.all(seen[0] == 2.0)
+    assert got.shape == (6, 3) and np.all(got == 1.0)  # the last writer's rows, all of them
+    assert [p.name for p in tmp_path.iterdir()] == ["e.npy"]  # no temporary file left
