@@ -128,3 +128,13 @@ def test_n_neighbors_as_large_as_the_data_is_clipped_to_n_minus_1(monkeypatch):
         small.fit(X)
     np.testing.assert_allclose(small.calibration_scores_, knn.calibration_scores_, atol=1e-6)
     np.testing.assert_allclose(small.score_samples(fresh), want, atol=1e-5)
+
+
+def test_non_integral_float_labels_are_refused():
+    """1,000 distinct float labels on 4,000 rows were fitted as 1,000 classes."""
+    X = _X(4_000, 3)
+    y = np.random.default_rng(1).normal(size=1_000)[np.arange(4_000) % 1_000]
+    with pytest.raises(ValueError, match="non-integral float labels"):
+        GaussianScorer().fit(X, y)
+    fitted = GaussianScorer(calibration="chi2").fit(X, (np.arange(4_000) % 3).astype(float))
+    assert fitted.classes_.tolist() == [0.0, 1.0, 2.0]  # integral floats stay classes
