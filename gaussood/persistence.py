@@ -196,7 +196,12 @@ class _ReadRecorder:
 
 def _check_known(path, scorer, stored, folds):
     """Refuse stored attributes that the class's fitted-state check never reads
-    (``load`` would otherwise set whatever a file names on the scorer)."""
+    (``load`` would otherwise set whatever a file names on the scorer). Only for a
+    class that declares its own check (``_check_fitted_state``, as the shipped
+    scorers do): a user's scorer that leaves it to its base has not said which
+    attributes it has, and its files load as before."""
+    if "_check_fitted_state" not in vars(type(scorer)):
+        return
     recorder = _ReadRecorder(scorer)
     type(scorer)._check_loaded(recorder)
     known = recorder.names
@@ -246,7 +251,11 @@ def load(path, expected=None):
     fitted attribute through its schema check: shapes against
     ``n_features_in_``, finite values, sorted calibration scores, bounds) and
     for a file from a newer format version; ``TypeError`` when ``expected`` (a
-    class) does not match the stored class.
+    class) does not match the stored class. Before any array is read, each
+    member's declared shape must fit in the bytes it occupies (members are
+    stored uncompressed), so loading never needs more memory than the file's
+    size; attributes that the class's own fitted-state check does not know
+    are refused.
     """
     path = os.fspath(path)
     header, arrays = _read(path)
