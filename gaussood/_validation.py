@@ -45,6 +45,14 @@ def check_labels(y, n_samples: int) -> np.ndarray:
         )
     if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
         raise ValueError("y contains NaN or infinity.")
+    if y.dtype.kind == "f" and not np.all(y == np.round(y)):
+        value = y[np.flatnonzero(y != np.round(y))[0]]
+        raise ValueError(
+            f"y holds non-integral float labels (e.g. {value!r}): y is class labels "
+            "(integers or strings), and every distinct value would be a class with its "
+            "own mean and d x d moments (1,000 float values on 4,000 rows: 1,000 "
+            "classes). Cast y to int if its values are classes; scores or regression "
+            "targets are not labels.")
     if y.dtype.kind not in "biufUS":
         try:
             y = y.astype(str)

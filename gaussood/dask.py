@@ -16,23 +16,29 @@ Needs ``dask[array]`` (and ``distributed`` for a cluster): ``pip install
     under the parametric laws ("f", "chi2", "shell").
     Conformal calibration (``calibration="conformal"``, and what ``"auto"``
     picks for shrunk covariances and the norm shell, even where it would pick
-    "cv+" in memory) is split conformal on
-    whole chunks: chunks drawn at random (``random_state``) until they hold at
-    least ``calibration_rows`` rows are scored by a model fitted on the other
-    chunks, and those scores calibrate the p-values. The final model, as with
-    the in-memory cross-conformal fit, uses every chunk; the moments are
-    computed once, so this costs one extra read of the held-out chunks only.
-    Rows must be exchangeable across chunks (shuffle them if the file is
-    sorted by class or by time). ``contamination`` needs the scores of every
+    "cv+" in memory) is split conformal on held-out *rows*: exactly
+    k = min(calibration_rows, n // calibration_folds) rows, chosen by a keyed
+    pseudo-random permutation of the global row index (key from
+    ``random_state``), so the choice depends neither on the row order within
+    the file (a file sorted by class gives the same share of every class) nor
+    on the chunking. In the one pass over the chunks each chunk sums the
+    moments of its held-out rows and of its other rows apart; the model fitted
+    on the other rows scores the held-out rows in a second pass, and those
+    scores calibrate the p-values. The final model, as with the in-memory
+    cross-conformal fit, uses every row (both sums merged). At most 1 in
+    ``calibration_folds`` rows is held out, so the calibration model sees at
+    least as many rows as an in-memory fold model; too few rows to hold out
+    one, or to fit the calibration model, is a ValueError.
+    ``contamination`` needs the scores of every
     training row: a second pass, and n float64 values on the client.
     ``KNNScorer`` needs its whole bank in an index anyway: the rows are read
     chunk by chunk into one float32 array on the client and ``KNNScorer.fit``
     builds the faiss index once (flat, or IVF as ``KNNScorer`` builds it).
     Not supported: ``n_clusters`` (k-means needs all rows at once; give labels),
     ``calibration="cv+"`` (fit in memory for CV+, or use "conformal"; its
-    held-out-chunk model misses those chunks, so at high d / n, when they are
-    a large share of the rows, it is weaker than the final model, as CV+'s
-    fold models are: then call ``calibrate(X_cal)`` with held-out ID rows).
+    calibration model misses the held-out rows, so at high d / n it is weaker
+    than the final model, as CV+'s fold models are: then call
+    ``calibrate(X_cal)`` with held-out ID rows).
 
 ``score_samples``, ``decision_function``, ``predict``, ``pvalue``
     Lazy dask arrays with the values of the in-memory methods (for a scorer
@@ -239,9 +245,25 @@ def _chunk_moments(block, labels, with_norms):
     return moments, keys, norms
 
 
-def _whitened_norm_moments(block, location_whitener):
-    """Moments of the squared whitened norms of a chunk (as a 1-column array)."""
+def _split_moments(block, labels, with_norms, rows, start):
+    """(moments of the fit rows, moments of the held-out rows) of one chunk, the
+    held-out rows being those of ``rows`` (a ``_CalibrationRows``, or None: none)."""
+    if rows is None:
+        return _chunk_moments(block, labels, with_norms), None
+    held = rows.mask(start, start + block.shape[0])
+    labels = None if labels is None else np.asarray(labels)
+    return tuple(_chunk_moments(block[m], None if labels is None else labels[m], with_norms)
+                 for m in (~held, held))
+
+
+def _whitened_norm_moments(block, location_whitener, rows=None, start=0):
+    """Moments of the squared whitened norms of a chunk (as a 1-column array);
+    of its fit rows only when ``rows`` (the held-out rows) is given."""
     location, whitener = location_whitener
+    if rows is not None:
+        block = block[~rows.mask(start, start + block.shape[0])]
+        if block.shape[0] == 0:
+            return None
     Z = (block - location) @ whitener
     r2 = np.einsum("ij,ij->i", Z, Z)
     return compute_moments(r2[:, None], None, 1), np.array([0]), None
@@ -275,15 +297,72 @@ def _blocks(X, y=None):
     return xs, ys
 
 
-def _held_out_chunks(scorer, X, calibration_rows):
-    """Indices of whole chunks (at random) holding >= calibration_rows rows."""
-    sizes = np.asarray(X.chunks[0])
-    if sizes.shape[0] < 2:
+_MASK64 = 0xFFFFFFFFFFFFFFFF
+
+
+def _mix64(x):
+    """splitmix64's finaliser on a uint64 array (wraps modulo 2**64)."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+class _CalibrationRows:
+    """The rows held out for conformal calibration: exactly ``k`` of ``n``,
+    chosen by the global row index alone (so not by row order within the file,
+    nor by the chunking, nor by which worker reads which chunk).
+
+    Row i is held out when ``perm(i) < k``, where ``perm`` is a keyed
+    pseudo-random permutation of range(n): a 4-round Feistel network on the
+    next even number of bits, cycle-walked back into range(n). Each chunk
+    computes its own rows' membership from its row offset; nothing travels but
+    (n, k, key).
+    """
+
+    def __init__(self, n, k, key):
+        self.n, self.k = int(n), int(k)
+        bits = max(2, (self.n - 1).bit_length())
+        bits += bits % 2
+        self._half = np.uint64(bits // 2)
+        self._low = np.uint64((1 << (bits // 2)) - 1)
+        keys = np.arange(4, dtype=np.uint64) + np.uint64(int(key) & _MASK64)
+        self._round_keys = _mix64(keys * np.uint64(0x9E3779B97F4A7C15))
+
+    def _feistel(self, x):
+        left, right = x >> self._half, x & self._low
+        for round_key in self._round_keys:
+            left, right = right, left ^ (_mix64(right ^ round_key) & self._low)
+        return (left << self._half) | right
+
+    def permute(self, rows):
+        y = self._feistel(np.asarray(rows, dtype=np.uint64))
+        out = y >= self.n
+        while out.any():  # cycle walking: a bijection of range(2**bits) restricted to range(n)
+            y[out] = self._feistel(y[out])
+            out = y >= self.n
+        return y
+
+    def mask(self, start, stop):
+        """Boolean mask of the held-out rows among global rows start..stop-1."""
+        return self.permute(np.arange(start, stop, dtype=np.uint64)) < self.k
+
+
+def _calibration_rows(scorer, n, calibration_rows):
+    """The held-out rows: min(calibration_rows, n // calibration_folds) of them
+    (None when that is 0)."""
+    if (isinstance(calibration_rows, (bool, np.bool_))
+            or not isinstance(calibration_rows, (int, np.integer)) or calibration_rows < 1):
+        raise ValueError(f"calibration_rows must be a positive integer; got {calibration_rows!r}.")
+    k = min(int(calibration_rows), n // int(scorer.calibration_folds))
+    if k < 1:
         return None
-    order = check_random_state(scorer.random_state).permutation(sizes.shape[0])
-    taken = np.cumsum(sizes[order]) < calibration_rows
-    k = min(int(taken.sum()) + 1, sizes.shape[0] - 1)
-    return np.sort(order[:k])
+    key = check_random_state(scorer.random_state).randint(0, np.iinfo(np.int64).max,
+                                                          dtype=np.int64)
+    return _CalibrationRows(n, k, key)
+
+
+def _row_starts(X):
+    return np.concatenate([[0], np.cumsum(X.chunks[0])]).astype(int)
 
 
 def _sub_model(scorer, state):
@@ -300,7 +379,8 @@ def fit(scorer, X, y=None, *, calibration_rows: int = CALIBRATION_ROWS,
     """Fit ``scorer`` (unfitted or not) on a dask array; returns the scorer.
 
     The result equals ``scorer.fit(X.compute(), y)`` (see the module doc for
-    conformal calibration, which holds out whole chunks). On error the scorer
+    conformal calibration, which holds out ``min(calibration_rows, n //
+    calibration_folds)`` rows chosen by their index). On error the scorer
     keeps its previous state.
     """
     _require_dask()
@@ -320,7 +400,7 @@ def fit(scorer, X, y=None, *, calibration_rows: int = CALIBRATION_ROWS,
             raise ValueError(
                 "gaussood.dask.fit does not do calibration='cv+' (it would fit and keep "
                 "a model per fold and score the rows with each). Fit in memory for CV+, "
-                "or use calibration='conformal' (on dask: held-out chunks scored by a "
+                "or use calibration='conformal' (on dask: held-out rows scored by a "
                 "model fitted on the others, close to the final model when they are a "
                 "small share of the rows), or call calibrate(X_cal) afterwards with "
                 "held-out ID rows (split conformal, exact).")
@@ -345,17 +425,16 @@ def fit(scorer, X, y=None, *, calibration_rows: int = CALIBRATION_ROWS,
         structure = "class" if labels is not None else "single"
 
         maybe_conformal = scorer.calibration in ("conformal", "auto")
-        held = _held_out_chunks(scorer, X, calibration_rows) if maybe_conformal else None
+        held = _calibration_rows(scorer, n, calibration_rows) if maybe_conformal else None
         xs, ys = _blocks(X, labels)
-        leaves = [dask.delayed(_chunk_moments, pure=True)(xb, yb, not gaussian)
-                  for xb, yb in zip(xs, ys)]
-        in_held = np.zeros(len(leaves), dtype=bool)
-        if held is not None:
-            in_held[held] = True
-        rest = _tree([leaf for leaf, h in zip(leaves, in_held) if not h], split_every)
-        cal = _tree([leaf for leaf, h in zip(leaves, in_held) if h], split_every)
+        starts = _row_starts(X)
+        leaves = [dask.delayed(_split_moments, pure=True, nout=2)(xb, yb, not gaussian, held,
+                                                                   int(start))
+                  for xb, yb, start in zip(xs, ys, starts)]
+        rest = _tree([leaf[0] for leaf in leaves], split_every)
+        cal = _tree([leaf[1] for leaf in leaves], split_every) if held is not None else None
         rest, cal = dask.compute(rest, cal)
-        total = rest if cal is None else _merge(rest, cal)
+        total = _merge(rest, cal)
         moments, classes, norms = total
         if not (np.all(np.isfinite(moments["mean"])) and np.all(np.isfinite(moments["scatter"]))):
             raise ValueError("Input X contains NaN or infinity.")
@@ -365,12 +444,13 @@ def fit(scorer, X, y=None, *, calibration_rows: int = CALIBRATION_ROWS,
         calibration = scorer.calibration
         if calibration == "auto":
             calibration = scorer._auto_calibration(n, d, classes if labels is not None else None)
-            if calibration == "cv+":  # not on dask: its held-out-chunks calibration
+            if calibration == "cv+":  # not on dask: its held-out-rows calibration
                 calibration = "conformal"
-        if calibration == "conformal" and cal is None:
+        if calibration == "conformal" and held is None:
             raise ValueError(
-                "Conformal calibration on dask holds out whole chunks: X needs at least "
-                "2 row chunks (rechunk it), or use a parametric calibration.")
+                f"Conformal calibration on dask holds out at most 1 in calibration_folds="
+                f"{scorer.calibration_folds} rows, and X has only {n} rows: too few to hold "
+                "out any. Give more rows, or use a parametric calibration.")
 
         def state_of(part, quiet=False):
             with warnings.catch_warnings():
@@ -387,18 +467,26 @@ def fit(scorer, X, y=None, *, calibration_rows: int = CALIBRATION_ROWS,
 
         if gaussian or not scorer.whiten:
             state = state_of(total)
-            cal_state = state_of(rest, quiet=True) if calibration == "conformal" else None
+            cal_state = None
+            if calibration == "conformal":
+                try:
+                    cal_state = state_of(rest, quiet=True)
+                except ValueError as exc:
+                    raise ValueError(
+                        f"Conformal calibration fits a model on the {n - held.k} rows "
+                        f"that are not among the {held.k} held-out rows, and that fit "
+                        f"fails: {exc} Give more rows (per class), lower calibration_rows, "
+                        "or use a parametric calibration.") from None
         else:
             state, cal_state = _whitened_shell_states(
-                scorer, X, xs, total, rest if calibration == "conformal" else None,
-                ~in_held, split_every)
+                scorer, xs, starts, total, rest if calibration == "conformal" else None,
+                held, split_every)
         scorer.__dict__.update(state)
         scorer.alpha_, scorer.threshold_rule_ = alpha, rule
         scorer.calibration_, scorer.calibration_scores_ = calibration, None
         if calibration == "conformal":
-            model = _sub_model(scorer, cal_state)
-            held_X = da.concatenate([X.blocks[int(i)] for i in held])
-            scorer.calibration_scores_ = np.sort(score_samples(model, held_X).compute())
+            scorer.calibration_scores_ = _held_out_scores(
+                _sub_model(scorer, cal_state), xs, starts, held)
         if rule == "contamination":
             scores = score_samples(scorer, X).compute()
             scorer.offset_ = float(np.percentile(scores, 100.0 * scorer.contamination))
@@ -418,24 +506,44 @@ def _shell_state(scorer, part):
     return scorer._state_from_moments(_moment_tuple(moments))
 
 
-def _whitened_shell_states(scorer, X, xs, total, rest, use_rest, split_every):
+def _score_held_out(block, payload, rows, start):
+    block = block[rows.mask(start, start + block.shape[0])]
+    if block.shape[0] == 0:
+        return np.empty(0)
+    return _unwrap(payload).score_samples(block)
+
+
+def _held_out_scores(model, xs, starts, rows):
+    """Sorted scores of the held-out rows by ``model`` (fitted without them):
+    one more pass over the chunks, each scoring only its own held-out rows."""
+    shipped = _ship(model)
+    parts = dask.compute(*[dask.delayed(_score_held_out, pure=True)(xb, shipped, rows,
+                                                                    int(start))
+                           for xb, start in zip(xs, starts)])
+    scores = np.sort(np.concatenate(parts))
+    if scores.shape[0] != rows.k:  # the row selection is a permutation: exactly k
+        raise RuntimeError(f"scored {scores.shape[0]} held-out rows; expected {rows.k}.")
+    return scores
+
+
+def _whitened_shell_states(scorer, xs, starts, total, rest, rows, split_every):
     """Whitened shell: a Gaussian from the moments, then one more pass for the
-    squared whitened norms (of all chunks, and of the fit chunks for calibration)."""
+    squared whitened norms (of all rows, and of the fit rows for calibration)."""
     def gaussian_of(part):
         gauss = GaussianScorer(scorer.covariance, calibration="chi2")
         state = gauss._state_from_moments(part[0], np.array([0]), "single")
         return state["location_"], state["whitener_"]
 
-    fits = {"all": (gaussian_of(total), np.ones(len(xs), dtype=bool), total)}
+    fits = {"all": (gaussian_of(total), None, total)}
     if rest is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            fits["rest"] = (gaussian_of(rest), use_rest, rest)
+            fits["rest"] = (gaussian_of(rest), rows, rest)
     trees = {}
-    for name, (lw, mask, _) in fits.items():
+    for name, (lw, held, _) in fits.items():
         shipped = dask.delayed(lw, pure=True, traverse=False)
-        trees[name] = _tree([dask.delayed(_whitened_norm_moments, pure=True)(xb, shipped)
-                             for xb, m in zip(xs, mask) if m], split_every)
+        trees[name] = _tree([dask.delayed(_whitened_norm_moments, pure=True)(
+            xb, shipped, held, int(start)) for xb, start in zip(xs, starts)], split_every)
     computed = dict(zip(trees, dask.compute(*trees.values())))
     states = {}
     for name, ((location, whitener), _, part) in fits.items():

@@ -15,6 +15,7 @@ from ._validation import check_positive_int, raise_nonfinite
 
 INDEXES = ("flat", "ivf")
 MAX_CALIBRATION_ROWS = 20_000  # leave-one-out calibration scores drawn from at most this many rows
+SEARCH_ENTRIES = 2**22  # rows x k per faiss search (about 50 MB of results)
 
 
 def l2_normalise(X: np.ndarray) -> np.ndarray:
@@ -40,6 +41,11 @@ def l2_normalise(X: np.ndarray) -> np.ndarray:
 
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _search_rows(k: int) -> int:
+    """Query rows per faiss search so that its (rows, k) results stay near SEARCH_ENTRIES."""
+    return max(1, SEARCH_ENTRIES // max(int(k), 1))
 
 
 class KNNScorer(BaseScorer):
@@ -148,10 +154,10 @@ class KNNScorer(BaseScorer):
                 "Cosine k-NN (normalize=True) with n_features = 1 sees only the sign of "
                 "the feature: every score would be 0. Use normalize=False (Euclidean) or GaussianScorer.")
         n = X.shape[0]
-        if k > n:
-            warnings.warn(f"n_neighbors={k} is more than the {n} fitted samples; using {n}.",
-                          UserWarning, stacklevel=4)
-            k = n
+        if k >= n:  # as scikit-learn's LocalOutlierFactor: the k-th of the *other* rows
+            warnings.warn(f"n_neighbors={k} is not less than the {n} fitted samples; using "
+                          f"{n - 1} (n_neighbors_).", UserWarning, stacklevel=4)
+            k = n - 1
         embeddings = self._prepare(X)
         state = {"embeddings_": embeddings, "n_neighbors_": k}
         state["_index"] = self._build_index(embeddings)
@@ -222,8 +228,14 @@ class KNNScorer(BaseScorer):
     def _score_chunk(self, X, cache):
         if not np.all(np.isfinite(X)):
             raise_nonfinite(X)
-        values, ids = self._index.search(self._prepare(X), self.n_neighbors_)
-        return self._kth_score(values[:, -1], ids[:, -1] >= 0)  # IVF may find fewer than k
+        k = self.n_neighbors_
+        X = self._prepare(X)
+        out = np.empty(X.shape[0])
+        step = _search_rows(k)  # a large k: fewer rows per search, bounded result arrays
+        for start in range(0, X.shape[0], step):
+            values, ids = self._index.search(X[start:start + step], k)
+            out[start:start + step] = self._kth_score(values[:, -1], ids[:, -1] >= 0)
+        return out  # IVF may find fewer than k: those rows get the worst score
 
     def kneighbors(self, X, n_neighbors: int | None = None):
         """Similarities and indices of the nearest training rows.
@@ -272,10 +284,11 @@ class KNNScorer(BaseScorer):
                 rows, MAX_CALIBRATION_ROWS, replace=False))
         scores = np.full(rows.shape[0], np.nan)
         short = 0
-        for start in range(0, rows.shape[0], self.chunk_size):
-            part = rows[start:start + self.chunk_size]
+        step = min(self.chunk_size, _search_rows(k + 1))
+        for start in range(0, rows.shape[0], step):
+            part = rows[start:start + step]
             values, ids = index.search(embeddings[part], k + 1)
-            scores[start:start + self.chunk_size] = self._kth_score(values[:, k], ids[:, k] >= 0)
+            scores[start:start + step] = self._kth_score(values[:, k], ids[:, k] >= 0)
             short += int(np.sum(ids[:, k] < 0))
         if short > 0.01 * rows.shape[0]:
             warnings.warn(

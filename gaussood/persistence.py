@@ -25,6 +25,7 @@ build anything; files without it load as before, and ``fit`` clears it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import zipfile
 
@@ -111,6 +112,38 @@ def save(scorer, path) -> None:
         np.savez(fh, **{_HEADER: np.array(json.dumps(header))}, **arrays)
 
 
+def _check_member_sizes(path, data):
+    """Refuse, before any array is read, a member whose declared array is larger
+    than the bytes it occupies in the file: ``gaussood.save`` stores members
+    uncompressed, so an honest file never needs more memory than its own size,
+    and a small file cannot make ``load`` allocate gigabytes (a deflated
+    member of zeros declares 150 M elements in 1.2 MB)."""
+    from numpy.lib import format as npy
+
+    on_disk = os.path.getsize(path)
+    for info in data.zip.infolist():
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise ValueError(
+                f"{path}: member {info.filename!r} is compressed; gaussood.save writes "
+                "uncompressed members, and a compressed one can declare far more memory "
+                "than the file holds. Refused (re-save the scorer with gaussood.save).")
+        with data.zip.open(info) as fh:
+            version = npy.read_magic(fh)
+            read_header = {(1, 0): npy.read_array_header_1_0,
+                           (2, 0): npy.read_array_header_2_0}.get(version)
+            if read_header is None:
+                raise ValueError(f"{path}: member {info.filename!r} has .npy format "
+                                 f"version {version}; gaussood writes 1.0 or 2.0.")
+            shape, _, dtype = read_header(fh)
+            header_bytes = fh.tell()
+        declared = header_bytes + math.prod(shape) * dtype.itemsize
+        if declared != info.file_size or info.file_size > on_disk:
+            raise ValueError(
+                f"{path}: member {info.filename!r} declares a {shape} {dtype} array "
+                f"({declared} bytes) but holds {info.file_size} bytes (in a file of "
+                f"{on_disk} bytes): a truncated, corrupted or crafted gaussood file.")
+
+
 def _read(path):
     """(header, arrays) of a scorer file, or a ValueError saying why not."""
     try:
@@ -131,6 +164,7 @@ def _read(path):
                          "an .npz archive written by gaussood.save.")
     try:
         with data:
+            _check_member_sizes(path, data)
             if _HEADER not in data.files:
                 raise ValueError(f"{path} is not a gaussood scorer file (no {_HEADER} header).")
             header = json.loads(str(data[_HEADER]))
@@ -145,6 +179,39 @@ def _read(path):
         raise ValueError(f"{path} is not a readable gaussood file (an array that needs "
                          f"pickle, or a corrupted one): {exc}") from None
     return header, arrays
+
+
+class _ReadRecorder:
+    """Forwards attribute reads to a scorer and records the names read: run through
+    the class's own fitted-state check, it tells which stored attributes the class
+    knows."""
+
+    def __init__(self, scorer):
+        self._scorer, self.names = scorer, set()
+
+    def __getattr__(self, name):
+        self.names.add(name)
+        return getattr(self._scorer, name)
+
+
+def _check_known(path, scorer, stored, folds):
+    """Refuse stored attributes that the class's fitted-state check never reads
+    (``load`` would otherwise set whatever a file names on the scorer). Only for a
+    class that declares its own check (``_check_fitted_state``, as the shipped
+    scorers do): a user's scorer that leaves it to its base has not said which
+    attributes it has, and its files load as before."""
+    if "_check_fitted_state" not in vars(type(scorer)):
+        return
+    recorder = _ReadRecorder(scorer)
+    type(scorer)._check_loaded(recorder)
+    known = recorder.names
+    for fold in folds or ():
+        stored = stored | set(fold)
+    unknown = sorted(stored - known)
+    if unknown:
+        raise ValueError(f"{path} holds attributes that a {type(scorer).__name__} does not "
+                         f"have: {', '.join(map(repr, unknown[:5]))} (a corrupted, crafted "
+                         "or foreign gaussood file).")
 
 
 def _check_name(path, name):
@@ -184,7 +251,11 @@ def load(path, expected=None):
     fitted attribute through its schema check: shapes against
     ``n_features_in_``, finite values, sorted calibration scores, bounds) and
     for a file from a newer format version; ``TypeError`` when ``expected`` (a
-    class) does not match the stored class.
+    class) does not match the stored class. Before any array is read, each
+    member's declared shape must fit in the bytes it occupies (members are
+    stored uncompressed), so loading never needs more memory than the file's
+    size; attributes that the class's own fitted-state check does not know
+    are refused.
     """
     path = os.fspath(path)
     header, arrays = _read(path)
@@ -229,6 +300,7 @@ def load(path, expected=None):
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{path} holds an incomplete or inconsistent {cls.__name__}: "
                          f"{exc}") from None
+    _check_known(path, scorer, {*header["scalars"], *arrays}, folds)
     try:  # a file with missing or reshaped arrays fails here, not at first use
         scorer._after_load()
         probe = np.zeros((1, int(scorer.n_features_in_)))

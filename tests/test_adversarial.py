@@ -116,6 +116,51 @@ def test_huge_n_neighbors_in_a_file_is_refused_before_allocating(tmp_path):
         gaussood.load(bad)
 
 
+def _with_member(tmp_path, name, shape, dtype=np.float64, *, compress=True, data_bytes=None):
+    """A saved scorer plus one member ``name`` declaring a ``shape`` array of zeros,
+    deflated (as np.savez_compressed would write it) or stored with ``data_bytes``
+    bytes of data instead of what the shape needs. Written in chunks: the file
+    stays small and so does the memory that writing it takes."""
+    path = tmp_path / "s.npz"
+    GaussianScorer().fit(_X()).save(path)
+    dtype = np.dtype(dtype)
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+              "shape": shape}
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    total = int(np.prod(shape)) * dtype.itemsize if data_bytes is None else data_bytes
+    with zipfile.ZipFile(path, "a", compression=method) as zf, \
+            zf.open(name + ".npy", "w", force_zip64=True) as fh:
+        np.lib.format.write_array_header_1_0(fh, header)
+        block = bytes(2**22)
+        for start in range(0, total, len(block)):
+            fh.write(block[:min(len(block), total - start)])
+    return path
+
+
+def test_small_file_declaring_a_huge_member_is_refused_before_allocating(tmp_path):
+    """A 0.2 MB file with a deflated 25 M-element member: np.load would allocate
+    200 MB (1.28 GB at 150 M elements, 1.2 MB of file) and set the attribute."""
+    path = _with_member(tmp_path, "attr/evil_", (25_000_000,))
+    assert path.stat().st_size < 400_000
+    with pytest.raises(ValueError, match="'attr/evil_.npy' is compressed"):
+        gaussood.load(path)
+
+
+def test_member_declaring_more_than_it_holds_is_refused(tmp_path):
+    path = _with_member(tmp_path, "attr/big_", (10**9, 4), compress=False, data_bytes=64)
+    with pytest.raises(ValueError, match=r"declares a \(1000000000, 4\) float64 array"):
+        gaussood.load(path)
+
+
+def test_unknown_attribute_in_a_file_is_refused(tmp_path):
+    path = _with_member(tmp_path, "attr/evil_", (3,), compress=False)
+    with pytest.raises(ValueError, match="does not have: 'evil_'"):
+        gaussood.load(path)
+    bad = _tampered(tmp_path, GaussianScorer().fit(_X()), scalars={"backdoor_": 1})
+    with pytest.raises(ValueError, match="does not have: 'backdoor_'"):
+        gaussood.load(bad)
+
+
 # ================================================================ data loss: the CLI
 @pytest.fixture
 def files(tmp_path, capsys):
@@ -555,6 +600,35 @@ def test_bad_encoder_files_give_value_errors(tmp_path, case):
         load_encoder(tmp_path / "e.pt")
 
 
+def test_encoder_file_declaring_a_huge_head_is_refused_before_building(tmp_path):
+    """A 1.4 KB-style encoder file whose config says proj_dim=1500000: building the
+    model first allocated 2 GB before the weights were compared. Peak memory of a
+    fresh process stays far below that now."""
+    torch = pytest.importorskip("torch")
+    from gaussood.deep.checkpoint import encoder_payload
+    from gaussood.deep.models import Encoder
+
+    payload = encoder_payload(Encoder("small"))
+    payload["config"] = {**payload["config"], "proj_dim": 1_500_000}
+    torch.save(payload, tmp_path / "e.pt")
+    code = textwrap.dedent("""
+        import resource, sys
+        from gaussood.deep.checkpoint import load_encoder
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        try:
+            load_encoder(sys.argv[1])
+        except ValueError as exc:
+            print("refused:", exc)
+        grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+        print("grown_kb", grown)
+    """)
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "e.pt")], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert "refused:" in out.stdout and "proj_dim" in out.stdout, out.stdout + out.stderr
+    grown_kb = int(out.stdout.split("grown_kb")[1])
+    assert grown_kb < 200_000, grown_kb  # < 200 MB, not 2 GB
+
+
 def test_partial_fit_with_numbers_then_strings():
     scorer = GaussianScorer().partial_fit(_X(40), np.arange(40) % 2)
     with pytest.raises(ValueError, match="strings but earlier batches had numbers"):
@@ -587,3 +661,27 @@ def test_saved_files_stay_zip_archives(tmp_path):
     """Sanity for the battery's own tampering helper: the format is a plain npz."""
     GaussianScorer().fit(_X()).save(tmp_path / "s.npz")
     assert zipfile.is_zipfile(tmp_path / "s.npz")
+
+
+def test_two_embed_writers_to_one_out_do_not_cross(tmp_path):
+    """Two ``ImageEncoder.embed(out=...)`` to one path: both used "<out>.partial",
+    so the second truncated the first's rows and renamed them away (the first then
+    failed, or kept a mix). Now each writes its own temporary file in that folder;
+    here the second writer runs, and finishes, in the middle of the first."""
+    pytest.importorskip("torch")
+    from gaussood.deep import make_encoder
+
+    out = tmp_path / "e.npy"
+    x = np.random.default_rng(0).integers(0, 256, (6, 6, 6, 3), dtype=np.uint8)
+    second = make_encoder(lambda b: np.full((len(b), 3), 2.0, np.float32), batch_size=2)
+    seen = []
+
+    def first_forward(batch):
+        if not seen:  # the second writer, while the first has its file open
+            seen.append(second.embed(x[:4], out=out).copy())
+        return np.full((len(batch), 3), 1.0, np.float32)
+
+    got = make_encoder(first_forward, batch_size=2).embed(x, out=out)
+    assert seen[0].shape == (4, 3) and np.all(seen[0] == 2.0)
+    assert got.shape == (6, 3) and np.all(got == 1.0)  # the last writer's rows, all of them
+    assert [p.name for p in tmp_path.iterdir()] == ["e.npy"]  # no temporary file left

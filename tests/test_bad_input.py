@@ -102,3 +102,39 @@ def test_too_many_components():
         GaussianScorer().fit(_X(4), np.arange(4))
     with pytest.raises(ValueError, match="n_clusters"):
         GaussianScorer(n_clusters=50).fit(_X())
+
+
+def test_n_neighbors_as_large_as_the_data_is_clipped_to_n_minus_1(monkeypatch):
+    """KNNScorer(n_neighbors=n) on n rows ran the fold refits with k = n (20,000 rows:
+    241 s, 895 MB peak, no warning). Now, as scikit-learn's LocalOutlierFactor: k is
+    clipped to n - 1 with a warning, the leave-one-out calibration applies, and the
+    score is the (n - 1)-th neighbour's cosine similarity minus 1."""
+    import gaussood.knn
+
+    X, fresh = _X(300, 4), _X(7, 4, seed=1)
+    with pytest.warns(UserWarning, match="not less than the 300 fitted samples; using 299"):
+        knn = KNNScorer(n_neighbors=300, random_state=0).fit(X)
+    assert knn.n_neighbors_ == 299 and knn.calibration_scores_.shape == (300,)
+    unit = X / np.linalg.norm(X, axis=1, keepdims=True)
+    q = fresh / np.linalg.norm(fresh, axis=1, keepdims=True)
+    want = np.sort(q @ unit.T, axis=1)[:, ::-1][:, 298] - 1.0
+    whole = knn.score_samples(fresh)
+    np.testing.assert_allclose(whole, want, atol=1e-5)
+    # searches are cut to about SEARCH_ENTRIES results: the same scores in pieces
+    monkeypatch.setattr(gaussood.knn, "SEARCH_ENTRIES", 600)  # 2 rows per search
+    np.testing.assert_array_equal(knn.score_samples(fresh), whole)
+    small = KNNScorer(n_neighbors=300, random_state=0)
+    with pytest.warns(UserWarning, match="using 299"):
+        small.fit(X)
+    np.testing.assert_allclose(small.calibration_scores_, knn.calibration_scores_, atol=1e-6)
+    np.testing.assert_allclose(small.score_samples(fresh), want, atol=1e-5)
+
+
+def test_non_integral_float_labels_are_refused():
+    """1,000 distinct float labels on 4,000 rows were fitted as 1,000 classes."""
+    X = _X(4_000, 3)
+    y = np.random.default_rng(1).normal(size=1_000)[np.arange(4_000) % 1_000]
+    with pytest.raises(ValueError, match="non-integral float labels"):
+        GaussianScorer().fit(X, y)
+    fitted = GaussianScorer(calibration="chi2").fit(X, (np.arange(4_000) % 3).astype(float))
+    assert fitted.classes_.tolist() == [0.0, 1.0, 2.0]  # integral floats stay classes

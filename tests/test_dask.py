@@ -176,14 +176,57 @@ def test_knn_fit_and_scores_equal_in_memory(client):
                                   lambda: NormShellScorer(alpha=0.05, random_state=0)])
 def test_conformal_alpha_on_fresh_data(client, make):
     X, y = data(n=40_000)
-    scorer = gd.fit(make(), da.from_array(X, chunks=(2_500, D)), calibration_rows=10_000)
+    scorer = gd.fit(make(), da.from_array(X, chunks=(2_500, D)), calibration_rows=5_000)
     assert scorer.calibration_ == "conformal"
-    assert scorer.calibration_scores_.shape == (10_000,)  # 4 whole chunks held out
-    assert int(scorer.moment_count_.sum()) == 40_000  # the final model uses every chunk
+    assert scorer.calibration_scores_.shape == (5_000,)  # exactly that many rows held out
+    assert int(scorer.moment_count_.sum()) == 40_000  # the final model uses every row
     fresh, _ = data(np.float32, n=60_000, seed=7)
     rate = float((gd.predict(scorer, da.from_array(fresh, chunks=(15_000, D))) == -1)
                  .mean().compute())
     assert abs(rate - 0.05) <= 0.01, rate
+
+
+def test_conformal_ignores_row_order_and_chunking(client):
+    """Rows sorted by class (whole chunks of one class) or shuffled, chunks of 500 to
+    20,000 rows: the held-out rows are the same ones, spread over every class, and
+    alpha = 5% holds on fresh data. Holding out whole chunks flagged 0.00% of fresh
+    data on the sorted rows in chunks of 20,000 (one class per held-out chunk)."""
+    n, alpha = 40_000, 0.05
+    X, y = data(n=n, seed=3)
+    fresh, _ = data(n=100_000, seed=4)
+    orders = {"sorted": np.argsort(y, kind="stable"), "shuffled": np.arange(n)}
+    for name, order in orders.items():
+        reference = None
+        for chunk in (500, 2_000, 20_000):
+            scorer = gd.fit(GaussianScorer(alpha=alpha, random_state=0),
+                            da.from_array(X[order], chunks=(chunk, D)), calibration_rows=5_000)
+            cal = scorer.calibration_scores_
+            assert cal.shape == (5_000,) and scorer.n_samples_fit_ == n
+            if reference is None:
+                reference = cal
+            else:  # the same rows, scored by models equal up to the moments' rounding
+                np.testing.assert_allclose(cal, reference, rtol=1e-9, atol=1e-9)
+            rate = float(np.mean(scorer.predict(fresh) == -1))
+            assert 0.04 <= rate <= 0.06, (name, chunk, rate)
+
+
+def test_held_out_rows_depend_on_the_row_index_only():
+    n, k = 10_007, 2_000
+    rows = gd._calibration_rows(GaussianScorer(random_state=5), n, k)
+    whole = rows.mask(0, n)
+    assert whole.sum() == k                                   # exactly k, not about k
+    assert np.array_equal(np.sort(rows.permute(np.arange(n))), np.arange(n))  # a permutation
+    for chunk in (1, 333, 4_096):
+        pieces = [rows.mask(s, min(s + chunk, n)) for s in range(0, n, chunk)]
+        assert np.array_equal(np.concatenate(pieces), whole)
+    again = gd._calibration_rows(GaussianScorer(random_state=5), n, k).mask(0, n)
+    other = gd._calibration_rows(GaussianScorer(random_state=6), n, k).mask(0, n)
+    assert np.array_equal(again, whole) and not np.array_equal(other, whole)
+    # spread evenly: each tenth of the file holds about a tenth of the held-out rows
+    per_tenth = np.add.reduceat(whole, np.arange(0, n, n // 10)[:10])
+    assert np.all(np.abs(per_tenth - k / 10) < 5 * np.sqrt(k / 10)), per_tenth
+    # at most 1 in calibration_folds rows: a default of 20,000 on 1,000 rows holds out 200
+    assert gd._calibration_rows(GaussianScorer(), 1_000, 20_000).k == 200
 
 
 def write_npy(path, n, d, chunk):
@@ -278,8 +321,20 @@ def test_errors_are_clear(client):
         gd.fit(GaussianScorer(n_clusters=3), Xd)
     with pytest.raises(ValueError, match="cv\\+.*Fit in memory.*calibration='conformal'"):
         gd.fit(GaussianScorer(calibration="cv+"), Xd)
-    with pytest.raises(ValueError, match="2 row chunks"):
-        gd.fit(GaussianScorer(), da.from_array(X, chunks=(2_000, D)))
+    one_chunk = gd.fit(GaussianScorer(random_state=0), da.from_array(X, chunks=(2_000, D)))
+    assert one_chunk.calibration_scores_.shape == (400,)  # one chunk is fine: rows held out
+    with pytest.raises(ValueError, match="too few to hold out"):
+        gd.fit(GaussianScorer(calibration="conformal"), da.from_array(X[:4], chunks=(2, D)))
+    with pytest.raises(ValueError, match="calibration_rows must be a positive integer"):
+        gd.fit(GaussianScorer(), Xd, calibration_rows=0)
+    # 10 rows, 9 classes: the 2 held-out rows share a class, the other 8 are one per class
+    held = np.flatnonzero(gd._calibration_rows(GaussianScorer(random_state=0), 10, 2000)
+                          .mask(0, 10))
+    labels = np.arange(10)
+    labels[held[1]] = labels[held[0]]
+    with pytest.raises(ValueError, match="held-out rows, and that fit fails"):
+        gd.fit(GaussianScorer("ledoit_wolf", calibration="conformal", random_state=0),
+               Xd[:10], labels)
     bad = X.copy()
     bad[1234, 3] = np.nan
     with pytest.raises(ValueError, match="NaN"):

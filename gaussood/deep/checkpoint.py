@@ -127,11 +127,20 @@ def load_encoder(path, *, expected_model: str | None = None,
     config = enc["config"]
     if expected_model is not None and config.get("model") != expected_model:
         raise ValueError(f"{path} holds a '{config.get('model')}' encoder, not '{expected_model}'.")
-    try:
-        model = Encoder(**config)
-    except (TypeError, ValueError, KeyError) as exc:
+    try:  # sizes first, on the meta device (nothing allocated): a config may declare
+        with torch.device("meta"):  # any size (proj_dim=1500000 in a 1.4 KB file: 2 GB)
+            want = {k: tuple(v.shape) for k, v in Encoder(**config).state_dict().items()}
+    except (TypeError, ValueError, KeyError, OverflowError, RuntimeError) as exc:
         raise ValueError(f"{path} has an encoder configuration this gaussood cannot build "
                          f"({config!r}): {exc}") from None
+    got = {k: tuple(v.shape) for k, v in enc["state_dict"].items()}
+    if got != want:
+        key = next(k for k in sorted(set(want) | set(got)) if want.get(k) != got.get(k))
+        raise ValueError(
+            f"The weights in {path} do not match the '{config.get('model')}' encoder its "
+            f"configuration {config!r} declares (refused before building it): {key!r} is "
+            f"{got.get(key, 'missing')} in the file, {want.get(key, 'absent')} in the model.")
+    model = Encoder(**config)
     state = {k: v.float() if v.is_floating_point() else v for k, v in enc["state_dict"].items()}
     try:
         model.load_state_dict(state, strict=True)

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .._atomic import atomic_path
 from .images import open_images
 from .rotation import rotation_views
 from .preprocess import (Preprocessor, check_preprocessing, describe, imagenet_preprocessing,
@@ -276,7 +277,10 @@ class NpyRows:
         if path is not None:
             self.path = Path(path)
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.tmp = self.path.with_name(self.path.name + ".partial")
+            # a name of its own beside the target (two writers of one ``out`` used to
+            # share "<out>.partial" and cross their rows), renamed onto it by finish()
+            self._atomic = atomic_path(self.path)
+            self.tmp = Path(self._atomic.__enter__())
             self.fh = open(self.tmp, "wb")
             self.fh.write(b"\0" * self._HEADER)
 
@@ -295,7 +299,8 @@ class NpyRows:
     def abort(self) -> None:
         if self.fh is not None:
             self.fh.close()
-            self.tmp.unlink(missing_ok=True)
+            stop = RuntimeError("embedding aborted")
+            self._atomic.__exit__(type(stop), stop, None)  # removes the temporary file
 
     def finish(self) -> np.ndarray:
         shape = (self.count, self.dim or 0)
@@ -307,7 +312,7 @@ class NpyRows:
         self.fh.seek(0)
         self.fh.write(b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text.encode())
         self.fh.close()
-        os.replace(self.tmp, self.path)
+        self._atomic.__exit__(None, None, None)  # renames it onto ``path``
         return np.load(self.path, mmap_mode="r")
 
 
