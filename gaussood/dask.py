@@ -76,6 +76,7 @@ Example (see docs/scale.md)::
 
 from __future__ import annotations
 
+import functools
 import uuid
 import warnings
 from pathlib import Path
@@ -90,6 +91,7 @@ from ._threads import blas_thread_env
 from ._threads import pin_blas_threads as _pin_process
 from ._validation import check_labels
 from .gaussian import GaussianScorer
+from . import _space
 from .knn import KNNScorer
 from .norm_shell import NormShellScorer
 
@@ -421,6 +423,9 @@ def fit(scorer, X, y=None, *, calibration_rows: int = CALIBRATION_ROWS,
             raise ValueError(f"Found array with {n} sample(s) while a minimum of 2 is required.")
         scorer._clear_fitted()
         scorer.n_features_in_ = d
+        scorer._check_space()
+        raw = X  # scored by models (they apply the space themselves)
+        X = _in_space(scorer, X)  # the moments are of the rows in the scorer's space
         labels = None if y is None else _as_labels(y, X)
         structure = "class" if labels is not None else "single"
 
@@ -486,13 +491,26 @@ def fit(scorer, X, y=None, *, calibration_rows: int = CALIBRATION_ROWS,
         scorer.calibration_, scorer.calibration_scores_ = calibration, None
         if calibration == "conformal":
             scorer.calibration_scores_ = _held_out_scores(
-                _sub_model(scorer, cal_state), xs, starts, held)
+                _sub_model(scorer, cal_state), _blocks(raw)[0], starts, held)
         if rule == "contamination":
-            scores = score_samples(scorer, X).compute()
+            scores = score_samples(scorer, raw).compute()
             scorer.offset_ = float(np.percentile(scores, 100.0 * scorer.contamination))
         else:
             scorer.offset_ = scorer._alpha_offset(alpha)
     return scorer
+
+
+def _in_space(scorer, X):
+    """X in the scorer's feature space (``normalize``), lazily; sets the centre of
+    "center-l2" (the mean of all rows, one pass) on the scorer."""
+    space = scorer._normalize()
+    if space is None:
+        return X
+    if space == "center-l2":
+        setattr(scorer, _space.CENTER, X.mean(axis=0, dtype=np.float64).compute())
+    transform = functools.partial(_space.to_space, normalize=space,
+                                  mean=getattr(scorer, _space.CENTER, None))
+    return X.map_blocks(transform, dtype=X.dtype)
 
 
 def _moment_tuple(moments):

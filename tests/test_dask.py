@@ -356,3 +356,33 @@ def test_auto_stays_conformal_on_dask_where_memory_picks_cvplus(client):
                     calibration_rows=250)
     assert scorer.calibration_ == "conformal" and not hasattr(scorer, "fold_states_")
     assert np.isfinite(scorer.offset_)
+
+
+@pytest.mark.parametrize("space", ["l2", "center-l2"])
+@pytest.mark.parametrize("make", [lambda s: GaussianScorer(normalize=s, calibration="f"),
+                                  lambda s: GaussianScorer(normalize=s, random_state=0),
+                                  lambda s: KNNScorer(n_neighbors=10, normalize=s)])
+def test_normalize_fit_and_scores_equal_in_memory(client, make, space):
+    """The feature space on dask: the same model (the centre of "center-l2" from one
+    pass) and the same scores as in memory, labelled or not."""
+    X, y = data()
+    Xd = da.from_array(X, chunks=(CHUNK, D))
+    labelled = isinstance(make(space), GaussianScorer)
+    ours = gd.fit(make(space), Xd, y if labelled else None)
+    ref = make(space).fit(X, y if labelled else None)
+    tol = 1e-8 if labelled else 1e-6  # dask's KNN gathers its bank as float32
+    if space == "center-l2":
+        np.testing.assert_allclose(ours.normalize_mean_, ref.normalize_mean_, rtol=tol / 100)
+    Xt, _ = data(n=3_000, seed=1)
+    np.testing.assert_allclose(gd.score_samples(ours, da.from_array(Xt, chunks=(700, D))).compute(),
+                               ref.score_samples(Xt), rtol=tol, atol=tol)
+    if ref.calibration_ == "f":
+        assert ours.offset_ == pytest.approx(ref.offset_, rel=1e-10)
+    else:  # held-out rows on dask, folds in memory: each near alpha on fresh rows
+        fresh, _ = data(n=20_000, seed=2)
+        assert 0.035 <= np.mean(gd.predict(ours, da.from_array(fresh, chunks=(5_000, D))).compute() == -1) <= 0.065
+
+
+def test_norm_shell_refuses_a_space_on_dask(client):
+    with pytest.raises(ValueError, match="nothing is left to score"):
+        gd.fit(NormShellScorer(normalize="l2"), da.from_array(data()[0], chunks=(CHUNK, D)))
