@@ -14,12 +14,13 @@ from .metrics import (aupr_in, aupr_out, auroc, fpr95_id_positive, fpr95_ood_pos
                       fpr_at_tpr, ood_report)
 from .norm_shell import NormShellScorer
 from .persistence import load, save
+from .views import gaussian_views
 
 __version__ = "0.1.0"
 
 __all__ = [
     "GaussianScorer", "NormShellScorer", "KNNScorer", "PValueCombination", "OODFilter",
-    "AbstainingClassifier", "FilterResult", "save", "load",
+    "AbstainingClassifier", "FilterResult", "gaussian_views", "save", "load",
     "auroc", "aupr_in", "aupr_out", "fpr_at_tpr", "fpr95_id_positive",
     "fpr95_ood_positive", "ood_report", "__version__",
 ]

@@ -100,7 +100,8 @@ class PValueCombination(BaseScorer, register=False):  # holds fitted scorers, no
     inputs tie with each other (not with typical ID inputs). Parametric components
     (``calibration="chi2"``, ``"f"``, ``"shell"``) keep resolving them, down to
     p-values of about 1e-308. Labels passed to ``fit(X, y)`` reach every component (a class-conditional
-    ``GaussianScorer`` uses them). Combined scorers are not saved by
+    ``GaussianScorer`` uses them, and its ``n_clusters`` is then set aside without the
+    warning a lone scorer gives). Combined scorers are not saved by
     ``gaussood.save``: save the components and refit the combination.
 
     References: V. Vovk, "Cross-conformal predictors", Annals of Mathematics and
@@ -159,8 +160,11 @@ class PValueCombination(BaseScorer, register=False):  # holds fitted scorers, no
         if not isinstance(seed, Integral):  # one seed for all: the same folds, shared moments
             seed = int(check_random_state(seed).randint(np.iinfo(np.int32).max))
         for scorer in scorers:  # unseeded components take it: the fit is reproducible
-            if scorer.get_params().get("random_state", 0) is None:
+            params = scorer.get_params()
+            if params.get("random_state", 0) is None:
                 scorer.set_params(random_state=seed)
+            if y is not None and params.get("n_clusters") is not None:
+                scorer.set_params(n_clusters=None)  # labels win (as in the component)
         for scorer in scorers:
             kind = type(scorer)
             own_fit = kind.fit is not BaseScorer.fit
