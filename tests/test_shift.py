@@ -131,13 +131,17 @@ def test_hotelling_f_law_is_exact():
     uniform (a chi-square approximation would not be, at n_fit = 25, d = 4)."""
     rng = np.random.default_rng(9)
     cov = np.diag([1.0, 2.0, 0.5, 3.0])
-    out = []
-    for _ in range(800):
-        scorer = GaussianScorer("empirical", calibration="chi2").fit(
-            rng.multivariate_normal(np.zeros(4), cov, 25))
-        out.append(shift.test(scorer, rng.multivariate_normal(np.zeros(4), cov, 5),
-                              "hotelling").pvalue)
+    out, chi2 = [], []
+    for _ in range(2000):
+        A = rng.multivariate_normal(np.zeros(4), cov, 25)
+        centred = A - A.mean(0)
+        t2, p, dfd = shift.hotelling_two_sample(25, A.mean(0), centred.T @ centred,
+                                                rng.multivariate_normal(np.zeros(4), cov, 5))
+        out.append(p)
+        chi2.append(stats.chi2.sf(t2, 4))
+    assert dfd == 25 + 5 - 4 - 1
     assert stats.kstest(out, "uniform").pvalue > 1e-3
+    assert np.mean(np.array(chi2) <= ALPHA) > 0.08     # the large-n law over-rejects
 
 
 # -------------------------------------------------------------------- bad input
