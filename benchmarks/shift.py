@@ -19,6 +19,9 @@ Sections
    replicates' splits), and covariate shifts of the 2,000 batch images of the seed's
    split (JPEG quality, blur, brightness, noise; re-encoded at JPEG q75 but the JPEG
    rows). Hotelling's reference: a GaussianScorer fit on the calibration rows.
+4. ``--open-set`` (a separate run, shift_open_set.*): benchmarks/checkpoints/
+   cifar10-cpu-c0to5.pt, ID = CIFAR-10 classes 0-5, a share of classes 6-9 test rows
+   in ID batches (4,000 calibration rows per replicate; no MMD).
 
 Run: ``python benchmarks/shift.py`` (``--quick``: fewer batches). Embeddings are cached
 under ~/.cache/gaussood/cache/embeddings (gaussood.deep.extract_embeddings).
@@ -48,6 +51,7 @@ CONFIG = {
     "m_calibration": 8000, "mmd_batches": 20, "mmd_reference": 500,
     "mmd_permutations": 100, "synthetic_batches": 2000, "synthetic_m": [1000, 8000, 40000],
     "conditional_sets": 10, "conditional_batches": 300, "encoder": "cifar10-cpu.pt",
+    "open_set_null": 500,
 }
 SHIFTS = {  # name -> (kind, strength)
     "jpeg q30": ("jpeg", 30), "jpeg q10": ("jpeg", 10),
@@ -296,6 +300,72 @@ def real(cfg, root, rng):
     return out
 
 
+# ------------------------------------------------------------- open set
+def open_set(cfg, root, rng):
+    """CIFAR-10 classes 0-5 as ID (encoder and scorer never saw 6-9), classes 6-9 as the
+    OOD share; per replicate a fresh split of the ID test rows (calibration / batch)."""
+    import torch
+
+    from gaussood import GaussianScorer
+    from gaussood.deep import load_dataset
+    from gaussood.deep.embed import extract_embeddings
+
+    torch.set_num_threads(1)
+    encoder = REPO / "benchmarks" / "checkpoints" / "cifar10-cpu-c0to5.pt"
+    t = time.perf_counter()
+    emb = {k: np.asarray(extract_embeddings(encoder, load_dataset(
+        "cifar10", split, root=root, classes=classes), progress=False))
+        for k, split, classes in (("train", "train", range(6)), ("id", "test", range(6)),
+                                  ("ood", "test", range(6, 10)))}
+    embed_s = time.perf_counter() - t
+    scorer = GaussianScorer(random_state=cfg["seed"]).fit(emb["train"])
+    Xid, Xood = emb["id"], emb["ood"]
+    s_id, s_ood = scorer.score_samples(Xid), scorer.score_samples(Xood)
+    m = 4000
+    shares = [0.0, 0.02, 0.05, 0.1, 0.2]
+    hits = {(n, e): {} for n in cfg["batch_sizes"] for e in shares}
+    counts = {(n, e): 0 for n in cfg["batch_sizes"] for e in shares}
+    times = {n: {} for n in cfg["batch_sizes"]}
+    for r in range(cfg["open_set_null"]):
+        perm = rng.permutation(Xid.shape[0])
+        scorer.calibrate(Xid[perm[:m]])
+        ref = GaussianScorer("empirical", calibration="chi2").fit(Xid[perm[:m]])
+        for n in cfg["batch_sizes"]:
+            for e in (shares if r < cfg["power_batches"] else [0.0]):
+                k_ood = rng.binomial(n, e) if e else 0
+                i = perm[m:m + n - k_ood]
+                j = rng.choice(Xood.shape[0], k_ood, replace=False)
+                X = np.vstack([Xid[i], Xood[j]])
+                p = scorer.pvalue_from_scores(np.concatenate([s_id[i], s_ood[j]]))
+                for k, v in run_tests(scorer, ref, X, p, cfg, times[n]).items():
+                    hits[n, e][k] = hits[n, e].get(k, 0) + v
+                counts[n, e] += 1
+    rows = [{"n": n, "ood_share": e, "batches": counts[n, e],
+             **{k: v / counts[n, e] for k, v in hits[n, e].items()}}
+            for n in cfg["batch_sizes"] for e in shares]
+    for row in rows:
+        log(f"open set: {row}")
+    return {"embed_seconds": embed_s, "m_calibration": m, "rows": rows,
+            "fit": f"GaussianScorer() on {emb['train'].shape[0]} train rows of classes 0-5"}
+
+
+def open_set_markdown(res) -> str:
+    o = res["open_set"]
+    L = ["# Batch shift detection, open set: CIFAR-10 classes 6-9 among classes 0-5", "",
+         f"Encoder benchmarks/checkpoints/cifar10-cpu-c0to5.pt (backbone); {o['fit']}. "
+         f"Per replicate, {o['m_calibration']} random ID test rows (classes 0-5) calibrate "
+         "the scorer and fit Hotelling's reference; the batch takes other ID test rows and "
+         f"a Binomial(n, share) number of classes 6-9 test rows. alpha = "
+         f"{res['config']['alpha']:g}; wall time {res['wall_seconds'] / 60:.1f} min. "
+         "Rejection rate in % (share 0: false alarms).", "",
+         "| n | classes 6-9 share | batches | KS | Fisher | HC | Hotelling |",
+         "|---|---|---|---|---|---|---|"]
+    for r in o["rows"]:
+        L.append(f"| {r['n']} | {100 * r['ood_share']:g}% | {r['batches']} | "
+                 + " | ".join(pct(r[k]) for k in TESTS) + " |")
+    return "\n".join(L)
+
+
 # -------------------------------------------------------------- reporting
 def pct(x):
     return f"{100 * x:.1f}"
@@ -401,14 +471,24 @@ def main(argv=None) -> int:
                     help="data folder with the CIFAR-10 archive")
     ap.add_argument("--quick", action="store_true", help="few batches (a smoke run)")
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
+    ap.add_argument("--open-set", action="store_true",
+                    help="only the open-set part (cifar10-cpu-c0to5.pt, classes 6-9 as OOD); "
+                         "writes shift_open_set.*")
     args = ap.parse_args(argv)
     cfg = dict(CONFIG)
     if args.quick:
         cfg.update(null_batches=40, power_batches=20, mmd_batches=3, synthetic_batches=40,
-                   conditional_sets=2, conditional_batches=20, synthetic_m=[1000])
+                   conditional_sets=2, conditional_batches=20, synthetic_m=[1000],
+                   open_set_null=30)
     start = time.perf_counter()
     rng = np.random.default_rng(cfg["seed"])
     res = {"config": cfg, "environment": environment()}
+    if args.open_set:
+        res["open_set"] = open_set(cfg, args.root, rng)
+        res["wall_seconds"] = time.perf_counter() - start
+        write_results("shift_open_set" + ("_quick" if args.quick else ""), res,
+                      open_set_markdown(res), args.out_dir)
+        return 0
     res["synthetic"] = synthetic(cfg, rng)
     res["real"] = real(cfg, args.root, rng)
     res["wall_seconds"] = time.perf_counter() - start
