@@ -202,6 +202,38 @@ def run_tests(scorer, ref, X, p, cfg, times, mmd=None):
     return out
 
 
+def share_replicates(cfg, rng, scorer, X_id, s_id, X_ood, s_ood, m, shares, replicates, *,
+                     with_mmd):
+    """Replicates of a fresh random split of the ID rows: m calibrate ``scorer`` (and fit
+    Hotelling's reference), batches take other ID rows and a Binomial(n, share) number of
+    OOD rows (every share in the first power_batches replicates, share 0 in all).
+    Returns ({(n, share): {test: alarms}}, {(n, share): [batches, MMD batches]}, times)."""
+    from gaussood import GaussianScorer
+
+    hits = {(n, e): {} for n in cfg["batch_sizes"] for e in shares}
+    counts = {(n, e): [0, 0] for n in cfg["batch_sizes"] for e in shares}
+    times = {n: {} for n in cfg["batch_sizes"]}
+    for r in range(replicates):
+        perm = rng.permutation(X_id.shape[0])
+        cal = perm[:m]
+        scorer.calibrate(X_id[cal])
+        ref = GaussianScorer("empirical", calibration="chi2").fit(X_id[cal])
+        for n in cfg["batch_sizes"]:
+            for e in (shares if r < cfg["power_batches"] else [0.0]):
+                k_ood = rng.binomial(n, e) if e else 0
+                i = perm[m:m + n - k_ood]
+                j = rng.choice(X_ood.shape[0], k_ood, replace=False)
+                X = np.vstack([X_id[i], X_ood[j]])
+                p = scorer.pvalue_from_scores(np.concatenate([s_id[i], s_ood[j]]))
+                mmd = (X_id[cal[:cfg["mmd_reference"]]], rng) \
+                    if with_mmd and r < cfg["mmd_batches"] else None
+                for k, v in run_tests(scorer, ref, X, p, cfg, times[n], mmd).items():
+                    hits[n, e][k] = hits[n, e].get(k, 0) + v
+                counts[n, e][0] += 1
+                counts[n, e][1] += mmd is not None
+    return hits, counts, times
+
+
 def real(cfg, root, rng):
     from gaussood import GaussianScorer, shift
 
@@ -236,31 +268,12 @@ def real(cfg, root, rng):
         log(f"as fitted n={n}: {out['as_fitted'][-1]}")
     # (b) held out: a fresh random split of the test set per replicate; the first
     # power_batches replicates also carry the Fashion-MNIST share cells (same split)
-    times = {n: {} for n in cfg["batch_sizes"]}
     held = copy.deepcopy(scorer)
     fashion = np.asarray(emb["fashion"])
     s_fashion = scorer.score_samples(fashion)
     shares = [0.0] + list(cfg["ood_shares"])
-    hits = {(n, e): {} for n in cfg["batch_sizes"] for e in shares}
-    counts = {(n, e): [0, 0] for n in cfg["batch_sizes"] for e in shares}  # batches, mmd
-    for r in range(B):
-        perm = rng.permutation(n_test)
-        cal = perm[:m]
-        held.calibrate(Xte[cal])
-        ref = GaussianScorer("empirical", calibration="chi2").fit(Xte[cal])
-        for n in cfg["batch_sizes"]:
-            for e in (shares if r < cfg["power_batches"] else [0.0]):
-                k_ood = rng.binomial(n, e) if e else 0
-                i = perm[m:m + n - k_ood]
-                j = rng.choice(fashion.shape[0], k_ood, replace=False)
-                X = np.vstack([Xte[i], fashion[j]])
-                p = held.pvalue_from_scores(np.concatenate([s_test[i], s_fashion[j]]))
-                mmd = (Xte[cal[:cfg["mmd_reference"]]], rng) \
-                    if r < cfg["mmd_batches"] else None
-                for k, v in run_tests(held, ref, X, p, cfg, times[n], mmd).items():
-                    hits[n, e][k] = hits[n, e].get(k, 0) + v
-                counts[n, e][0] += 1
-                counts[n, e][1] += mmd is not None
+    hits, counts, times = share_replicates(cfg, rng, held, Xte, s_test, fashion, s_fashion, m,
+                                           shares, B, with_mmd=True)
     for n in cfg["batch_sizes"]:
         b, bm = counts[n, 0.0]
         out["held_out"].append({"n": n, "batches": b, "mmd_batches": bm,
@@ -323,25 +336,10 @@ def open_set(cfg, root, rng):
     s_id, s_ood = scorer.score_samples(Xid), scorer.score_samples(Xood)
     m = 4000
     shares = [0.0, 0.02, 0.05, 0.1, 0.2]
-    hits = {(n, e): {} for n in cfg["batch_sizes"] for e in shares}
-    counts = {(n, e): 0 for n in cfg["batch_sizes"] for e in shares}
-    times = {n: {} for n in cfg["batch_sizes"]}
-    for r in range(cfg["open_set_null"]):
-        perm = rng.permutation(Xid.shape[0])
-        scorer.calibrate(Xid[perm[:m]])
-        ref = GaussianScorer("empirical", calibration="chi2").fit(Xid[perm[:m]])
-        for n in cfg["batch_sizes"]:
-            for e in (shares if r < cfg["power_batches"] else [0.0]):
-                k_ood = rng.binomial(n, e) if e else 0
-                i = perm[m:m + n - k_ood]
-                j = rng.choice(Xood.shape[0], k_ood, replace=False)
-                X = np.vstack([Xid[i], Xood[j]])
-                p = scorer.pvalue_from_scores(np.concatenate([s_id[i], s_ood[j]]))
-                for k, v in run_tests(scorer, ref, X, p, cfg, times[n]).items():
-                    hits[n, e][k] = hits[n, e].get(k, 0) + v
-                counts[n, e] += 1
-    rows = [{"n": n, "ood_share": e, "batches": counts[n, e],
-             **{k: v / counts[n, e] for k, v in hits[n, e].items()}}
+    hits, counts, _ = share_replicates(cfg, rng, scorer, Xid, s_id, Xood, s_ood, m, shares,
+                                       cfg["open_set_null"], with_mmd=False)
+    rows = [{"n": n, "ood_share": e, "batches": counts[n, e][0],
+             **{k: v / counts[n, e][0] for k, v in hits[n, e].items()}}
             for n in cfg["batch_sizes"] for e in shares]
     for row in rows:
         log(f"open set: {row}")
