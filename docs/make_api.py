@@ -34,6 +34,9 @@ SECTIONS = [
                               "anderson_pass_share", "dagostino_pass_share",
                               "mahalanobis_beta_ks", "effective_rank"],
      "Gaussianity diagnostics", "theory.md#the-diagnostics-gaussooddiagnosticsdiagnose"),
+    ("gaussood.shift", ["test", "test_pvalues", "ShiftResult", "METHODS", "calibration_size",
+                        "hotelling_two_sample", "reference_moments"],
+     "batch shift detection with a known false-alarm rate", "shift.md"),
     ("gaussood.dask", None, "fit and score on Dask arrays (needs the dask extra)", "scale.md"),
     ("gaussood.deep", None, "the torch side: datasets, encoders, training, embeddings, "
      "evaluation (needs the torch extra)", "training.md"),

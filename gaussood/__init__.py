@@ -15,6 +15,7 @@ from .metrics import (aupr_in, aupr_out, auroc, fpr95_id_positive, fpr95_ood_pos
 from .norm_shell import NormShellScorer
 from .persistence import load, save
 from .views import gaussian_views
+from . import shift  # noqa: E402,F401  (gaussood.shift.test: batch shift tests)
 
 __version__ = "0.1.0"
 

@@ -1,4 +1,4 @@
-"""The ``gaussood`` command line: train, embed, fit, score, diagnose, bench.
+"""The ``gaussood`` command line: train, embed, fit, score, shift, diagnose, bench.
 
 Each subcommand reads and writes plain files (``.npy`` arrays, ``.npz`` scorers,
 ``.pt`` encoders, image folders), so a pipeline is a few shell lines::
@@ -905,6 +905,38 @@ def cmd_score(args, parser) -> int:
     return 0
 
 
+def cmd_shift(args, parser) -> int:
+    """Batch shift test; exit status 0 no shift, 1 shift, 2 bad arguments or input
+    (as ``diff`` and ``cmp``: 1 is the answer here, so errors take 2)."""
+    try:
+        import zipfile
+
+        if not zipfile.is_zipfile(_existing_file(args.scorer, "scorer file")):
+            raise ValueError(f"{args.scorer} is not a gaussood scorer file (.npz written by "
+                             "'gaussood fit')")
+        import gaussood
+        from . import shift
+
+        X = _load_embeddings(args.embeddings)
+        scorer = gaussood.load(args.scorer)
+        stored = _stored_identity(scorer)
+        given = _read_identity(args.embeddings) if stored is not None else None
+        if given is not None:
+            _check_identity(stored, given, args.scorer,
+                            f"the one in {_identity_path(args.embeddings)}")
+        if X.shape[1] != scorer.n_features_in_:
+            raise ValueError(f"embeddings in {args.embeddings} have {X.shape[1]} features but "
+                             f"the scorer in {args.scorer} was fitted on "
+                             f"{scorer.n_features_in_}")
+        result = shift.test(scorer, X, args.method, args.alpha)
+    except RUNTIME_ERRORS as exc:
+        raise CommandError(f"{parser.prog}: error: {_one_line(exc)}") from None
+    print(f"{result.method}: statistic {result.statistic:.6g}, p-value {result.pvalue:.4g} "
+          f"(n {result.n}, null: {result.null})")
+    print(f"{'SHIFT' if result.shift else 'no shift'} at alpha {result.alpha:g}")
+    return 1 if result.shift else 0
+
+
 def _write_scores(out: Path, score, pvalue, flagged, paths=None) -> None:
     """``.npz`` (score, pvalue, flagged, and path for files) or ``.csv`` (one row each:
     index or path, score, pvalue, flagged)."""
@@ -1232,6 +1264,25 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                         "folder) or .npz (score, pvalue, flagged, and path for a folder)")
     _add_encoder_flags(p, required=False)
     p.set_defaults(handler=cmd_score, parser=p)
+
+    # shift
+    p = sub.add_parser("shift", formatter_class=fmt, help="test a batch of embeddings for a "
+                       "distribution shift",
+                       description="Test whether a batch of embeddings, as a whole, still "
+                       "looks in-distribution for a saved scorer (gaussood.shift.test): "
+                       "prints the statistic, p-value and verdict. Exit status: 0 no shift, "
+                       "1 shift, 2 bad arguments or bad input.")
+    p.add_argument("--scorer", type=Path, required=True, metavar="scorer.npz",
+                   help="a scorer written by 'gaussood fit'")
+    p.add_argument("--embeddings", type=Path, required=True, metavar="B.npy",
+                   help="the batch: 2-D array with the scorer's number of features")
+    from .shift import METHODS as shift_methods
+    p.add_argument("--method", choices=list(shift_methods), default="ks",
+                   help="KS or Fisher or higher criticism on the rows' p-values; Hotelling "
+                        "T^2 of the batch mean (gaussian scorers)")
+    p.add_argument("--alpha", type=_param_types()["alpha"], default=0.05,
+                   help="false-alarm rate of the batch test")
+    p.set_defaults(handler=cmd_shift, parser=p)
 
     # diagnose
     p = sub.add_parser("diagnose", formatter_class=fmt, help="Gaussianity diagnostics",

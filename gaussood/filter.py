@@ -279,17 +279,36 @@ class OODFilter(TransformerMixin, BaseEstimator):
         return _FlaggedDataset(dataset, torch.from_numpy(result.score),
                                torch.from_numpy(result.pvalue))
 
-    def stream(self, loader, *, image_index: int = 0):
+    def stream(self, loader, *, image_index: int = 0, window: int | None = None,
+               shift_method: str = "ks", shift_alpha: float = 0.05):
         """Filter a stream of batches (e.g. a DataLoader), batch by batch.
 
         Yields each batch with flagged rows removed (``action="drop"``; empty
         batches are skipped), or with two float64 tensors appended: score and
         p-value (``action="flag"``). A batch is a tensor, a tuple/list of tensors
         (or lists) sharing the first dimension, or a list of PIL images.
+
+        With ``window=n``, the stream is also cut into windows of n consecutive rows
+        (across batch boundaries; flagged rows included) and each window is tested for a
+        distribution shift (``gaussood.shift.test`` with ``shift_method`` and
+        ``shift_alpha``). Each item is then ``(batch, windows)``: the batch as above
+        (None when ``action="drop"`` kept no row of it) and the list of ``ShiftResult``
+        of the windows that ended in it (usually empty). A batch is skipped only when it
+        has nothing to yield on both counts; an incomplete last window is not tested.
         """
         import torch
         from tqdm.auto import tqdm
 
+        if window is not None:
+            from . import shift
+
+            if isinstance(window, bool) or not isinstance(window, (int, np.integer)) \
+                    or window < 1:
+                raise ValueError(f"window must be a positive integer or None; got {window!r}.")
+            shift._check_method(shift_method)
+            shift._check_alpha(shift_alpha)
+            check_is_fitted(self, "scorer_")
+            pending_Z, pending_p = [], []
         total = len(loader) if hasattr(loader, "__len__") else None
         for batch in tqdm(loader, total=total, desc="stream", unit="batch", leave=False,
                           disable=not self.progress):
@@ -297,18 +316,43 @@ class OODFilter(TransformerMixin, BaseEstimator):
                                                                  for b in batch)
             images = batch[image_index] if isinstance(batch, (tuple, list)) and not pil_list \
                 else batch
-            result = self.evaluate(images, progress=False)
-            if result.keep.size == 0:
+            if window is None:
+                result = self.evaluate(images, progress=False)
+            else:   # evaluate, keeping the embeddings for the window tests
+                Z = self.embed(images, desc="stream: embed", progress=False)
+                result = self.last_result_ = self._result(Z, self._paths)
+                pending_Z.append(Z)
+                pending_p.append(result.pvalue)
+                windows = self._full_windows(pending_Z, pending_p, window, shift_method,
+                                             shift_alpha)
+            if result.keep.size == 0 and (window is None or not windows):
                 continue
             items = [batch] if pil_list or not isinstance(batch, (tuple, list)) else list(batch)
             if self.action == "drop":
                 if not result.keep.any():
+                    if window is not None and windows:
+                        yield None, windows
                     continue
                 items = [_take(item, result.keep, None) for item in items]
             else:
                 items += [torch.from_numpy(result.score), torch.from_numpy(result.pvalue)]
             bare = pil_list or not isinstance(batch, (tuple, list))
-            yield items[0] if bare and len(items) == 1 else items
+            out = items[0] if bare and len(items) == 1 else items
+            yield out if window is None else (out, windows)
+
+    def _full_windows(self, pending_Z, pending_p, window, method, alpha) -> list:
+        """Shift results of the complete windows at the head of the pending rows (the
+        lists are consumed in place; the incomplete tail stays)."""
+        from . import shift
+
+        if sum(len(p) for p in pending_p) < window:
+            return []
+        Z, p = np.concatenate(pending_Z), np.concatenate(pending_p)
+        done = (len(p) // window) * window
+        results = [shift.test(self.scorer_, Z[i:i + window], method, alpha,
+                              pvalues=p[i:i + window]) for i in range(0, done, window)]
+        pending_Z[:], pending_p[:] = [Z[done:]], [p[done:]]
+        return results
 
 
 class _FlaggedDataset:

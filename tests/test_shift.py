@@ -1,0 +1,248 @@
+"""gaussood.shift: batch tests with a known false-alarm rate, the CLI and the stream window.
+
+Rates are checked against their binomial spread: with B batches at alpha = 5% the
+rejection count has sd sqrt(B * 0.05 * 0.95); the bounds below are >= 3.5 sd wide.
+"""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from gaussood import GaussianScorer, KNNScorer, shift
+from gaussood.cli import main
+
+ALPHA = 0.05
+
+
+def conformal_pvalues(cal, batch):
+    """(1 + #{cal <= s}) / (m + 1), as BaseScorer.pvalue_from_scores."""
+    cal = np.sort(cal)
+    return (1.0 + np.searchsorted(cal, batch, side="right")) / (cal.size + 1.0)
+
+
+def rate_bounds(batches, alpha=ALPHA):
+    sd = np.sqrt(batches * alpha * (1 - alpha))
+    return alpha * batches - 3.5 * sd, alpha * batches + 3.5 * sd
+
+
+# ------------------------------------------------------------- uniformity tests
+@pytest.mark.parametrize("method", ["ks", "fisher", "hc"])
+@pytest.mark.parametrize("m", [None, 400])
+def test_null_batches_give_uniform_test_pvalues(method, m):
+    """Under no shift the batch test's p-values are uniform (so the rate is alpha at
+    every alpha): KS of 600 test p-values against U(0, 1). Conformal: a fresh
+    calibration set per batch (the marginal guarantee), m = 400, n = 60."""
+    rng = np.random.default_rng(3)
+    n, batches = 60, 600
+    out = []
+    for _ in range(batches):
+        if m is None:
+            p = rng.random(n)
+        else:
+            p = conformal_pvalues(rng.normal(size=m), rng.normal(size=n))
+        out.append(shift.test_pvalues(p, method, ALPHA, calibration_size=m, n_null=1999).pvalue)
+    out = np.array(out)
+    assert stats.kstest(out, "uniform").pvalue > 1e-3
+    low, high = rate_bounds(batches)
+    assert low <= np.sum(out <= ALPHA) <= high
+
+
+def test_treating_conformal_pvalues_as_independent_inflates_the_rate():
+    """n / m = 5: the calibration set's error is shared by every row of the batch. The
+    naive one-sample KS flags most null batches; the exchangeable null keeps alpha."""
+    rng = np.random.default_rng(4)
+    naive = exact = 0
+    batches = 300
+    for _ in range(batches):
+        p = conformal_pvalues(rng.normal(size=200), rng.normal(size=1000))
+        naive += shift.test_pvalues(p, "ks").shift
+        exact += shift.test_pvalues(p, "ks", calibration_size=200).shift
+    assert naive > 0.3 * batches
+    low, high = rate_bounds(batches)
+    assert low <= exact <= high
+
+
+def test_conformal_ks_is_the_two_sample_ks_test():
+    """The statistic is scipy's two-sample KS of the batch scores against the
+    calibration scores, and its Monte Carlo p-value matches the exact one."""
+    rng = np.random.default_rng(5)
+    cal, batch = rng.normal(size=300), rng.normal(size=40) + 0.3
+    p = conformal_pvalues(cal, batch)
+    result = shift.test_pvalues(p, "ks", calibration_size=300, n_null=19999)
+    ref = stats.ks_2samp(batch, cal, method="exact")
+    assert result.statistic == pytest.approx(ref.statistic, abs=1e-12)
+    assert result.pvalue == pytest.approx(ref.pvalue, abs=0.006)   # MC sd <= 0.0035
+
+
+def test_continuous_laws_are_scipy_exact():
+    rng = np.random.default_rng(6)
+    p = rng.random(50) ** 1.3
+    ks = shift.test_pvalues(p, "ks")
+    assert ks.pvalue == pytest.approx(stats.kstest(p, "uniform").pvalue)
+    fisher = shift.test_pvalues(p, "fisher")
+    assert fisher.statistic == pytest.approx(-2 * np.log(p).sum())
+    assert fisher.pvalue == pytest.approx(stats.chi2.sf(fisher.statistic, 100))
+    assert shift.test_pvalues(p, "fisher").shift == (fisher.pvalue <= ALPHA)
+
+
+def test_parametric_scorer_rate_and_power():
+    """Exact F law on Gaussian rows: about alpha of ID batches flagged (one fit,
+    conditional on it), and 3% of shifted rows in a batch of 1,000 are caught."""
+    rng = np.random.default_rng(7)
+    d = 8
+    scorer = GaussianScorer("empirical", calibration="f").fit(rng.normal(size=(20000, d)))
+    batches = 300
+    flagged = sum(shift.test(scorer, rng.normal(size=(100, d)), "ks").shift
+                  for _ in range(batches))
+    low, high = rate_bounds(batches)
+    assert low <= flagged <= high
+    batch = rng.normal(size=(1000, d))
+    batch[:30] += 2.5
+    assert shift.test(scorer, batch, "hc").shift
+
+
+# -------------------------------------------------------------------- Hotelling
+def direct_hotelling(A, B):
+    n1, n2, d = A.shape[0], B.shape[0], A.shape[1]
+    pooled = ((n1 - 1) * np.cov(A.T) + (n2 - 1) * np.cov(B.T)) / (n1 + n2 - 2)
+    diff = B.mean(0) - A.mean(0)
+    t2 = n1 * n2 / (n1 + n2) * diff @ np.linalg.solve(pooled, diff)
+    f = t2 * (n1 + n2 - d - 1) / (d * (n1 + n2 - 2))
+    return t2, stats.f.sf(f, d, n1 + n2 - d - 1)
+
+
+@pytest.mark.parametrize("labels", [False, True])
+def test_hotelling_matches_direct_computation(labels):
+    rng = np.random.default_rng(8)
+    A = rng.normal(size=(900, 6)) @ rng.normal(size=(6, 6))
+    y = rng.integers(0, 3, 900) if labels else None
+    A = A + (np.eye(3)[y] @ rng.normal(size=(3, 6)) if labels else 0)
+    B = A[:40] * 1.1 + 0.1
+    scorer = GaussianScorer(random_state=0).fit(A, y)
+    result = shift.test(scorer, B, "hotelling")
+    t2, p = direct_hotelling(A, B)
+    assert result.statistic == pytest.approx(t2, rel=1e-9)
+    assert result.pvalue == pytest.approx(p, rel=1e-7, abs=1e-300)
+    assert ("components pooled" in result.null) == labels
+
+
+def test_hotelling_f_law_is_exact():
+    """Fresh Gaussian fit rows and batch each time, small n: the F p-values are
+    uniform (a chi-square approximation would not be, at n_fit = 25, d = 4)."""
+    rng = np.random.default_rng(9)
+    cov = np.diag([1.0, 2.0, 0.5, 3.0])
+    out, chi2 = [], []
+    for _ in range(2000):
+        A = rng.multivariate_normal(np.zeros(4), cov, 25)
+        centred = A - A.mean(0)
+        t2, p, dfd = shift.hotelling_two_sample(25, A.mean(0), centred.T @ centred,
+                                                rng.multivariate_normal(np.zeros(4), cov, 5))
+        out.append(p)
+        chi2.append(stats.chi2.sf(t2, 4))
+    assert dfd == 25 + 5 - 4 - 1
+    assert stats.kstest(out, "uniform").pvalue > 1e-3
+    assert np.mean(np.array(chi2) <= ALPHA) > 0.08     # the large-n law over-rejects
+
+
+# -------------------------------------------------------------------- bad input
+@pytest.fixture(scope="module")
+def fitted():
+    return GaussianScorer(random_state=0).fit(np.random.default_rng(10).normal(size=(500, 4)))
+
+
+@pytest.mark.parametrize("batch, match", [
+    (np.empty((0, 4)), "X_batch is empty"),
+    (np.zeros(4), "X_batch must be a 2-D"),
+    (np.zeros((5, 3)), "X_batch has 3 features"),
+    (np.array([[0.0, np.nan, 0, 0]] * 3), "X_batch has NaN"),
+    (np.array([["a"] * 4]), "X_batch must hold numbers"),
+])
+def test_bad_batches_are_refused(fitted, batch, match):
+    with pytest.raises(ValueError, match=match):
+        shift.test(fitted, batch)
+
+
+def test_bad_arguments_are_refused(fitted):
+    X = np.zeros((5, 4))
+    with pytest.raises(ValueError, match="scorer .*not fitted"):
+        shift.test(GaussianScorer(), X)
+    with pytest.raises(TypeError, match="scorer must be"):
+        shift.test(object(), X)
+    with pytest.raises(ValueError, match="method must be"):
+        shift.test(fitted, X, "t")
+    for alpha in (0, 1, "0.05", np.nan):
+        with pytest.raises(ValueError, match="alpha must be"):
+            shift.test(fitted, X, alpha=alpha)
+    with pytest.raises(ValueError, match="pvalues must have shape"):
+        shift.test(fitted, X, pvalues=np.ones(3))
+    knn = KNNScorer(n_neighbors=3).fit(np.random.default_rng(0).normal(size=(200, 4)))
+    with pytest.raises(ValueError, match="'hotelling' needs a GaussianScorer"):
+        shift.test(knn, X, "hotelling")
+    with pytest.raises(ValueError, match="not conformal p-values"):
+        shift.test_pvalues([0.5, 0.3], calibration_size=10)
+    with pytest.raises(ValueError, match=r"pvalues must lie in \[0, 1\]"):
+        shift.test_pvalues([0.5, np.nan])
+
+
+# ------------------------------------------------------------------------- CLI
+@pytest.fixture
+def files(tmp_path):
+    rng = np.random.default_rng(11)
+    np.save(tmp_path / "train.npy", rng.normal(size=(3000, 6)))
+    np.save(tmp_path / "id.npy", rng.normal(size=(300, 6)))
+    np.save(tmp_path / "shifted.npy", rng.normal(size=(300, 6)) + 0.4)
+    np.save(tmp_path / "narrow.npy", rng.normal(size=(300, 5)))
+    assert main(["fit", "--embeddings", str(tmp_path / "train.npy"), "--scorer", "gaussian",
+                 "--out", str(tmp_path / "g.npz")]) == 0
+    return tmp_path
+
+
+@pytest.mark.parametrize("method", ["ks", "hotelling"])
+def test_cli_exit_status(files, capsys, method):
+    base = ["shift", "--scorer", str(files / "g.npz"), "--method", method, "--embeddings"]
+    assert main(base + [str(files / "id.npy")]) == 0
+    assert "no shift at alpha 0.05" in capsys.readouterr().out
+    assert main(base + [str(files / "shifted.npy")]) == 1
+    out = capsys.readouterr().out
+    assert "SHIFT at alpha 0.05" in out and f"{method}: statistic" in out
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--embeddings", "narrow.npy"], "have 5 features but the scorer"),
+    (["--embeddings", "missing.npy"], "not found"),
+    (["--embeddings", "id.npy", "--method", "t"], "invalid choice"),
+    (["--embeddings", "id.npy", "--alpha", "2"], "alpha"),
+])
+def test_cli_bad_input_exits_2(files, capsys, extra, match):
+    extra = [str(files / a) if a.endswith(".npy") else a for a in extra]
+    code = main(["shift", "--scorer", str(files / "g.npz"), *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and match in err and len(err.strip().splitlines()) == 1
+    assert err.startswith("gaussood shift: error: ")
+
+
+# ---------------------------------------------------------------- stream window
+def test_stream_window_alarms():
+    torch = pytest.importorskip("torch")
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from gaussood import OODFilter
+
+    rng = np.random.default_rng(12)
+    filt = OODFilter(GaussianScorer(random_state=0), progress=False).fit(
+        rng.normal(size=(4000, 8)))
+    rows = np.vstack([rng.normal(size=(600, 8)), rng.normal(size=(600, 8)) + 0.5])
+    loader = DataLoader(TensorDataset(torch.from_numpy(rows), torch.arange(1200)),
+                        batch_size=128)
+    plain = list(filt.stream(loader))
+    out = list(filt.stream(loader, window=200, shift_method="fisher"))
+    assert len(out) == len(plain)
+    for (batch, _), ref in zip(out, plain):
+        assert all(torch.equal(a, b) for a, b in zip(batch, ref))  # same rows as without
+    windows = [w for _, ws in out for w in ws]
+    assert len(windows) == 6 and all(w.n == 200 and w.method == "fisher" for w in windows)
+    assert [w.shift for w in windows] == [False] * 3 + [True] * 3
+    direct = shift.test(filt.scorer_, rows[:200], "fisher")
+    assert windows[0].pvalue == pytest.approx(direct.pvalue)
+    with pytest.raises(ValueError, match="window must be"):
+        next(filt.stream(loader, window=0))
