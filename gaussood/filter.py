@@ -167,9 +167,9 @@ class OODFilter(TransformerMixin, BaseEstimator):
     def fit(self, X, y=None):
         """Fit a clone of ``scorer`` on in-distribution images or embeddings."""
         self._check_params()
-        from .gaussian import GaussianScorer
+        from .views import gaussian_views
 
-        scorer = clone(self.scorer) if self.scorer is not None else GaussianScorer()
+        scorer = clone(self.scorer) if self.scorer is not None else gaussian_views()
         if self.alpha is not None or self.contamination is not None:
             scorer.set_params(alpha=self.alpha, contamination=self.contamination)
         Z = self.embed(X, desc="fit: embed")

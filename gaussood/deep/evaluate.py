@@ -55,12 +55,21 @@ class OODSet:
 
 def default_scorers(alpha: float = 0.05) -> dict:
     """The gaussood scorers of the benchmark: name -> (unfitted scorer, fit with labels)."""
-    from .. import GaussianScorer, KNNScorer, NormShellScorer, PValueCombination
+    from .. import GaussianScorer, KNNScorer, NormShellScorer, PValueCombination, gaussian_views
 
     common = {"alpha": alpha}
     return {
+        "Gaussian views: raw + L2 + relative L2 (Fisher; default)": (
+            gaussian_views(**common), True),
         "Gaussian (pooled)": (GaussianScorer(**common), False),
         "Gaussian (class-conditional)": (GaussianScorer(**common), True),
+        "Gaussian (class-conditional, L2)": (GaussianScorer(normalize="l2", **common), True),
+        "Gaussian (class-conditional, centred L2)": (
+            GaussianScorer(normalize="center-l2", **common), True),
+        "Gaussian relative (L2)": (GaussianScorer(relative=True, normalize="l2", **common),
+                                   True),
+        "Gaussian views: raw + L2 + relative L2 + relative (Fisher)": (
+            gaussian_views(("raw", "l2", "relative-l2", "relative"), **common), True),
         "Gaussian (10 clusters)": (GaussianScorer(n_clusters=10, **common), False),
         "Norm shell": (NormShellScorer(**common), False),
         "kNN (k=50, cosine)": (KNNScorer(n_neighbors=50, **common), False),
