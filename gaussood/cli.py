@@ -614,7 +614,7 @@ _PARAM_DEFAULTS = {"random_state": 0}  # where 'fit' differs from the class defa
 
 def _candidates(text):
     """The values a command-line word may stand for: an int, a float, the word itself."""
-    out = []
+    out = {"true": [True], "false": [False]}.get(text.lower(), [])  # KNN's --normalize
     for convert in (int, float):
         try:
             out.append(convert(text))

@@ -55,8 +55,8 @@ class GaussianScorer(BaseScorer):
     reg_covar : float, default=0.0
         Eigenvalue floor, relative to the mean eigenvalue.
     relative : bool, default=False
-        Relative Mahalanobis (Ren et al. 2021): subtract the squared distance to a
-        background Gaussian fitted on all rows. Needs labels or ``n_clusters``;
+        Relative Mahalanobis: subtract the squared distance to a background
+        Gaussian fitted on all rows (Ren 2021). Needs labels or ``n_clusters``;
         calibration "conformal" or "cv+" ("auto" picks one of them).
     normalize : {None, "l2", "center-l2"}, default=None
         Feature space (``gaussood._space``): the features as given, L2-normalised

@@ -359,3 +359,35 @@ def test_score_with_a_cvplus_scorer(tmp_path, capsys):
         np.testing.assert_array_equal(result["flagged"], loaded.predict(fresh) == -1)
         np.testing.assert_array_equal(result["flagged"], result["pvalue"] <= ALPHA)
         assert f"{int(result['flagged'].sum())} flagged" in out
+
+
+def test_feature_space_and_relative_options(tmp_path, data, capsys):
+    """--normalize (every scorer's feature space; KNN also takes true/false, its old
+    boolean) and --relative reach the scorer file; meaningless ones are refused."""
+    y = np.arange(2000) % 2
+    np.save(tmp_path / "y.npy", y)
+    for scorer, value in (("gaussian", "l2"), ("gaussian", "center-l2"), ("knn", "false"),
+                          ("knn", "center-l2")):
+        out = tmp_path / f"{scorer}-{value}.npz"
+        code, _, err = run(capsys, "fit", "--embeddings", data["train"], "--scorer", scorer,
+                           "--normalize", value, "--out", out)
+        assert code == 0, err
+        want = {"false": False}.get(value, value)
+        assert gaussood.load(out).normalize == want
+    code, _, err = run(capsys, "fit", "--embeddings", data["train"], "--labels",
+                       tmp_path / "y.npy", "--scorer", "gaussian", "--relative", "--normalize",
+                       "l2", "--out", tmp_path / "rel.npz")
+    assert code == 0, err
+    rel = gaussood.load(tmp_path / "rel.npz")
+    assert rel.relative and rel.normalize == "l2" and rel.calibration_ in ("conformal", "cv+")
+    never = tmp_path / "never.npz"
+    for argv, expected, message in [
+        (["--scorer", "shell", "--normalize", "l2"], 1, "nothing is left to score"),
+        (["--scorer", "gaussian", "--relative"], 1, "single component"),
+        (["--scorer", "gaussian", "--normalize", "L3"], 2, "--normalize"),
+    ]:
+        code, stdout, err = run(capsys, "fit", "--embeddings", data["train"], *argv,
+                                "--out", never)
+        assert_one_line_error(err, "fit", code, expected)
+        assert message in err, (argv, err)
+    assert not never.exists()
