@@ -4,7 +4,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test bench bench-quick demo gaussianity speed train train-open-set train-twin train-small train-fashion recipe train-speed clean
+.PHONY: test bench bench-quick demo gaussianity speed train train-open-set train-reg train-open-set-rot train-twin train-small train-fashion recipe train-speed clean
 
 # The CIFAR-10 archive of this project's machines, when it is there.
 export GAUSSOOD_DATA ?= $(if $(wildcard ../shared/data/cifar10_jpeg_q75.tar.xz),$(abspath ../shared/data),)
@@ -31,14 +31,16 @@ bench: $(VENV)/.bench        ## the main job: CIFAR-10 and Fashion-MNIST OOD ben
 bench-quick: $(VENV)/.bench  ## the same on a small budget (one seed, small subsets); run by CI
 	$(BIN)/python benchmarks/cifar10_ood.py --quick $(BENCH_ARGS)
 
-gaussianity: $(VENV)/.bench  ## Gaussianity study: paper reproduction, calibration, vs AUROC, Fashion-MNIST, twin
+gaussianity: $(VENV)/.bench  ## Gaussianity study: paper reproduction, calibration, vs AUROC, Fashion-MNIST, twin; raw vs L2 spaces
 	$(BIN)/python benchmarks/gaussianity.py
+	$(BIN)/python benchmarks/gaussianity_space.py
 
 demo: $(VENV)/.core          ## synthetic-embedding demo of every scorer (no image data)
 	$(BIN)/python benchmarks/synthetic_demo.py
 
-speed: $(VENV)/.bench        ## speed benchmark against numpy, scikit-learn, pytorch-ood
+speed: $(VENV)/.bench        ## speed benchmark against numpy, scikit-learn, pytorch-ood; cost of L2 and views
 	$(BIN)/python benchmarks/speed.py
+	$(BIN)/python benchmarks/speed_views.py
 
 # The CPU recipe of benchmarks/results/cpu_recipe.md; resumable (checkpoints in the work dir).
 RECIPE = --threads 1 --model small --resolution 16:0.75,32 --temperature 0.2
@@ -50,6 +52,16 @@ train: $(VENV)/.core         ## the CPU encoder: best recipe, 4 h budget on one 
 train-open-set: $(VENV)/.core ## CIFAR-10 classes 0-5 encoder, the same recipe and epochs (resumable)
 	$(BIN)/python benchmarks/train_encoder.py $(RECIPE) --classes 0-5 --steps 8680 --knn-every 5 \
 	  --snapshots --name cifar10-cpu-c0to5 --work-dir benchmarks/checkpoints/runs/cifar10-cpu-c0to5
+
+train-reg: $(VENV)/.core     ## the shipped recipe and steps with the paper's regulariser (resumable; issue 20 item 4)
+	$(BIN)/python benchmarks/train_encoder.py $(RECIPE) --steps 17359 --knn-every 5 --snapshots \
+	  --norm-weight 0.005 --entropy-weight 0.01 --name cifar10-cpu-reg \
+	  --work-dir benchmarks/checkpoints/runs/cifar10-cpu-reg
+
+train-open-set-rot: $(VENV)/.core ## classes 0-5, the open-set recipe with a rotation-prediction head (resumable)
+	$(BIN)/python benchmarks/train_encoder.py $(RECIPE) --classes 0-5 --steps 8680 --knn-every 5 \
+	  --snapshots --rotation predict --name cifar10-cpu-c0to5-rot \
+	  --work-dir benchmarks/checkpoints/runs/cifar10-cpu-c0to5-rot
 
 train-twin: $(VENV)/.core    ## CIFAR-10 regulariser twin: the recipe for 8 epochs, plain and regularised
 	for extra in "--name cifar10-twin-plain" \
