@@ -23,7 +23,8 @@ def embed_images(model, images, *, layer: str | None = None, batch_size: int | N
                  strict: bool = False, views: str | None = None) -> np.ndarray:
     """float32 ``(N, D)`` embeddings (unnormalised) of ``images`` by ``model``.
 
-    ``views="rot4"``: the mean features of the 4 quarter turns of each image (a rotation
+    ``views="flip"``: the mean features of each image and its mirror (test-time
+    augmentation); ``views="rot4"``: the mean features of the 4 quarter turns of each image (a rotation
     ensemble, for encoders trained with ``TrainConfig.rotation``).
 
     For a gaussood encoder ``layer="backbone"`` (default) gives the features h, ``"head"``

@@ -46,7 +46,9 @@ from .preprocess import (Preprocessor, check_preprocessing, describe, imagenet_p
                          torchvision_preprocessing)
 
 GAUSSOOD_LAYERS = ("backbone", "head")
-VIEWS = (None, "rot4")  # test-time views: none, or features averaged over 4 quarter turns
+# test-time views: none; features averaged over the image and its mirror ("flip"); or
+# over its 4 quarter turns ("rot4", for encoders trained with rotations)
+VIEWS = (None, "flip", "rot4")
 _IMPORT_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -193,9 +195,10 @@ class ImageEncoder:
         else:
             x = self._prep(batch, device)
         try:
-            if self.views == "rot4":  # mean features of the 4 quarter turns
+            if self.views is not None:  # mean features over the test-time views
+                views = rotation_views(x) if self.views == "rot4" else [x, x.flip(-1)]
                 feats = sum(_check_rows(_run(forward, v), n).astype(np.float64)
-                            for v in rotation_views(x)) / 4
+                            for v in views) / len(views)
                 feats = feats.astype(np.float32)
             else:
                 feats = forward(x)
@@ -427,9 +430,11 @@ def make_encoder(spec, *, layer: str | None = None, preprocessing=None, weights=
     weights : path, optional
         State dict for ``torchvision:<name>``.
     batch_size, device : images per forward pass; torch device (default: CUDA if any).
-    views : None or "rot4"
-        Test-time views: "rot4" averages the features of the 4 quarter turns of every
-        preprocessed image (for encoders trained with ``rotation``); part of ``identity()``.
+    views : None, "flip" or "rot4"
+        Test-time views (TTA): "flip" averages the features of every preprocessed image
+        and its left-right mirror (the flip of the training augmentations); "rot4" those
+        of its 4 quarter turns (for encoders trained with ``rotation``). Part of
+        ``identity()``, so a scorer fitted on one refuses embeddings of another.
     """
     kw = {"batch_size": batch_size, "device": device, "views": views}
     if weights is not None and not (isinstance(spec, str) and spec.startswith("torchvision:")):

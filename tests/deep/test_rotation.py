@@ -159,3 +159,24 @@ def test_rotation_ensemble_at_embedding_time_is_the_mean_over_quarter_turns():
     assert "views" not in plain.identity() and rot4.identity()["views"] == "rot4"
     with pytest.raises(ValueError, match="views must be one of"):
         make_encoder(model, views="rot8")
+
+
+def test_flip_views_average_the_image_and_its_mirror():
+    """views="flip" (test-time augmentation): the mean of the features of each image
+    and of its left-right mirror, recorded in the identity (so embeddings made with
+    and without it never mix in one cache entry or one scorer)."""
+    from gaussood.deep import embed_images, make_encoder
+    from gaussood.deep.models import Encoder
+
+    torch.manual_seed(0)
+    model = Encoder("small").eval()
+    images = np.random.default_rng(1).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    tta = embed_images(model, images, views="flip", device="cpu")
+    mirrored = np.ascontiguousarray(images[:, :, ::-1])
+    want = (embed_images(model, images, device="cpu").astype(np.float64)
+            + embed_images(model, mirrored, device="cpu")) / 2
+    np.testing.assert_allclose(tta, want, rtol=1e-4, atol=1e-7)
+    assert np.allclose(embed_images(model, mirrored, views="flip", device="cpu"), tta,
+                       rtol=1e-4, atol=1e-7)  # mirror-invariant by construction
+    assert make_encoder(model, views="flip").identity()["views"] == "flip"
+    assert make_encoder(model).identity() != make_encoder(model, views="flip").identity()
