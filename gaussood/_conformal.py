@@ -50,8 +50,18 @@ def tie_floors(calibration_scores: np.ndarray, scale: float | None = None) -> np
 
 
 def conformal_counts(floors: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """#{c_i <= s} for each score s, ``floors`` from ``tie_floors``."""
-    return np.searchsorted(floors, np.asarray(scores, dtype=np.float64), side="right")
+    """#{c_i <= s} for each score s, ``floors`` from ``tie_floors``.
+
+    The scores are looked up in sorted order (the same counts, about twice as fast
+    for thousands of scores: the binary searches then walk the table in order).
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 1 or scores.shape[0] < 64:
+        return np.searchsorted(floors, scores, side="right")
+    order = np.argsort(scores, kind="stable")
+    counts = np.empty(scores.shape[0], dtype=np.intp)
+    counts[order] = np.searchsorted(floors, scores[order], side="right")
+    return counts
 
 
 def conformal_pvalues(calibration_scores: np.ndarray, scores) -> np.ndarray:
