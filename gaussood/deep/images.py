@@ -14,10 +14,14 @@
 
 Every image becomes RGB: grayscale is repeated to three channels, the alpha channel of
 RGBA is dropped (Pillow's ``convert("RGB")``), palette and other PIL modes are converted by
-Pillow. Float images are rounded to 8 bits. An ``ImageSource`` yields batches, each a
+Pillow. Float images are rounded to 8 bits. Wide grayscale PIL images (16-bit PNGs and
+TIFFs) are scaled by their own range: 16-bit (modes "I;16", and "I" with values in
+0..65535) divided by 257, float (mode "F") in [0, 1] times 255; other "I" / "F" values
+are refused (an error naming the file). An ``ImageSource`` yields batches, each a
 uint8 ``(B, H, W, 3)`` array (one size) or a list of uint8 ``(H, W, 3)`` arrays (mixed
 sizes); ``n`` is the number of images when known (None for a bare iterable; for a folder,
-the number of files, of which unreadable ones give no row).
+the number of files, of which unreadable ones give no row: also FIFOs, dangling links and
+other entries that are not regular files, which are skipped without being opened).
 """
 
 from __future__ import annotations
@@ -83,10 +87,44 @@ def _rgb_channels_last(array: np.ndarray) -> np.ndarray:
     raise ValueError(f"images must have 1, 3 or 4 channels; got shape {array.shape}.")
 
 
+def show_path(path) -> str:
+    """A path for messages: as it is, or its repr when it holds undecodable bytes or
+    unprintable characters."""
+    text = os.fsdecode(path)
+    return text if text.isprintable() else repr(text)
+
+
+def _wide_gray(array: np.ndarray, mode: str, what: str) -> np.ndarray:
+    """uint8 of a 16-bit ("I;16*", "I") or float ("F") grayscale image, by its own range."""
+    array = np.asarray(array, dtype=np.float64)
+    lo, hi = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+    if mode == "F":
+        if not np.isfinite([lo, hi]).all() or lo < 0 or hi > 1:
+            raise ValueError(f"{what}: float (mode F) image with values in [{lo:.3g}, {hi:.3g}]; "
+                             "only [0, 1] is read (scale it to [0, 1] or 8 bits first).")
+        return np.rint(array * 255).astype(np.uint8)
+    if lo < 0 or hi > 65535:
+        raise ValueError(f"{what}: integer (mode {mode}) image with values in "
+                         f"[{lo:.0f}, {hi:.0f}], outside 0..65535; convert it to 8 bits first.")
+    return np.rint(array / 257).astype(np.uint8)
+
+
+def pil_rgb(image, name=None) -> np.ndarray:
+    """uint8 (H, W, 3) of a PIL image; ``name`` (its file) for error messages."""
+    mode = image.mode
+    if mode == "RGB":
+        return np.array(image)
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        what = show_path(name) if name is not None else "image"
+        gray = _wide_gray(np.asarray(image), mode, what)
+        return np.repeat(gray[..., None], 3, axis=-1)
+    return np.array(image.convert("RGB"))
+
+
 def to_rgb(image) -> np.ndarray:
     """One image (PIL, array or tensor; gray, RGB or RGBA; HWC or CHW) -> uint8 (H, W, 3)."""
     if _is_pil(image):
-        return np.array(image if image.mode == "RGB" else image.convert("RGB"))
+        return pil_rgb(image)
     if isinstance(image, (str, os.PathLike)):
         return read_image(image)
     if _is_tensor(image):
@@ -102,12 +140,16 @@ def to_rgb(image) -> np.ndarray:
 
 
 def read_image(path) -> np.ndarray:
-    """uint8 RGB (H, W, 3) of an image file (Pillow)."""
+    """uint8 RGB (H, W, 3) of an image file (Pillow); ``OSError`` for anything that is not
+    a regular file (a FIFO would block), without opening it."""
     from PIL import Image
 
+    kind = _not_regular(path)
+    if kind:
+        raise OSError(f"not a regular file ({kind})")
     with Image.open(path) as img:
         img.load()
-        return np.array(img if img.mode == "RGB" else img.convert("RGB"))
+        return pil_rgb(img, path)
 
 
 def to_rgb_batch(batch) -> np.ndarray:
@@ -136,8 +178,9 @@ class ImageFiles:
     """The image files under ``root`` (recursive, sorted), read one by one.
 
     Unreadable files are skipped and listed in ``skipped`` (path, reason) with a warning
-    at the end of a pass, or raise ``ValueError`` with ``strict=True``. ``read`` lists the
-    files that were read, in the order of the embeddings.
+    at the end of a pass, or raise ``ValueError`` with ``strict=True``; so are entries that
+    are not regular files (FIFOs, sockets, devices, dangling symlinks), which are never
+    opened. ``read`` lists the files that were read, in the order of the embeddings.
     """
 
     def __init__(self, root, *, strict: bool = False, extensions=IMAGE_EXTENSIONS) -> None:
@@ -160,7 +203,7 @@ class ImageFiles:
             image = read_image(path)
         except Exception as exc:  # noqa: BLE001 - any decoder failure
             if self.strict:
-                raise ValueError(f"Cannot read image {path}: {exc}") from exc
+                raise ValueError(f"Cannot read image {show_path(path)}: {exc}") from exc
             self.skipped.append((path, f"{type(exc).__name__}: {exc}"))
             return None
         self.read.append(path)
@@ -172,10 +215,32 @@ class ImageFiles:
 
         digest = hashlib.sha256()
         for path in self.paths:
-            st = os.stat(path)
-            digest.update(f"{os.path.relpath(path, self.root)}|{st.st_size}|"
-                          f"{st.st_mtime_ns}\n".encode())
+            try:
+                st = os.stat(path)
+                stamp = f"{st.st_size}|{st.st_mtime_ns}"
+            except OSError:                        # a dangling symlink
+                stamp = "missing"
+            digest.update(os.fsencode(os.path.relpath(path, self.root)) + f"|{stamp}\n".encode())
         return digest.hexdigest()
+
+
+def _not_regular(path) -> str:
+    """'' for a regular file (or a link to one) or a missing path (left to the reader's own
+    error), else what the entry is."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "dangling symlink" if os.path.islink(path) else ""
+    if stat.S_ISREG(mode):
+        return ""
+    for test, kind in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
+                       (stat.S_ISDIR, "directory"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return kind
+    return "special file"
 
 
 class _PickImages:
@@ -205,7 +270,7 @@ class ImageSource:
         yield from self._batches()
         if self.files is not None and len(self.files.skipped) > start:
             new = self.files.skipped[start:]
-            shown = "; ".join(f"{p} ({why})" for p, why in new[:10])
+            shown = "; ".join(f"{show_path(p)} ({why})" for p, why in new[:10])
             more = f" and {len(new) - 10} more" if len(new) > 10 else ""
             warnings.warn(f"Skipped {len(new)} unreadable image file(s): {shown}{more} "
                           "(strict=True raises instead).", stacklevel=2)

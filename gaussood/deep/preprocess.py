@@ -35,6 +35,8 @@ import numpy as np
 import torch
 
 RESIZE_POLICIES = ("none", "resize", "resize_crop")
+PREPROCESSING_KEYS = ("input_size", "resize", "resize_size", "channels", "value_range", "mean",
+                      "std")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -77,6 +79,10 @@ def check_preprocessing(prep, *, allow_raw: bool = False):
         return prep
     if not isinstance(prep, dict):
         raise TypeError(f"preprocessing must be a dict or a transform; got {type(prep).__name__}.")
+    unknown = [k for k in prep if k not in PREPROCESSING_KEYS]
+    if unknown:
+        raise ValueError(f"unknown preprocessing key(s) {', '.join(map(repr, unknown))}; the "
+                         f"keys are {', '.join(PREPROCESSING_KEYS)}.")
     p = {"input_size": None, "resize": "none", "channels": "RGB", "value_range": [0.0, 1.0],
          "mean": None, "std": None, **prep}
     if p["input_size"] is not None:

@@ -145,3 +145,118 @@ def test_imageset_input():
     data = ImageSet(images, np.zeros(5, np.int64), "toy", [], "toy; N=5")
     enc = make_encoder(stats)
     np.testing.assert_array_equal(enc.embed(data), enc.embed(images))
+
+
+def _embed_in_thread(enc, root, seconds=20):
+    """enc.embed(root) in a thread; a FIFO that blocks it is released after ``seconds``
+    (a writer opens and closes it), so a regression fails instead of hanging."""
+    import os
+    import threading
+
+    out = {}
+
+    def run():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out["feats"] = enc.embed(root)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    blocked = thread.is_alive()
+    if blocked:
+        for fifo in root.rglob("*.png"):
+            if fifo.is_fifo():
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(seconds)
+    return blocked, out.get("feats")
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="no FIFOs here")
+def test_folder_fifo_is_skipped_not_opened(tmp_path, rgb):
+    import os
+
+    Image.fromarray(rgb[0]).save(tmp_path / "a.png")
+    os.mkfifo(tmp_path / "pipe.png")
+    enc = make_encoder(stats)
+    blocked, feats = _embed_in_thread(enc, tmp_path)
+    assert not blocked, "reading a folder with a FIFO blocked"
+    assert feats.shape == (1, 4)
+    with pytest.warns(UserWarning, match=r"Skipped 1 unreadable.*pipe\.png.*not a regular "
+                                          r"file \(FIFO\)"):
+        assert enc.embed(tmp_path).shape == (1, 4)
+    assert [p for p, _ in enc.last_source.files.skipped] == [str(tmp_path / "pipe.png")]
+    with pytest.raises(ValueError, match=r"pipe\.png: not a regular file"):
+        enc.embed(tmp_path, strict=True)
+    with pytest.raises(OSError, match="FIFO"):
+        enc.embed([tmp_path / "pipe.png"])            # a list of paths: refused, not blocked
+
+
+def test_folder_dangling_symlink_is_skipped(tmp_path, rgb):
+    from gaussood.deep.embed import extract_embeddings
+
+    Image.fromarray(rgb[0]).save(tmp_path / "a.png")
+    (tmp_path / "gone.png").symlink_to(tmp_path / "missing.png")
+    (tmp_path / "b.png").symlink_to(tmp_path / "a.png")   # a live link is read
+    enc = make_encoder(stats)
+    with pytest.warns(UserWarning, match=r"Skipped 1 unreadable.*gone\.png.*dangling symlink"):
+        feats = extract_embeddings(stats, tmp_path, cache_dir=tmp_path.parent / "cache",
+                                   progress=False)
+    assert feats.shape == (2, 4)
+    assert ImageFiles(tmp_path).fingerprint() == ImageFiles(tmp_path).fingerprint()
+    with pytest.raises(ValueError, match=r"gone\.png"):
+        enc.embed(tmp_path, strict=True)
+
+
+def test_wide_grayscale_files_keep_their_range(tmp_path):
+    mid = np.full((6, 5), 128 * 257, np.uint16)                # 16-bit mid-gray
+    Image.fromarray(mid).save(tmp_path / "g16.png")
+    ramp = np.linspace(0, 1, 30, dtype=np.float32).reshape(6, 5)
+    Image.fromarray(ramp, "F").save(tmp_path / "f.tif")
+    with Image.open(tmp_path / "g16.png") as im:
+        assert im.mode.startswith("I")
+    gray = to_rgb(tmp_path / "g16.png")
+    assert gray.dtype == np.uint8 and gray.shape == (6, 5, 3)
+    assert np.abs(gray.astype(int) - 128).max() <= 1            # not 98% white
+    as_int = to_rgb(Image.fromarray(mid.astype(np.int32), "I"))   # mode "I", 16-bit values
+    np.testing.assert_array_equal(as_int, gray)
+    flt = to_rgb(tmp_path / "f.tif")
+    np.testing.assert_array_equal(flt[..., 0], np.rint(ramp * 255).astype(np.uint8))
+    assert flt.max() == 255                                     # not all black
+    Image.fromarray(ramp * 1000, "F").save(tmp_path / "big.tif")
+    with pytest.raises(ValueError, match=r"big\.tif.*mode F.*\[0, 1\]"):
+        to_rgb(tmp_path / "big.tif")
+    with pytest.raises(ValueError, match="outside 0..65535"):
+        to_rgb(Image.fromarray(np.full((3, 3), 70000, np.int32), "I"))
+    enc = make_encoder(stats)
+    with pytest.warns(UserWarning, match=r"Skipped 1 unreadable.*big\.tif"):
+        feats = enc.embed(tmp_path)
+    assert feats.shape == (2, 4)
+
+
+def test_unknown_preprocessing_keys_are_refused():
+    from gaussood.deep.preprocess import check_preprocessing
+
+    with pytest.raises(ValueError, match=r"'men', 'stdev'.*input_size.*mean.*std"):
+        check_preprocessing({"input_size": 8, "men": [0.5] * 3, "stdev": [0.2] * 3})
+    with pytest.raises(ValueError, match="'resize_sise'"):
+        make_encoder(lambda x: x.mean(dim=(2, 3)),
+                     preprocessing={"input_size": 8, "resize": "resize_crop", "resize_sise": 9})
+
+
+def test_undecodable_file_names(tmp_path, rgb):
+    import os
+
+    root = os.fsencode(tmp_path)
+    Image.fromarray(rgb[0]).save(os.path.join(root, b"ok\xff.png"))
+    with open(os.path.join(root, b"bad\xfe.png"), "wb") as fh:
+        fh.write(b"not a png")
+    files = ImageFiles(tmp_path)
+    assert len(files) == 2
+    assert len(files.fingerprint()) == 64                      # was a UnicodeEncodeError
+    enc = make_encoder(stats)
+    with pytest.warns(UserWarning, match=r"Skipped 1 unreadable.*'[^']*bad\\udcfe\.png'"):
+        feats = enc.embed(tmp_path)
+    np.testing.assert_allclose(feats, enc.embed(rgb[:1]))
+    with pytest.raises(ValueError, match=r"Cannot read image '[^']*bad\\udcfe\.png'"):
+        enc.embed(tmp_path, strict=True)
