@@ -98,6 +98,9 @@ def parse_args(argv):
     p.add_argument("--download", action="store_true",
                    help="let torchvision download missing SVHN / CIFAR-100 / MNIST")
     p.add_argument("--layer", default="backbone", choices=["backbone", "head"])
+    p.add_argument("--views", default=None, choices=["flip", "rot4"],
+                   help="test-time views (TTA): features averaged over each image and its "
+                        "mirror (flip) or its 4 quarter turns (rot4), for every set")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--n-fit", type=int, default=40_000, help="ID train images per seed")
     p.add_argument("--n-eval", type=int, default=5_000,
@@ -250,7 +253,7 @@ def run_setting(setting, encoder, args, root):
     label = str(encoder.relative_to(REPO) if encoder.is_relative_to(REPO) else encoder)
     return evaluate(encoder, id_set("train", args.n_fit * 2 if args.quick else None),
                     id_set("test", n_test), ood, seeds=args.seeds, n_fit=args.n_fit,
-                    n_eval=args.n_eval, alpha=args.alpha, layer=args.layer, peers=peers,
+                    n_eval=args.n_eval, alpha=args.alpha, layer=args.layer, views=args.views, peers=peers,
                     name=setting, encoder_label=label)
 
 

@@ -459,7 +459,8 @@ def _image_input(path: Path, strict: bool, parser):
 def _write_paths_csv(path, files) -> None:
     import csv
 
-    with open(path, "w", encoding="utf-8", newline="") as fh:
+    # surrogateescape: a file name that is not valid UTF-8 is written as its own bytes
+    with open(path, "w", encoding="utf-8", errors="surrogateescape", newline="") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(["index", "path"])
         writer.writerows(enumerate(files))
@@ -954,7 +955,7 @@ def _write_scores(out: Path, score, pvalue, flagged, paths=None) -> None:
         else:
             import csv
 
-            with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            with open(tmp, "w", encoding="utf-8", errors="surrogateescape", newline="") as fh:
                 writer = csv.writer(fh, lineterminator="\n")
                 writer.writerow(["path", "score", "pvalue", "flagged"])
                 writer.writerows((p, "%.10g" % s, "%.10g" % v, int(f))

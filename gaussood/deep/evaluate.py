@@ -125,7 +125,7 @@ def dataset_loader(name: str, split: str = "test", *, root=None, classes=None, n
     return load
 
 
-def _as_embeddings(item, encoder, layer, progress):
+def _as_embeddings(item, encoder, layer, progress, views=None):
     """(embeddings, labels, one-line description) of an ImageSet or an array."""
     from .data import ImageSet
 
@@ -134,7 +134,8 @@ def _as_embeddings(item, encoder, layer, progress):
             raise ValueError("image sets need an encoder")
         from .embed import extract_embeddings
 
-        return (extract_embeddings(_encoder_file(encoder), item, layer=layer, progress=progress),
+        return (extract_embeddings(_encoder_file(encoder), item, layer=layer, progress=progress,
+                                   views=views),
                 item.labels, item.source)
     array = np.asarray(item)
     if array.ndim == 4:
@@ -145,7 +146,7 @@ def _as_embeddings(item, encoder, layer, progress):
 
         model = load_encoder(_encoder_file(encoder)) if isinstance(encoder, (str, Path)) \
             else encoder
-        feats = embed_images(model, array, layer=layer, progress=progress)
+        feats = embed_images(model, array, layer=layer, progress=progress, views=views)
         return feats, np.full(len(array), -1, np.int64), f"{len(array)} images {array.shape[1:]}"
     if array.ndim != 2:
         raise ValueError(f"want an ImageSet, images (N, H, W, 3) or embeddings (N, d); "
@@ -169,6 +170,7 @@ def draw(rng, n_total, n):
 def evaluate(encoder, id_fit, id_test, ood: Mapping[str, Any], *,
              scorers: Mapping[str, Any] | None = None, seeds=(0,), n_fit: int | None = None,
              n_eval: int | None = None, alpha: float = 0.05, layer: str = "backbone",
+             views: str | None = None,
              id_labels=None, peers: Callable | None = None, name: str = "evaluation",
              encoder_label: str | None = None, progress: bool = True) -> Evaluation:
     """Fit and score every scorer on the same embeddings, over several seeds.
@@ -190,6 +192,8 @@ def evaluate(encoder, id_fit, id_test, ood: Mapping[str, Any], *,
     alpha : float
         Target false-alarm rate, reported beside each scorer's false alarms.
     layer : {"backbone", "head"}
+    views : None, "flip" or "rot4"
+        Test-time views of the encoder (``gaussood.deep.embed_images``), for every set.
     id_labels : array, optional
         Labels of ``id_fit`` given as an array (an ImageSet carries its own).
     peers : callable, optional
@@ -217,17 +221,17 @@ def evaluate(encoder, id_fit, id_test, ood: Mapping[str, Any], *,
         raise ValueError(f"alpha must lie in (0, 1); got {alpha}")
     scorers = default_scorers(alpha) if scorers is None else scorers
     report(f"[{name}] embedding with {getattr(encoder, 'name', encoder)} ({layer})")
-    Xtr, ytr, src_tr = _as_embeddings(id_fit, encoder, layer, progress)
+    Xtr, ytr, src_tr = _as_embeddings(id_fit, encoder, layer, progress, views)
     if id_labels is not None:
         ytr = np.asarray(id_labels)
-    Xte, _, src_te = _as_embeddings(id_test, encoder, layer, progress)
+    Xte, _, src_te = _as_embeddings(id_test, encoder, layer, progress, views)
     sets, described, skipped = {}, {}, {}
     for key, spec in ood.items():
         spec = spec if isinstance(spec, OODSet) else OODSet(spec)
         label = spec.label or key
         try:
             data = spec.data() if callable(spec.data) else spec.data
-            feats, _, src = _as_embeddings(data, encoder, layer, progress)
+            feats, _, src = _as_embeddings(data, encoder, layer, progress, views)
         except MISSING as exc:
             if not callable(spec.data):
                 raise
@@ -281,7 +285,8 @@ def evaluate(encoder, id_fit, id_test, ood: Mapping[str, Any], *,
         if seed == seeds[0]:
             first_scores = {m: r["scores"] for m, r in results.items() if "scores" in r}
         per_seed.append(seed_out)
-    data = {"id_train": src_tr, "id_test": src_te, "ood": described, "skipped": skipped,
+    data = {"id_train": src_tr, "id_test": src_te, "views": views, "ood": described,
+            "skipped": skipped,
             "n_fit": int(min(n_fit, Xtr.shape[0])),
             "n_eval_id": int(min(n_eval, Xte.shape[0])),
             "n_eval_ood": {k: int(min(n_eval, v[2].shape[0])) for k, v in sets.items()},

@@ -8,6 +8,7 @@ runs that must agree) and a TorchScript file, all built here (nothing is downloa
 
 import csv
 import json
+import os
 import sys
 import warnings
 
@@ -372,3 +373,26 @@ def test_usage_and_image_errors(files, tmp_path, capsys):
     assert "bad.jpg" in err and "--strict stops instead" in err
     _, rows = read_rows(tmp_path / "o.paths.csv")
     assert len(rows) == 2 and not any("bad.jpg" in p for _, p in rows)
+
+
+def test_embed_and_score_a_file_name_that_is_not_utf8(files, tmp_path, capsys):
+    """A file name with bytes that are not UTF-8 (legal on Linux) reaches the .paths.csv
+    and the score CSV as its own bytes, instead of failing after all the work."""
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    name = os.fsdecode(b"bad\xff.png")
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(folder / name)
+    Image.fromarray(np.full((32, 32, 3), 30, np.uint8)).save(folder / "good.png")
+    out = tmp_path / "emb.npy"
+    code, _, err = run(capsys, "embed", "--encoder", files / "enc.pt", "--images", folder,
+                       *CPU, "--out", out)
+    assert code == 0, err
+    raw = (tmp_path / "emb.paths.csv").read_bytes()
+    assert b"bad\xff.png" in raw and b"good.png" in raw
+    np.save(tmp_path / "fit.npy", np.random.default_rng(0).normal(size=(300, 256)))
+    assert run(capsys, "fit", "--embeddings", tmp_path / "fit.npy", "--scorer", "gaussian",
+               "--out", tmp_path / "g.npz")[0] == 0
+    code, _, err = run(capsys, "score", "--scorer", tmp_path / "g.npz", "--encoder",
+                       files / "enc.pt", "--images", folder, *CPU, "--out", tmp_path / "s.csv")
+    assert code in (0, 1), err  # an identity mismatch is refused with a message, never a crash
+    assert "Traceback" not in err
