@@ -41,6 +41,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .provenance import check_identity as _check_identity
+from .provenance import stored_identity as _stored_identity
+
 PROG = "gaussood"
 TORCH_COMMANDS = ("train", "embed", "bench")  # their options are built on the torch side
 # Errors of a run (not of the command line): one line on stderr, exit status 1.
@@ -490,32 +493,6 @@ def _read_identity(embeddings: Path) -> dict | None:
     return info["encoder_identity"]
 
 
-def _stored_identity(scorer):
-    provenance = getattr(scorer, "provenance_", None)
-    identity = provenance.get("encoder_identity") if isinstance(provenance, dict) else None
-    return identity if isinstance(identity, dict) else None
-
-
-def _check_identity(stored: dict, given: dict, scorer_path, given_what: str) -> None:
-    """Refuse (ValueError) an encoder other than the one the scorer was fitted with."""
-    def text(value):
-        return json.dumps(value, sort_keys=True, default=str)
-
-    if text(stored) == text(given):
-        return
-    diffs = []
-    for key in sorted(set(stored) | set(given)):
-        a, b = stored.get(key), given.get(key)
-        if text(a) != text(b):
-            short = [v[:12] + "..." if isinstance(v, str) and len(v) > 16 else text(v)
-                     for v in (a, b)]
-            diffs.append(f"{key}: {short[0]} vs {short[1]}")
-    raise ValueError(f"the scorer in {scorer_path} was fitted on embeddings of another "
-                     f"encoder than {given_what} ({'; '.join(diffs)}; scorer vs given): use "
-                     "the encoder it was fitted with, or embed, fit and score again with "
-                     "this one")
-
-
 def cmd_embed(args, parser) -> int:
     if (args.dataset is None) == (args.images is None):
         parser.error("give exactly one of --dataset NAME and --images DIR_OR_NPY")
@@ -860,6 +837,11 @@ def cmd_score(args, parser) -> int:
             if given is not None:
                 _check_identity(stored, given, args.scorer,
                                 f"the one in {_identity_path(args.embeddings)}")
+            else:
+                warnings.warn(f"the scorer in {args.scorer} was fitted on embeddings of a known "
+                              f"encoder, but {args.embeddings} has no encoder identity file "
+                              f"({_identity_path(args.embeddings).name}): cannot check that "
+                              "they come from the same encoder", UserWarning, stacklevel=1)
         if X.shape[1] != scorer.n_features_in_:
             raise ValueError(f"embeddings in {args.embeddings} have {X.shape[1]} features but "
                              f"the scorer in {args.scorer} was fitted on "

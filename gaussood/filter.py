@@ -9,6 +9,7 @@ torch objects are involved.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import BaseScorer
+from .provenance import check_identity, stored_identity
 
 ACTIONS = ("drop", "flag")
 
@@ -151,6 +153,15 @@ class OODFilter(TransformerMixin, BaseEstimator):
                              "(or use fit) to change alpha or contamination.")
         filt = cls(scorer, encoder, **kwargs)
         filt._check_params()
+        stored = stored_identity(scorer)
+        if encoder is not None and stored is not None:  # the encoder the scorer was fitted on?
+            check_identity(stored, filt.image_encoder_.identity(), "the scorer given",
+                           "the encoder given")
+        elif encoder is not None:
+            warnings.warn("the scorer stores no encoder identity (fitted on embeddings "
+                          "without one), so OODFilter.from_fitted cannot check that the "
+                          "encoder given is the one it was fitted on.", UserWarning,
+                          stacklevel=2)
         filt.scorer_ = scorer
         filt.n_features_in_ = scorer.n_features_in_
         return filt
@@ -174,6 +185,11 @@ class OODFilter(TransformerMixin, BaseEstimator):
             scorer.set_params(alpha=self.alpha, contamination=self.contamination)
         Z = self.embed(X, desc="fit: embed")
         scorer = scorer.fit(Z) if y is None else scorer.fit(Z, y)
+        if self.encoder is not None:  # the scorer remembers its encoder (from_fitted checks)
+            import json
+
+            scorer.provenance_ = {"encoder_identity": json.loads(json.dumps(
+                self.image_encoder_.identity(), default=str))}
         self.scorer_ = scorer
         self.n_features_in_ = scorer.n_features_in_
         return self

@@ -98,3 +98,28 @@ def test_large_photos_are_resized_for_the_cifar_encoder(fitted, data):
     assert result.flagged_share <= 0.12
     native = fitted.evaluate(test.images[:300]).keep
     assert np.mean(result.keep == native) > 0.9
+
+
+def test_from_fitted_checks_the_encoder_identity(tmp_path):
+    """A scorer fitted through OODFilter remembers its encoder; from_fitted refuses
+    another encoder (other weights) and warns when the scorer stores no identity."""
+    import warnings
+
+    from gaussood import GaussianScorer
+    from gaussood.deep import Encoder, save_encoder
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (300, 32, 32, 3), dtype=np.uint8)
+    fitted = OODFilter(GaussianScorer(), encoder=SHIPPED, progress=False).fit(images)
+    assert fitted.scorer_.provenance_["encoder_identity"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        OODFilter.from_fitted(fitted.scorer_, encoder=SHIPPED, progress=False)  # same: fine
+    torch.manual_seed(1)
+    other = tmp_path / "other.pt"
+    save_encoder(Encoder("small"), other)
+    with pytest.raises(ValueError, match="another encoder"):
+        OODFilter.from_fitted(fitted.scorer_, encoder=other, progress=False)
+    bare = GaussianScorer().fit(rng.normal(size=(300, 256)))
+    with pytest.warns(UserWarning, match="stores no encoder identity"):
+        OODFilter.from_fitted(bare, encoder=SHIPPED, progress=False)
