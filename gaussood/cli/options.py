@@ -19,8 +19,8 @@ from pathlib import Path
 
 from ._common import one_line
 
-__all__ = ["checked", "positive_int", "scorer_options", "add_scorer_flags", "scorer_params",
-           "add_scorer_file_flags", "add_train_config_flags", "train_config", "TRAIN_HELP"]
+__all__ = ["positive_int", "scorer_options", "add_scorer_flags", "scorer_params",
+           "add_train_config_flags", "train_config"]
 
 FIT_FLAGS = ("embeddings", "labels", "scorer", "out")  # the command's own options
 _PARAM_DEFAULTS = {"random_state": 0}  # where 'fit' differs from the class default
@@ -49,7 +49,12 @@ def positive_int_check(name, minimum: int = 1):
     return lambda value: check_positive_int(value, name, minimum=minimum)
 
 
-positive_int = checked(int, positive_int_check("the value"), "a positive integer")
+_positive_int = checked(int, positive_int_check("the value"), "a positive integer")
+
+
+def positive_int(text) -> int:
+    """An argparse ``type``: an integer of at least 1."""
+    return _positive_int(text)
 
 
 def _number_or_word(text):
