@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import environment, write_results  # noqa: E402
 
 from gaussood._atomic import atomic_path  # noqa: E402
-from gaussood.cli import _add_train_config_flags, _positive_int, _train_config  # noqa: E402
+from gaussood.cli.options import add_train_config_flags, positive_int, train_config  # noqa: E402
 from gaussood.deep import (embed_images, knn_top1, load_dataset, save_encoder,  # noqa: E402
                            train_encoder)
 from gaussood.deep.checkpoint import file_sha256  # noqa: E402
@@ -90,8 +90,8 @@ def main(argv=None):
                         help="also keep an fp16 encoder file per epoch in --work-dir")
     parser.add_argument("--checkpoint-dir", type=Path, default=HERE / "checkpoints")
     parser.add_argument("--results-dir", type=Path, default=HERE / "results")
-    _add_train_config_flags(parser)
-    parser.add_argument("--nproc", type=_positive_int, default=1,
+    add_train_config_flags(parser)
+    parser.add_argument("--nproc", type=positive_int, default=1,
                         help="processes (DistributedDataParallel ranks, one per GPU on CUDA); "
                              "--batch-size is the global batch, split across them; under "
                              "torchrun the world size")
@@ -100,7 +100,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     classes = parse_classes(args.classes)
-    config = _train_config(args)
+    config = train_config(args)
     name = args.name or f"{args.dataset}-{config.model}"
     device = pick_device(args.device)
     work = args.work_dir or Path.home() / ".cache" / "gaussood" / "runs" / name

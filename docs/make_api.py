@@ -48,7 +48,11 @@ SECTIONS = [
                                    "launched", "is_main_process"],
      "multi-process (DDP) training: the gathered InfoNCE loss, launching ranks",
      "distributed-training.md"),
-    ("gaussood.cli", ["main", "build_parser"], "the `gaussood` command", "cli.md"),
+    ("gaussood.cli", ["main", "build_parser", "COMMANDS"], "the `gaussood` command: one "
+     "module of `gaussood.cli.commands` per command, listed in `COMMANDS`", "cli.md"),
+    ("gaussood.cli.options", None, "command-line options derived from the library (scorer "
+     "parameters, `TrainConfig` fields), for scripts that build their own parser",
+     "contributing.md#adding-a-command-line-command-one-module-its-test-and-its-doc"),
 ]
 
 # topic pages for single names (beyond the section's page)

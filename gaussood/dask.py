@@ -34,6 +34,10 @@ Needs ``dask[array]`` (and ``distributed`` for a cluster): ``pip install
     ``KNNScorer`` needs its whole bank in an index anyway: the rows are read
     chunk by chunk into one float32 array on the client and ``KNNScorer.fit``
     builds the faiss index once (flat, or IVF as ``KNNScorer`` builds it).
+    Every other registered scorer is fitted the same way (rows gathered on the
+    client, then its own ``fit``); ``supported_scorers()`` says which route each
+    registered scorer takes. Unregistered scorers (``PValueCombination``) are a
+    TypeError.
     Not supported: ``n_clusters`` (k-means needs all rows at once; give labels),
     ``calibration="cv+"`` (fit in memory for CV+, or use "conformal"; its
     calibration model misses the held-out rows, so at high d / n it is weaker
@@ -82,14 +86,14 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import atomic_update
-from ._moments import compute_moments, merge_moments
+from ._registry import registered_scorers, scorer_class
+from ._dask_moments import (SPLIT_EVERY, _calibration_rows, _merge, _split_moments, _tree,
+                            _whitened_shell_states)
 from ._threads import blas_thread_env
 from ._threads import pin_blas_threads as _pin_process
-from ._validation import check_labels
 from .gaussian import GaussianScorer
 from . import _space
 from .knn import KNNScorer
@@ -102,11 +106,10 @@ except ImportError:  # pragma: no cover - exercised where dask is absent
     dask = da = None
 
 __all__ = ["fit", "score_samples", "decision_function", "predict", "pvalue", "from_npy",
-           "as_dask_array", "pin_blas_threads", "blas_thread_env"]
+           "as_dask_array", "supported_scorers", "pin_blas_threads", "blas_thread_env"]
 
 CHUNK_BYTES = 64 * 2**20       # default row chunk: about 64 MB
 CALIBRATION_ROWS = 20_000      # default held-out rows for conformal calibration
-SPLIT_EVERY = 8                # moments merged per task in the tree reduction
 _MOMENT_KEYS = ("count", "mean", "scatter", "third", "fourth")
 
 
@@ -229,138 +232,10 @@ def _as_labels(y, X):
     return y.rechunk((X.chunks[0],))
 
 
-# ------------------------------------------------------------ moments on chunks
-def _chunk_moments(block, labels, with_norms):
-    """(moments, keys, norm sums) of one chunk; None for an empty chunk."""
-    if block.shape[0] == 0:
-        return None
-    if labels is None:
-        moments, keys = compute_moments(block, None, 1), np.array([0])
-    else:
-        labels = check_labels(labels, block.shape[0])
-        keys, codes = np.unique(labels, return_inverse=True)
-        moments = compute_moments(block, codes, keys.shape[0])
-    norms = None
-    if with_norms:  # for NormShellScorer's "L2-normalised input" warning
-        r = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
-        norms = np.array([r.shape[0], r.sum(), r @ r])
-    return moments, keys, norms
-
-
-def _split_moments(block, labels, with_norms, rows, start):
-    """(moments of the fit rows, moments of the held-out rows) of one chunk, the
-    held-out rows being those of ``rows`` (a ``_CalibrationRows``, or None: none)."""
-    if rows is None:
-        return _chunk_moments(block, labels, with_norms), None
-    held = rows.mask(start, start + block.shape[0])
-    labels = None if labels is None else np.asarray(labels)
-    return tuple(_chunk_moments(block[m], None if labels is None else labels[m], with_norms)
-                 for m in (~held, held))
-
-
-def _whitened_norm_moments(block, location_whitener, rows=None, start=0):
-    """Moments of the squared whitened norms of a chunk (as a 1-column array);
-    of its fit rows only when ``rows`` (the held-out rows) is given."""
-    location, whitener = location_whitener
-    if rows is not None:
-        block = block[~rows.mask(start, start + block.shape[0])]
-        if block.shape[0] == 0:
-            return None
-    Z = (block - location) @ whitener
-    r2 = np.einsum("ij,ij->i", Z, Z)
-    return compute_moments(r2[:, None], None, 1), np.array([0]), None
-
-
-def _merge(*parts):
-    parts = [p for p in parts if p is not None]
-    if not parts:
-        return None
-    moments, keys, norms = parts[0]
-    for other, other_keys, other_norms in parts[1:]:
-        moments, keys = merge_moments(moments, keys, other, other_keys)
-        norms = None if norms is None else norms + other_norms
-    return moments, keys, norms
-
-
-def _tree(nodes, split_every=SPLIT_EVERY):
-    """Tree reduction of delayed partial moments (``split_every`` per merge task)."""
-    nodes = list(nodes)
-    if not nodes:
-        return None
-    while len(nodes) > 1:
-        nodes = [dask.delayed(_merge, pure=True)(*nodes[i:i + split_every])
-                 for i in range(0, len(nodes), split_every)]
-    return nodes[0]
-
-
 def _blocks(X, y=None):
     xs = list(X.to_delayed().ravel())
     ys = [None] * len(xs) if y is None else list(y.to_delayed().ravel())
     return xs, ys
-
-
-_MASK64 = 0xFFFFFFFFFFFFFFFF
-
-
-def _mix64(x):
-    """splitmix64's finaliser on a uint64 array (wraps modulo 2**64)."""
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
-class _CalibrationRows:
-    """The rows held out for conformal calibration: exactly ``k`` of ``n``,
-    chosen by the global row index alone (so not by row order within the file,
-    nor by the chunking, nor by which worker reads which chunk).
-
-    Row i is held out when ``perm(i) < k``, where ``perm`` is a keyed
-    pseudo-random permutation of range(n): a 4-round Feistel network on the
-    next even number of bits, cycle-walked back into range(n). Each chunk
-    computes its own rows' membership from its row offset; nothing travels but
-    (n, k, key).
-    """
-
-    def __init__(self, n, k, key):
-        self.n, self.k = int(n), int(k)
-        bits = max(2, (self.n - 1).bit_length())
-        bits += bits % 2
-        self._half = np.uint64(bits // 2)
-        self._low = np.uint64((1 << (bits // 2)) - 1)
-        keys = np.arange(4, dtype=np.uint64) + np.uint64(int(key) & _MASK64)
-        self._round_keys = _mix64(keys * np.uint64(0x9E3779B97F4A7C15))
-
-    def _feistel(self, x):
-        left, right = x >> self._half, x & self._low
-        for round_key in self._round_keys:
-            left, right = right, left ^ (_mix64(right ^ round_key) & self._low)
-        return (left << self._half) | right
-
-    def permute(self, rows):
-        y = self._feistel(np.asarray(rows, dtype=np.uint64))
-        out = y >= self.n
-        while out.any():  # cycle walking: a bijection of range(2**bits) restricted to range(n)
-            y[out] = self._feistel(y[out])
-            out = y >= self.n
-        return y
-
-    def mask(self, start, stop):
-        """Boolean mask of the held-out rows among global rows start..stop-1."""
-        return self.permute(np.arange(start, stop, dtype=np.uint64)) < self.k
-
-
-def _calibration_rows(scorer, n, calibration_rows):
-    """The held-out rows: min(calibration_rows, n // calibration_folds) of them
-    (None when that is 0)."""
-    if (isinstance(calibration_rows, (bool, np.bool_))
-            or not isinstance(calibration_rows, (int, np.integer)) or calibration_rows < 1):
-        raise ValueError(f"calibration_rows must be a positive integer; got {calibration_rows!r}.")
-    k = min(int(calibration_rows), n // int(scorer.calibration_folds))
-    if k < 1:
-        return None
-    key = check_random_state(scorer.random_state).randint(0, np.iinfo(np.int64).max,
-                                                          dtype=np.int64)
-    return _CalibrationRows(n, k, key)
 
 
 def _row_starts(X):
@@ -386,11 +261,13 @@ def fit(scorer, X, y=None, *, calibration_rows: int = CALIBRATION_ROWS,
     keeps its previous state.
     """
     _require_dask()
-    if isinstance(scorer, KNNScorer):
-        return _fit_knn(scorer, X)
-    if not isinstance(scorer, (GaussianScorer, NormShellScorer)):
-        raise TypeError("gaussood.dask.fit takes a GaussianScorer, NormShellScorer or "
-                        f"KNNScorer; got {type(scorer).__name__}.")
+    route = _fit_route(type(scorer))
+    if route is None:
+        raise TypeError("gaussood.dask.fit takes a registered scorer ("
+                        f"{', '.join(c.__name__ for c in registered_scorers().values())}); "
+                        f"got {type(scorer).__name__}.")
+    if route == "gathered":
+        return _fit_gathered(scorer, X, y)
     X = as_dask_array(X)
     n, d = X.shape
     gaussian = isinstance(scorer, GaussianScorer)
@@ -544,35 +421,6 @@ def _held_out_scores(model, xs, starts, rows):
     return scores
 
 
-def _whitened_shell_states(scorer, xs, starts, total, rest, rows, split_every):
-    """Whitened shell: a Gaussian from the moments, then one more pass for the
-    squared whitened norms (of all rows, and of the fit rows for calibration)."""
-    def gaussian_of(part):
-        gauss = GaussianScorer(scorer.covariance, calibration="chi2")
-        state = gauss._state_from_moments(part[0], np.array([0]), "single")
-        return state["location_"], state["whitener_"]
-
-    fits = {"all": (gaussian_of(total), None, total)}
-    if rest is not None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            fits["rest"] = (gaussian_of(rest), rows, rest)
-    trees = {}
-    for name, (lw, held, _) in fits.items():
-        shipped = dask.delayed(lw, pure=True, traverse=False)
-        trees[name] = _tree([dask.delayed(_whitened_norm_moments, pure=True)(
-            xb, shipped, held, int(start)) for xb, start in zip(xs, starts)], split_every)
-    computed = dict(zip(trees, dask.compute(*trees.values())))
-    states = {}
-    for name, ((location, whitener), _, part) in fits.items():
-        r2 = computed[name][0]
-        count = float(r2["count"][0])
-        states[name] = scorer._whitened_state(location, whitener, int(part[0]["count"].sum()),
-                                              float(r2["mean"][0, 0]),
-                                              float(r2["scatter"][0, 0, 0]) / count)
-    return states["all"], states.get("rest")
-
-
 def _warn_if_normalised(scorer, norms, n, d):
     count, total, total_sq = norms
     mean = total / count
@@ -597,10 +445,34 @@ def _gather_rows(X, dtype):
     return out
 
 
-def _fit_knn(scorer, X):
-    """KNNScorer: the bank gathered (as float32, what the index stores) and fitted in memory."""
+def _fit_gathered(scorer, X, y):
+    """Every scorer without a moments route (``KNNScorer``, new registered scorers): the
+    rows gathered chunk by chunk into one array on the client (float32 for a k-NN bank,
+    what its index stores), then the scorer's own ``fit``."""
     X = as_dask_array(X)
-    return scorer.fit(_gather_rows(X, np.float32))
+    dtype = np.float32 if isinstance(scorer, KNNScorer) else X.dtype
+    if y is not None and scorer._fit_uses_labels:
+        y = np.asarray(y.compute() if hasattr(y, "compute") else y)
+        return scorer.fit(_gather_rows(X, dtype), y)
+    return scorer.fit(_gather_rows(X, dtype))
+
+
+def _fit_route(cls) -> str | None:
+    """How ``fit`` fits an instance of ``cls`` on a dask array: "moments" (per-chunk
+    moments merged in a tree), "gathered" (rows gathered on the client, then ``fit``),
+    or None (not a registered scorer, e.g. ``PValueCombination``: not supported)."""
+    if issubclass(cls, (GaussianScorer, NormShellScorer)):
+        return "moments"
+    return "gathered" if scorer_class(cls.__name__) is cls else None
+
+
+def supported_scorers() -> dict:
+    """``{short name: "moments" or "gathered"}``: how ``fit`` fits each registered scorer
+    (``gaussood.registered_scorers()``). "moments": each chunk's moments are computed
+    where it lives and merged in a tree, so no more than a chunk is in memory at once;
+    "gathered": the rows are read chunk by chunk into one array on the client and the
+    scorer's own ``fit`` runs there. Scoring is distributed for every scorer."""
+    return {name: _fit_route(cls) for name, cls in registered_scorers().items()}
 
 
 # ---------------------------------------------------------------------- scoring

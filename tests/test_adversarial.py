@@ -260,7 +260,7 @@ def test_a_killed_write_leaves_no_partial_file(tmp_path, how):
         from pathlib import Path
         from gaussood._atomic import atomic_path
         try:  # the command line's SIGTERM handling
-            from gaussood.cli import _terminate_cleanly
+            from gaussood.cli._main import _terminate_cleanly
         except ImportError:
             _terminate_cleanly = contextlib.nullcontext
         with _terminate_cleanly():

@@ -1,5 +1,10 @@
 """The scorer registry: a subclass defined in one place is registered, is a choice of
-'gaussood fit', and saves and loads (with user subclasses of the shipped scorers)."""
+'gaussood fit', saves and loads (with user subclasses of the shipped scorers), is fitted
+and scored on Dask, and is documented by docs/make_api.py: no other file changes
+(docs/contributing.md, "Adding a scorer")."""
+
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -102,3 +107,38 @@ def test_decision_from_scores_is_the_flag_rule():
     scores = scorer.score_samples(X)
     np.testing.assert_array_equal(scorer.decision_from_scores(scores), scorer.decision_function(X))
     np.testing.assert_array_equal(scorer.decision_from_scores(scores) < 0, scorer.predict(X) == -1)
+
+
+def test_new_scorers_are_fitted_and_scored_on_dask():
+    dask = pytest.importorskip("dask")
+    import dask.array as da
+
+    import gaussood.dask as gd
+
+    routes = gd.supported_scorers()
+    assert routes["mean-distance"] == "gathered" and routes["shifted-gaussian"] == "moments"
+    rng = np.random.default_rng(4)
+    X, Xt = rng.normal(size=(600, 4)), rng.normal(size=(80, 4)) * 1.5
+    for cls in (MeanDistanceScorer, ShiftedGaussianScorer):
+        reference = cls(alpha=0.1, calibration="conformal", random_state=0).fit(X)
+        with dask.config.set(scheduler="synchronous"):
+            on_dask = gd.fit(cls(alpha=0.1, calibration="conformal", random_state=0),
+                             da.from_array(X, chunks=(150, 4)))
+            scores = gd.score_samples(on_dask, Xt).compute()
+        assert type(on_dask) is cls
+        np.testing.assert_allclose(scores, reference.score_samples(Xt), rtol=1e-10)
+        if cls is MeanDistanceScorer:   # gathered: the in-memory fit on the same rows
+            np.testing.assert_array_equal(on_dask.pvalue(Xt), reference.pvalue(Xt))
+
+
+def test_new_scorers_are_in_the_api_docs_once_exported(monkeypatch):
+    pytest.importorskip("torch")   # make_api documents gaussood.deep too
+    path = Path(__file__).resolve().parents[1] / "docs" / "make_api.py"
+    spec = importlib.util.spec_from_file_location("make_api", path)
+    make_api = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_api)
+    monkeypatch.setattr(gaussood, "MeanDistanceScorer", MeanDistanceScorer, raising=False)
+    monkeypatch.setattr(gaussood, "__all__", gaussood.__all__ + ["MeanDistanceScorer"])
+    text = make_api.render()
+    assert "### `MeanDistanceScorer`" in text
+    assert "Minus the squared distance to the training mean" in text

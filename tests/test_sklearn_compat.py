@@ -3,17 +3,28 @@
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from gaussood import GaussianScorer, KNNScorer, NormShellScorer, PValueCombination
+from gaussood._registry import registered_scorers
 
-ESTIMATORS = [
-    GaussianScorer(),
+# Constructor arguments for the checks' small data sets (as scikit-learn's own
+# PER_ESTIMATOR_CHECK_PARAMS): k = 50 neighbours need more rows than a check has.
+CHECK_PARAMS = {KNNScorer: {"n_neighbors": 5}}
+
+
+def shipped_scorers() -> list:
+    """Every registered scorer class that gaussood ships (not those defined in tests)."""
+    return [cls for cls in registered_scorers().values()
+            if cls.__module__.split(".")[0] == "gaussood"]
+
+
+# each shipped scorer as constructed by default (from the registry, so a new scorer is
+# checked without a line here), then the structures worth checking apart
+ESTIMATORS = [cls(**CHECK_PARAMS.get(cls, {})) for cls in shipped_scorers()] + [
     GaussianScorer(covariance="oas", calibration="chi2"),
     GaussianScorer(covariance=0.1, n_clusters=3, random_state=0),
     GaussianScorer(calibration="conformal"),
     GaussianScorer(calibration="cv+", random_state=0),
     NormShellScorer(calibration="cv+", random_state=0),
-    NormShellScorer(),
     NormShellScorer(whiten=True),
-    KNNScorer(n_neighbors=5),
     KNNScorer(n_neighbors=5, index="ivf", n_lists=4, n_probe=4),
     KNNScorer(n_neighbors=5, normalize=False),
     PValueCombination(random_state=0),

@@ -1,0 +1,101 @@
+"""The files beside an embeddings file, and the encoder identity they carry.
+
+An encoder on the command line is a spec from the caller (a file, torchvision:NAME,
+package.module:factory); what a file holds is never imported or built beyond
+gaussood's own architectures (gaussood.deep.encoders). Its identity (weights SHA-256,
+feature layer, preprocessing) goes with the embeddings (``X.encoder.json``) and with
+the scorer fitted on them (``provenance_``), and ``score`` and ``shift`` compare it.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+import zipfile
+from pathlib import Path
+
+from ..provenance import check_identity, stored_identity
+from ._common import existing_file
+
+IDENTITY_FORMAT = "gaussood.embeddings"
+
+
+def _companion(out: Path, tail: str) -> Path:
+    """``emb.npy`` -> ``emb<tail>``: ``.paths.csv`` (the image file of each row, for a
+    folder), ``.encoder.json`` (the identity of the encoder that wrote it)."""
+    return out.with_name(out.name[:-len(".npy")] + tail)
+
+
+def paths_path(out: Path) -> Path:
+    return _companion(out, ".paths.csv")
+
+
+def identity_path(out: Path) -> Path:
+    return _companion(out, ".encoder.json")
+
+
+def file_sha256(path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def identity_record(out: Path, written: Path, shape, identity: dict, source: str) -> dict:
+    """The ``X.encoder.json`` of embeddings ``out`` (whose bytes are in ``written``)."""
+    return {"format": IDENTITY_FORMAT, "version": 1, "embeddings": out.name,
+            "sha256": file_sha256(written), "shape": list(shape),
+            "encoder_identity": identity, "source": source}
+
+
+def read_identity(embeddings: Path) -> dict | None:
+    """The encoder identity in ``X.encoder.json`` beside ``X.npy``, when it describes
+    this very file (its SHA-256); else None (with a warning for a stale or foreign file).
+    """
+    path = identity_path(embeddings)
+    if embeddings.suffix != ".npy" or not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        info = None
+    if not (isinstance(info, dict) and info.get("format") == IDENTITY_FORMAT
+            and isinstance(info.get("encoder_identity"), dict)):
+        warnings.warn(f"{path} is not an encoder identity file written by 'gaussood embed'; "
+                      "ignored", UserWarning, stacklevel=2)
+        return None
+    if info.get("sha256") != file_sha256(embeddings):
+        warnings.warn(f"{path} describes another version of {embeddings} (the file was "
+                      "changed after 'gaussood embed' wrote it); its encoder identity is "
+                      "ignored", UserWarning, stacklevel=2)
+        return None
+    return info["encoder_identity"]
+
+
+def check_scorer_file(path) -> None:
+    """A ValueError unless ``path`` is a zip file (as every saved scorer is)."""
+    if not zipfile.is_zipfile(existing_file(path, "scorer file")):
+        raise ValueError(f"{path} is not a gaussood scorer file (.npz written by "
+                         "'gaussood fit')")
+
+
+def check_embeddings(scorer, scorer_path, X, embeddings: Path, *, warn_unchecked: bool) -> None:
+    """Refuse embeddings ``X`` (read from ``embeddings``) of another encoder than the
+    scorer's, or with another number of features. ``warn_unchecked``: warn when the
+    scorer knows its encoder but the embeddings have no identity file to compare."""
+    stored = stored_identity(scorer)
+    if stored is not None:
+        given = read_identity(embeddings)
+        if given is not None:
+            check_identity(stored, given, scorer_path, f"the one in {identity_path(embeddings)}")
+        elif warn_unchecked:
+            warnings.warn(f"the scorer in {scorer_path} was fitted on embeddings of a known "
+                          f"encoder, but {embeddings} has no encoder identity file "
+                          f"({identity_path(embeddings).name}): cannot check that "
+                          "they come from the same encoder", UserWarning, stacklevel=1)
+    if X.shape[1] != scorer.n_features_in_:
+        raise ValueError(f"embeddings in {embeddings} have {X.shape[1]} features but "
+                         f"the scorer in {scorer_path} was fitted on {scorer.n_features_in_}")
