@@ -34,7 +34,7 @@ def _training_pvalues(scorer, out_of_fold):
     return p
 
 
-class PValueCombination(BaseScorer, register=False):  # holds fitted scorers, not arrays
+class PValueCombination(BaseScorer, composite=True):  # holds fitted scorers (scorers_)
     """One OOD score from several scorers' p-values.
 
     The Gaussian (Mahalanobis) score and the norm-shell score see different
@@ -101,8 +101,8 @@ class PValueCombination(BaseScorer, register=False):  # holds fitted scorers, no
     (``calibration="chi2"``, ``"f"``, ``"shell"``) keep resolving them, down to
     p-values of about 1e-308. Labels passed to ``fit(X, y)`` reach every component (a class-conditional
     ``GaussianScorer`` uses them, and its ``n_clusters`` is then set aside without the
-    warning a lone scorer gives). Combined scorers are not saved by
-    ``gaussood.save``: save the components and refit the combination.
+    warning a lone scorer gives). ``save`` / ``gaussood.load`` keep a fitted
+    combination with its components in one file, pickle-free (``docs/persistence.md``).
 
     References: V. Vovk, "Cross-conformal predictors", Annals of Mathematics and
     Artificial Intelligence 74 (2015); R. F. Barber, E. J. Candes, A. Ramdas,
@@ -195,10 +195,19 @@ class PValueCombination(BaseScorer, register=False):  # holds fitted scorers, no
     def _score_chunk(self, X, cache):
         return self._combine(np.stack([s.pvalue(X) for s in self.scorers_]))
 
-    def save(self, path) -> None:
-        """Not supported: save each fitted component (``scorers_``) and refit."""
-        raise TypeError("PValueCombination cannot be saved: save its fitted components "
-                        "(scorers_) with gaussood.save and refit the combination.")
+    def _check_fitted_state(self, state) -> None:
+        super()._check_fitted_state(state)
+        scorers = state.get("scorers_")
+        if not isinstance(scorers, list) or not scorers or not all(
+                isinstance(s, BaseScorer) for s in scorers):
+            state.fail("scorers_ must be a non-empty list of fitted gaussood scorers")
+        for k, scorer in enumerate(scorers):
+            d = getattr(scorer, "n_features_in_", None)
+            if d != state.dims["d"]:
+                state.fail(f"scorers_[{k}] takes {d} features, the combination "
+                           f"{state.dims['d']}")
+        if self.calibration_scores_ is None:
+            state.fail("calibration_scores_ is missing")
 
     def component_pvalues(self, X) -> np.ndarray:
         """P-value of each component, shape (n_scorers, n)."""

@@ -12,7 +12,6 @@ from gaussood import (
     NormShellScorer,
     PValueCombination,
     auroc,
-    save,
 )
 
 SCALES = np.linspace(1.0, 0.2, 24)
@@ -149,8 +148,6 @@ def test_errors():
         PValueCombination([object()]).fit(X)
     with pytest.raises(ValueError, match="calibration"):
         PValueCombination(calibration="chi2").fit(X)
-    with pytest.raises(TypeError, match="gaussood scorer"):
-        save(PValueCombination(random_state=0).fit(X), "/tmp/never-written.npz")
 
 
 def test_parametric_components_flag_far_points_without_overflow():
