@@ -47,6 +47,7 @@ _HEADER = "__gaussood__"
 _FOLDS = "fold_states_"
 _COMPONENTS = "scorers_"   # a composite's fitted scorers (its templates: param "scorers")
 _COMPONENT = "component/"  # member prefix of a composite's components
+_MAX_NESTING = 4           # combinations of combinations, at most this deep
 
 
 _PROVENANCE = "provenance_"
@@ -93,8 +94,10 @@ def _jsonable(name, value):
         return int(value)
     if isinstance(value, (float, np.floating)):
         return float(value)
-    raise TypeError(f"Cannot save {name}={value!r}: only None, bool, int, float and str "
-                    "parameters can be stored without pickle (pass an int random_state).")
+    if isinstance(value, (list, tuple)):  # e.g. a combination's column blocks
+        return [_jsonable(f"{name}[{i}]", item) for i, item in enumerate(value)]
+    raise TypeError(f"Cannot save {name}={value!r}: only None, bool, int, float, str and "
+                    "lists of them can be stored without pickle (pass an int random_state).")
 
 
 def _pack(scorer, name=""):
@@ -120,32 +123,46 @@ def _pack(scorer, name=""):
     return header, arrays
 
 
-def _pack_composite(scorer):
+def _template(template, where, depth=0):
+    """An unfitted scorer as {"class", "params"} (a composite's templates within)."""
+    cls = type(template)
+    if depth > _MAX_NESTING or (scorer_class(cls.__name__) or composite_class(cls.__name__)) \
+            is not cls:
+        raise TypeError(f"Cannot save {where}: a {cls.__name__} is not a registered "
+                        f"gaussood scorer (or is nested more than {_MAX_NESTING} deep).")
+    params = template.get_params(deep=False)
+    inner = params.pop("scorers", None) if cls._composite else None
+    out = {k: _jsonable(f"{where}.{k}", v) for k, v in params.items()}
+    if cls._composite:
+        out["scorers"] = None if inner is None else [
+            _template(t, f"{where}.scorers[{i}]", depth + 1) for i, t in enumerate(inner)]
+    return {"class": cls.__name__, "params": out}
+
+
+def _pack_composite(scorer, name="", depth=0):
     """(header, arrays) of a fitted composite: its own state, then each component's
-    header and arrays under ``component/<i>/``."""
+    header and arrays under ``component/<i>/`` (a composite component's within)."""
     from sklearn.utils.validation import check_is_fitted
 
+    if depth > _MAX_NESTING:
+        raise TypeError(f"Cannot save {name}: combinations nest at most {_MAX_NESTING} deep.")
     check_is_fitted(scorer)
     params = scorer.get_params(deep=False)
     templates = params.pop("scorers")
     if templates is not None:  # the unfitted templates: class and parameters
-        templates = [{"class": type(t).__name__,
-                      "params": {k: _jsonable(f"scorers[{i}].{k}", v)
-                                 for k, v in t.get_params(deep=False).items()}}
-                     for i, t in enumerate(templates)]
-        for i, template in enumerate(templates):
-            if scorer_class(template["class"]) is not type(scorer.scorers[i]):
-                raise TypeError(f"Cannot save scorers[{i}]: a {template['class']} is not a "
-                                "registered gaussood scorer.")
+        templates = [_template(t, f"{name}scorers[{i}]") for i, t in enumerate(templates)]
     arrays = {}
     own = {k: v for k, v in _fitted_attributes(scorer).items() if k != _COMPONENTS}
     components = list(getattr(scorer, _COMPONENTS))
     header = {"format": FORMAT, "version": 3, "class": type(scorer).__name__,
-              "params": {k: _jsonable(k, v) for k, v in params.items()},
-              "templates": templates, "scalars": _split("", own, arrays, "attr/"),
+              "params": {k: _jsonable(f"{name}{k}", v) for k, v in params.items()},
+              "templates": templates, "scalars": _split(name, own, arrays, "attr/"),
               "components": len(components)}
     for i, component in enumerate(components):
-        part, part_arrays = _pack(component, f"{_COMPONENTS}[{i}].")
+        where = f"{name}{_COMPONENTS}[{i}]."
+        part, part_arrays = (_pack_composite(component, where, depth + 1)
+                             if composite_class(type(component).__name__) is type(component)
+                             else _pack(component, where))
         arrays[f"{_COMPONENT}{i}/{_HEADER}"] = np.array(json.dumps(part))
         arrays.update({f"{_COMPONENT}{i}/{k}": v for k, v in part_arrays.items()})
     provenance = _provenance(scorer, "save")
@@ -374,22 +391,27 @@ def _build(where, header, members, cls, *, params=None, components=None):
     return scorer
 
 
-def _templates(path, templates):
+def _templates(path, templates, depth=0):
     """A composite's ``scorers`` parameter from its header: None or unfitted scorers."""
     if templates is None:
         return None
-    if not isinstance(templates, list) or not all(
+    if depth > _MAX_NESTING or not isinstance(templates, list) or not all(
             isinstance(t, dict) and isinstance(t.get("params"), dict) for t in templates):
         raise ValueError(f"{path} has a 'templates' entry that is not a list of "
                          "{'class', 'params'} objects (a corrupted or hand-edited file).")
     built = []
     for i, template in enumerate(templates):
-        cls = scorer_class(template.get("class"))
+        name = template.get("class")
+        cls = scorer_class(name) or composite_class(name)
         if cls is None:
             raise ValueError(f"{path}: templates[{i}] names an unknown scorer class "
-                             f"{template.get('class')!r}.")
+                             f"{name!r}.")
+        params = dict(template["params"])
+        if cls._composite:
+            params["scorers"] = _templates(f"{path}: templates[{i}]", params.get("scorers"),
+                                           depth + 1)
         try:
-            scorer = cls(**template["params"])
+            scorer = cls(**params)
             scorer._validate_params()
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{path}: templates[{i}] has invalid {cls.__name__} "
@@ -398,9 +420,11 @@ def _templates(path, templates):
     return built
 
 
-def _load_composite(path, header, members, cls):
+def _load_composite(path, header, members, cls, depth=0):
     """A composite scorer: each ``component/<i>/`` group loaded as a scorer file of its
     own (header, version, class and state checks), then the composite around them."""
+    if depth > _MAX_NESTING:
+        raise ValueError(f"{path} nests combinations more than {_MAX_NESTING} deep.")
     n = header.get("components")
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= len(members):
         raise ValueError(f"{path} has an invalid 'components' count {n!r} (a corrupted or "
@@ -425,10 +449,8 @@ def _load_composite(path, header, members, cls):
         except json.JSONDecodeError as exc:
             raise ValueError(f"{where} has a header that is not JSON: {exc}") from None
         part_cls = _header_class(where, part)
-        if part_cls._composite:
-            raise ValueError(f"{where} is itself a {part_cls.__name__}: combinations of "
-                             "combinations are not stored.")
-        components.append(_build(where, part, group, part_cls))
+        components.append(_load_composite(where, part, group, part_cls, depth + 1)
+                          if part_cls._composite else _build(where, part, group, part_cls))
     templates = _templates(path, header.get("templates"))
     return _build(path, header, own, cls, params={"scorers": templates},
                   components=components)

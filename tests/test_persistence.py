@@ -333,7 +333,28 @@ def test_combination_files_are_refused_when_broken(rng, tmp_path):
             gaussood.load(write(f"{name}.npz", entries, head))
     with pytest.raises(TypeError, match="holds a PValueCombination, not a GaussianScorer"):
         GaussianScorer.load(path)
-    nested = PValueCombination([PValueCombination(random_state=0)], random_state=0).fit(X)
+
+    class Unregistered(GaussianScorer, register=False):
+        pass
+
+    combo = PValueCombination([Unregistered(), NormShellScorer()], random_state=0).fit(X)
     with pytest.raises(TypeError, match="registered gaussood scorer"):
-        nested.save(tmp_path / "nested.npz")
-    assert not (tmp_path / "nested.npz").exists()
+        combo.save(tmp_path / "unregistered.npz")
+    assert not (tmp_path / "unregistered.npz").exists()
+
+
+def test_nested_combination_round_trip(rng, tmp_path):
+    """A combination of combinations (OODFilter's detector over several layers)."""
+    from gaussood import PValueCombination, gaussian_views
+
+    X, y = rng.normal(size=(600, 4)), rng.integers(0, 2, 600)
+    nested = PValueCombination([gaussian_views(["raw", "l2"]), NormShellScorer()],
+                               random_state=0).fit(X, y)
+    nested.save(tmp_path / "nested.npz")
+    with np.load(tmp_path / "nested.npz", allow_pickle=False) as data:
+        assert "component/0/component/1/attr/whitener_" in data.files
+    loaded = gaussood.load(tmp_path / "nested.npz")
+    assert _params(loaded.scorers[0]) == _params(nested.scorers[0])
+    Xt = rng.normal(size=(200, 4)) * 1.4
+    for a, b in zip(loaded.score_pvalue_decision(Xt), nested.score_pvalue_decision(Xt)):
+        np.testing.assert_array_equal(a, b)
