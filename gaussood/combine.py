@@ -10,6 +10,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import StrOptions
 
 from ._base import BaseScorer
+from ._validation import check_features
 
 METHODS = ("fisher", "min")
 
@@ -85,6 +86,10 @@ class PValueCombination(BaseScorer, composite=True):  # holds fitted scorers (sc
     random_state : int, RandomState or None, default=None
         Seeds the components whose ``random_state`` is None, all with one seed,
         so they share their folds (and each fold's moments are computed once).
+    columns : list of (start, stop) or None, default=None
+        The columns of X each scorer sees: scorer i is fitted and scores on
+        ``X[:, start_i:stop_i]`` (features of several layers side by side, as
+        ``OODFilter(layer=[...])`` builds them). None: every scorer sees all of X.
 
     Attributes
     ----------
@@ -124,6 +129,7 @@ class PValueCombination(BaseScorer, composite=True):  # holds fitted scorers (sc
         **BaseScorer._parameter_constraints,
         "scorers": [list, tuple, None],
         "method": [StrOptions(set(METHODS))],
+        "columns": [list, tuple, None],
     }
     _parameter_hints = {
         **BaseScorer._parameter_hints,
@@ -131,9 +137,11 @@ class PValueCombination(BaseScorer, composite=True):  # holds fitted scorers (sc
     }
 
     def __init__(self, scorers=None, *, method="fisher", alpha=None, contamination=None,
-                 calibration="auto", calibration_folds=5, random_state=None, chunk_size=4096):
+                 calibration="auto", calibration_folds=5, random_state=None, chunk_size=4096,
+                 columns=None):
         self.scorers = scorers
         self.method = method
+        self.columns = columns
         self.alpha = alpha
         self.contamination = contamination
         self.calibration = calibration
@@ -153,9 +161,30 @@ class PValueCombination(BaseScorer, composite=True):  # holds fitted scorers (sc
                             "(GaussianScorer, NormShellScorer, KNNScorer, ...).")
         return scorers
 
+    def _column_blocks(self, n_scorers, n_features):
+        """[(start, stop), ...] of ``columns``, checked (None: all columns for each)."""
+        if self.columns is None:
+            return None
+        blocks = list(self.columns)
+        ok = len(blocks) == n_scorers and all(
+            isinstance(b, (list, tuple)) and len(b) == 2
+            and all(isinstance(i, Integral) and not isinstance(i, bool) for i in b)
+            and 0 <= b[0] < b[1] <= n_features for b in blocks)
+        if not ok:
+            raise ValueError(f"columns must hold one (start, stop) pair per scorer ({n_scorers})"
+                             f" with 0 <= start < stop <= {n_features} (the features); got "
+                             f"{self.columns!r:.200}.")
+        return [(int(a), int(b)) for a, b in blocks]
+
+    def _parts(self, X, n_scorers):
+        """What each component sees of X (its ``columns`` block, or all of X)."""
+        blocks = self._column_blocks(n_scorers, X.shape[1])
+        return [X] * n_scorers if blocks is None else [X[:, a:b] for a, b in blocks]
+
     def _fit_components(self, X, y, moments_cache):
         """Fitted clones of the templates and their out-of-fold scores (one per scorer)."""
         scorers = [clone(template) for template in self._templates()]
+        parts = self._parts(X, len(scorers))
         seed = self.random_state
         if not isinstance(seed, Integral):  # one seed for all: the same folds, shared moments
             seed = int(check_random_state(seed).randint(np.iinfo(np.int32).max))
@@ -174,7 +203,8 @@ class PValueCombination(BaseScorer, composite=True):  # holds fitted scorers (sc
                                 "be a PValueCombination component.")
         # components on the same folds compute each fold's moments once: one cache for all
         cache = {} if moments_cache is None else moments_cache
-        oof = [scorer.fit_out_of_fold(X, y, fold_moments=cache) for scorer in scorers]
+        oof = [scorer.fit_out_of_fold(part, y, fold_moments=cache)
+               for scorer, part in zip(scorers, parts)]
         return scorers, oof
 
     def _fit_state(self, X, y=None):
@@ -193,7 +223,10 @@ class PValueCombination(BaseScorer, composite=True):  # holds fitted scorers (sc
         return logs.sum(axis=0) if self.method == "fisher" else logs.min(axis=0)
 
     def _score_chunk(self, X, cache):
-        return self._combine(np.stack([s.pvalue(X) for s in self.scorers_]))
+        return self._combine(self._component_pvalues(X))
+
+    def _component_pvalues(self, X):
+        return np.stack([s.pvalue(part) for s, part in zip(self.scorers_, self._parts(X, len(self.scorers_)))])
 
     def _check_fitted_state(self, state) -> None:
         super()._check_fitted_state(state)
@@ -201,11 +234,16 @@ class PValueCombination(BaseScorer, composite=True):  # holds fitted scorers (sc
         if not isinstance(scorers, list) or not scorers or not all(
                 isinstance(s, BaseScorer) for s in scorers):
             state.fail("scorers_ must be a non-empty list of fitted gaussood scorers")
+        try:
+            blocks = self._column_blocks(len(scorers), state.dims["d"])
+        except ValueError as exc:
+            state.fail(str(exc))
         for k, scorer in enumerate(scorers):
             d = getattr(scorer, "n_features_in_", None)
-            if d != state.dims["d"]:
-                state.fail(f"scorers_[{k}] takes {d} features, the combination "
-                           f"{state.dims['d']}")
+            want = state.dims["d"] if blocks is None else blocks[k][1] - blocks[k][0]
+            if d != want:
+                state.fail(f"scorers_[{k}] takes {d} features, the combination gives it "
+                           f"{want}")
         if self.calibration_scores_ is None:
             state.fail("calibration_scores_ is missing")
 
@@ -214,4 +252,5 @@ class PValueCombination(BaseScorer, composite=True):  # holds fitted scorers (sc
         from sklearn.utils.validation import check_is_fitted
 
         check_is_fitted(self)
-        return np.stack([s.pvalue(X) for s in self.scorers_])
+        X = check_features(self, X, reset=False, ensure_all_finite=False)
+        return self._component_pvalues(X)

@@ -310,7 +310,7 @@ def test_combination_files_are_refused_when_broken(rng, tmp_path):
                                r"component 0\) holds an unexpected member 'junk'"),
         "wrong-width": ({**{k: v for k, v in arrays.items() if not k.startswith(
             "component/0/")}, **{f"component/0/{k}": v for k, v in three.items()}},
-            header, "scorers_.0. takes 3 features, the combination 5"),
+            header, "scorers_.0. takes 3 features, the combination gives it 5"),
         "broken-component": (dict(arrays, **{"component/0/attr/whitener_": np.eye(2)}),
                              header, r"component 0\) holds an incomplete or inconsistent"),
         "old-version": (arrays, {**header, "version": 2}, "combinations are version 3"),
