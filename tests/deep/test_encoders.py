@@ -242,6 +242,9 @@ def test_several_layers_in_one_forward_pass(tmp_path):
     with pytest.raises(ValueError, match="no layer '9'"):
         make_encoder(net, layer=["2", "9"], preprocessing=SMALL)
     assert make_encoder(net, layer=["4"], preprocessing=SMALL).layer == "4"
+    from gaussood.deep import extract_embeddings
+    with pytest.raises(ValueError, match="caches one layer"):
+        extract_embeddings(net, x, layer=layers, preprocessing=SMALL, cache_dir=tmp_path)
     assert not net[2]._forward_hooks and not net[6]._forward_pre_hooks  # hooks removed
     # a gaussood encoder: backbone and head from its one forward
     torch.manual_seed(0)
