@@ -69,6 +69,18 @@ def test_foreign_files(rng, tmp_path):
         gaussood.load(tmp_path / "missing.npz")
 
 
+def _members(path):
+    """Every member of a saved file, by name."""
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def _write(path, entries, header):
+    """A file of ``entries`` with ``header`` (a hand-edited or crafted scorer file)."""
+    np.savez(path, **{**entries, "__gaussood__": np.array(json.dumps(header))})
+    return path
+
+
 def _rewrite_header(path, **changes):
     with np.load(path, allow_pickle=False) as data:
         arrays = {k: data[k] for k in data.files}
@@ -176,14 +188,8 @@ def test_cvplus_round_trip(rng, tmp_path):
 def test_cvplus_fold_states_are_validated_on_load(rng, tmp_path):
     path = tmp_path / "s.npz"
     GaussianScorer(calibration="cv+", random_state=0).fit(rng.normal(size=(200, 5))).save(path)
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
+    arrays = _members(path)
     header = json.loads(str(arrays["__gaussood__"]))
-
-    def write(name, entries, head=header):
-        out = tmp_path / name
-        np.savez(out, **{**entries, "__gaussood__": np.array(json.dumps(head))})
-        return out
 
     cases = {
         "whitener": (dict(arrays, **{"fold/2/whitener_": np.eye(4)}), header,
@@ -205,7 +211,7 @@ def test_cvplus_fold_states_are_validated_on_load(rng, tmp_path):
     }
     for name, (entries, head, match) in cases.items():
         with pytest.raises(ValueError, match=match):
-            gaussood.load(write(f"{name}.npz", entries, head))
+            gaussood.load(_write(tmp_path / f"{name}.npz", entries, head))
 
 
 # ----------------------------------------------------------------- combinations
@@ -283,19 +289,11 @@ def test_combination_files_are_refused_when_broken(rng, tmp_path):
     X = rng.normal(size=(400, 5))
     path = tmp_path / "c.npz"
     PValueCombination(random_state=0).fit(X).save(path)
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
+    arrays = _members(path)
     header = json.loads(str(arrays["__gaussood__"]))
-    other = tmp_path / "other.npz"
-    GaussianScorer(random_state=0).fit(rng.normal(size=(400, 3))).save(other)
-    with np.load(other, allow_pickle=False) as data:
-        three = {k: data[k] for k in data.files}
+    GaussianScorer(random_state=0).fit(rng.normal(size=(400, 3))).save(tmp_path / "other.npz")
+    three = _members(tmp_path / "other.npz")
     shell_header = json.loads(str(arrays["component/1/__gaussood__"]))
-
-    def write(name, entries, head=header):
-        out = tmp_path / name
-        np.savez(out, **{**entries, "__gaussood__": np.array(json.dumps(head))})
-        return out
 
     without_1 = {k: v for k, v in arrays.items() if not k.startswith("component/1/")}
     cases = {
@@ -330,7 +328,7 @@ def test_combination_files_are_refused_when_broken(rng, tmp_path):
     }
     for name, (entries, head, match) in cases.items():
         with pytest.raises(ValueError, match=match):
-            gaussood.load(write(f"{name}.npz", entries, head))
+            gaussood.load(_write(tmp_path / f"{name}.npz", entries, head))
     with pytest.raises(TypeError, match="holds a PValueCombination, not a GaussianScorer"):
         GaussianScorer.load(path)
 
