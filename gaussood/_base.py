@@ -404,7 +404,7 @@ class BaseScorer(OutlierMixin, BaseEstimator):
                                    len(models) - 1)
             counts = np.zeros(n, dtype=np.int64)
         score = np.full(n, np.nan)  # never uninitialised memory
-        step = int(self.chunk_size)
+        step = self._scoring_step(n)
         for start in range(0, n, step):
             chunk = X[start:start + step]
             if not in_space:
@@ -428,6 +428,10 @@ class BaseScorer(OutlierMixin, BaseEstimator):
         if decision and dec is None:
             dec = score - self.offset_
         return ScoreResult(score, p if pvalue else None, dec)
+
+    def _scoring_step(self, n: int) -> int:
+        """Rows per chunk of ``_evaluate`` (``chunk_size``)."""
+        return int(self.chunk_size)
 
     def decision_function(self, X) -> np.ndarray:
         """Negative exactly for flagged samples, shape (n,).
