@@ -40,8 +40,8 @@ from ._conformal import (CVPLUS_MIN_FEATURE_RATIO, conformal_counts,  # noqa: F4
                          conformal_offset, conformal_pvalues, conformal_rank_limit,
                          cvplus_floors, cvplus_pvalue_decision, fold_of_sorted)
 from ._moments import fold_moments  # noqa: F401
-from ._registry import (_REGISTRY, _register, _short_name, registered_scorers,  # noqa: F401
-                        scorer_class)
+from ._registry import (_REGISTRY, _register, _register_composite,  # noqa: F401
+                        _short_name, registered_scorers, scorer_class)
 from ._threads import fit_threads
 from ._validation import FittedState, check_features, raise_nonfinite
 
@@ -85,12 +85,16 @@ class BaseScorer(OutlierMixin, BaseEstimator):
     ``name="..."`` sets its short name (default: the class name without
     "Scorer", in kebab case: ``MyKNNScorer`` -> ``my-knn``); ``register=False``
     keeps a class out (abstract bases, or scorers whose fitted state is not
-    plain arrays). Set ``_fit_uses_labels = True`` when ``fit(X, y)`` uses ``y``.
+    plain arrays); ``composite=True`` marks a scorer whose fitted state is a list of
+    fitted scorers, ``scorers_`` (templates: the ``scorers`` parameter), saved with
+    them but kept out of the plain scorers' registry (``PValueCombination``).
+    Set ``_fit_uses_labels = True`` when ``fit(X, y)`` uses ``y``.
     """
 
     _calibrations: tuple = ("conformal",)
     _fit_uses_labels: bool = False
     _l2_inside: bool = False  # the scorer L2-normalises by itself (KNNScorer)
+    _composite: bool = False  # made of fitted scorers, scorers_ (PValueCombination)
     scorer_name: str | None = None  # set on each registered class
 
     # scikit-learn's parameter declarations: checked by ``_validate_params`` in fit,
@@ -110,12 +114,17 @@ class BaseScorer(OutlierMixin, BaseEstimator):
                       "value: pass a large number such as 10**9",
     }
 
-    def __init_subclass__(cls, *, name: str | None = None, register: bool = True, **kwargs):
+    def __init_subclass__(cls, *, name: str | None = None, register: bool = True,
+                          composite: bool | None = None, **kwargs):
         super().__init_subclass__(**kwargs)
         # the calibration choices are declared once, by ``_calibrations``
         cls._parameter_constraints = {**cls._parameter_constraints,
                                       "calibration": [StrOptions({"auto", *cls._calibrations})]}
-        if register:
+        if composite is not None:  # inherited by subclasses
+            cls._composite = composite
+        if register and cls._composite:
+            _register_composite(cls)
+        elif register:
             _register(cls, name or _short_name(cls))
         else:
             cls.scorer_name = None
@@ -395,7 +404,7 @@ class BaseScorer(OutlierMixin, BaseEstimator):
                                    len(models) - 1)
             counts = np.zeros(n, dtype=np.int64)
         score = np.full(n, np.nan)  # never uninitialised memory
-        step = int(self.chunk_size)
+        step = self._scoring_step(n)
         for start in range(0, n, step):
             chunk = X[start:start + step]
             if not in_space:
@@ -419,6 +428,10 @@ class BaseScorer(OutlierMixin, BaseEstimator):
         if decision and dec is None:
             dec = score - self.offset_
         return ScoreResult(score, p if pvalue else None, dec)
+
+    def _scoring_step(self, n: int) -> int:
+        """Rows per chunk of ``_evaluate`` (``chunk_size``)."""
+        return int(self.chunk_size)
 
     def decision_function(self, X) -> np.ndarray:
         """Negative exactly for flagged samples, shape (n,).

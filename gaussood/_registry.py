@@ -13,6 +13,10 @@ import re
 
 # Every concrete scorer class, by class name (the name stored in saved files).
 _REGISTRY: dict[str, type] = {}
+# Scorers built from other fitted scorers (``PValueCombination``), by class name: saved
+# with their components by ``gaussood.save``, but not plain scorers, so neither in
+# ``registered_scorers()`` nor among the command line's ``--scorer`` choices.
+_COMPOSITES: dict[str, type] = {}
 
 
 def _short_name(cls) -> str:
@@ -41,6 +45,22 @@ def registered_scorers() -> dict[str, type]:
     ``gaussood.save``/``load`` and the command line take every registered class.
     """
     return {cls.scorer_name: cls for cls in _REGISTRY.values()}
+
+
+def _register_composite(cls) -> None:
+    """Register a scorer built from other fitted scorers (``PValueCombination``)."""
+    other = _REGISTRY.get(cls.__name__)
+    if other is not None:
+        raise TypeError(f"Cannot register {cls.__module__}.{cls.__qualname__} as composite "
+                        f"scorer {cls.__name__!r}: {other.__module__}.{other.__qualname__} "
+                        "already has that class name.")
+    cls.scorer_name = None
+    _COMPOSITES[cls.__name__] = cls
+
+
+def composite_class(class_name: str):
+    """The composite class called ``class_name`` (as stored in saved files), or None."""
+    return _COMPOSITES.get(class_name) if isinstance(class_name, str) else None
 
 
 def scorer_class(class_name: str):

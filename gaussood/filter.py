@@ -51,6 +51,29 @@ def _embedding_array(X):
     return None
 
 
+def _joined(Z):
+    """(embeddings, layer widths): an encoder's features as one (n, d) array, the blocks
+    of several layers side by side (widths None for one layer)."""
+    if not isinstance(Z, dict):
+        return Z, None
+    parts = list(Z.values())
+    return np.hstack(parts), [part.shape[1] for part in parts]
+
+
+def _per_layer(template, widths):
+    """One clone of the detector per layer, each on its layer's block of columns, their
+    p-values combined by Fisher's method (with the template's threshold and seed)."""
+    from .combine import PValueCombination
+
+    stops = np.cumsum(widths).tolist()
+    params = template.get_params(deep=False)
+    return PValueCombination([clone(template) for _ in widths], method="fisher",
+                             columns=[[a, b] for a, b in zip([0, *stops[:-1]], stops)],
+                             alpha=params.get("alpha"),
+                             contamination=params.get("contamination"),
+                             random_state=params.get("random_state"))
+
+
 def _take(X, keep: np.ndarray, paths):
     """The kept part of X: rows of an array or tensor, items of a list, kept file paths
     of a folder, a ``Subset`` of a Dataset."""
@@ -92,9 +115,15 @@ class OODFilter(TransformerMixin, BaseEstimator):
         scorer's own setting (default alpha = 0.05).
     action : {"drop", "flag"}, default="drop"
         What ``subset`` / ``stream`` / ``filter`` do with flagged samples.
-    layer : str, optional
+    layer : str or list of str, optional
         Feature layer: "backbone" (default) or "head" for gaussood encoders; a submodule
-        name, "name:input" or "output" for other modules (default: penultimate).
+        name (a 4-D feature map is pooled to channel means; "name:flatten" keeps every
+        value), "name:input" or "output" for other modules (default: penultimate).
+        Several layers (e.g. ``["backbone", "head"]``): embedded in one forward pass, the
+        detector is fitted on each layer's features (one clone of ``scorer`` per layer)
+        and their p-values are combined by Fisher's method (a ``PValueCombination`` with
+        ``columns``); the embeddings are the layers' features side by side, and the
+        encoder identity the scorer stores names every layer. Fitting then needs images.
     preprocessing : dict, transform or "raw", optional
         What the encoder expects of an image (``gaussood.deep.preprocess``); default: the
         encoder's own (stored in gaussood files, torchvision's for its models).
@@ -181,9 +210,15 @@ class OODFilter(TransformerMixin, BaseEstimator):
         from .views import gaussian_views
 
         scorer = clone(self.scorer) if self.scorer is not None else gaussian_views()
+        Z, widths = self._encode(X, desc="fit: embed")
+        if self.encoder is not None and len(self.image_encoder_.layers) > 1:
+            if widths is None:
+                raise ValueError(f"This filter has several layers "
+                                 f"({list(self.image_encoder_.layers)}): fit it on images, "
+                                 "so that the detector is fitted on each layer's features.")
+            scorer = _per_layer(scorer, widths)
         if self.alpha is not None or self.contamination is not None:
             scorer.set_params(alpha=self.alpha, contamination=self.contamination)
-        Z = self.embed(X, desc="fit: embed")
         scorer = scorer.fit(Z) if y is None else scorer.fit(Z, y)
         if self.encoder is not None:  # the scorer remembers its encoder (from_fitted checks)
             import json
@@ -212,14 +247,22 @@ class OODFilter(TransformerMixin, BaseEstimator):
               progress=None) -> np.ndarray:
         """Embeddings of ``X``: 2-D input is returned as is (embeddings); images (arrays,
         tensors, PIL images, lists of mixed sizes, a folder, a Dataset or DataLoader) are
-        encoded. A folder's unreadable files are skipped (``strict=True``: raise)."""
+        encoded (with several layers: their features side by side, in layer order). A
+        folder's unreadable files are skipped (``strict=True``: raise)."""
+        return self._encode(X, image_index=image_index, strict=strict, desc=desc,
+                            progress=progress)[0]
+
+    def _encode(self, X, *, image_index: int = 0, strict: bool = False, desc: str = "embed",
+                progress=None):
+        """(embeddings of X, the width of each layer's block, or None for embeddings given
+        as such or a single layer)."""
         Z = _embedding_array(X)
         if Z is not None:
             if Z.ndim != 2:
                 raise ValueError("Expected embeddings (n, d) or images; got an array with "
                                  f"{Z.ndim} dimensions.")
             self._paths = None
-            return Z
+            return Z, None
         encoder = self.image_encoder_
         if encoder is None:
             raise ValueError("Got images but this filter has no encoder: pass encoder=... "
@@ -229,7 +272,7 @@ class OODFilter(TransformerMixin, BaseEstimator):
                           progress=self.progress if progress is None else progress)
         files = encoder.last_source.files
         self._paths = list(files.read) if files is not None else None
-        return Z
+        return _joined(Z)
 
     # ----------------------------------------------------------------- scoring
     def _result(self, Z, paths=None) -> FilterResult:
@@ -286,9 +329,9 @@ class OODFilter(TransformerMixin, BaseEstimator):
                      for b in loader]
             Z = np.concatenate(parts) if parts else np.empty((0, self.n_features_in_))
         else:
-            Z = self.image_encoder_.embed(dataset, batch_size=self.batch_size,
-                                          image_index=image_index, num_workers=num_workers,
-                                          progress=self.progress, desc="subset: embed")
+            Z = _joined(self.image_encoder_.embed(
+                dataset, batch_size=self.batch_size, image_index=image_index,
+                num_workers=num_workers, progress=self.progress, desc="subset: embed"))[0]
         result = self.last_result_ = self._result(Z)
         if self.action == "drop":
             return Subset(dataset, np.flatnonzero(result.keep).tolist())

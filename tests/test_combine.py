@@ -12,7 +12,6 @@ from gaussood import (
     NormShellScorer,
     PValueCombination,
     auroc,
-    save,
 )
 
 SCALES = np.linspace(1.0, 0.2, 24)
@@ -149,8 +148,6 @@ def test_errors():
         PValueCombination([object()]).fit(X)
     with pytest.raises(ValueError, match="calibration"):
         PValueCombination(calibration="chi2").fit(X)
-    with pytest.raises(TypeError, match="gaussood scorer"):
-        save(PValueCombination(random_state=0).fit(X), "/tmp/never-written.npz")
 
 
 def test_parametric_components_flag_far_points_without_overflow():
@@ -255,3 +252,26 @@ def test_fit_out_of_fold_fits_as_fit_does():
         if plain.calibration_scores_ is not None:
             np.testing.assert_array_equal(np.sort(scores), plain.calibration_scores_)
     assert len(shared) == 5   # one entry per fold, shared by the Gaussian and the shell
+
+
+def test_components_are_called_once_per_scoring_and_chunk_alone(monkeypatch):
+    """Scoring calls each component once on all rows (not once per chunk of the
+    combination); each scores in chunks of its own chunk_size, so the combined scores
+    are those of the components scored alone."""
+    rng = np.random.default_rng(4)
+    X, Xt = draw(rng, 1500), draw(rng, 300) * 1.3
+    combo = PValueCombination([GaussianScorer(chunk_size=7), GaussianScorer(normalize="l2")],
+                              chunk_size=50, random_state=0).fit(X)
+    calls = []
+    original = GaussianScorer._evaluate
+
+    def counted(self, rows, **kw):
+        calls.append(rows.shape[0])
+        return original(self, rows, **kw)
+
+    monkeypatch.setattr(GaussianScorer, "_evaluate", counted)
+    result = combo.score_pvalue_decision(Xt)
+    assert calls == [300, 300]
+    alone = np.stack([s.pvalue(Xt) for s in combo.scorers_])
+    np.testing.assert_array_equal(result.score, np.log(alone).sum(axis=0))
+    np.testing.assert_array_equal(result.pvalue, combo.pvalue_from_scores(result.score))

@@ -1,5 +1,7 @@
 """GaussianScorer against scikit-learn's estimators and closed forms."""
 
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.covariance import OAS, EmpiricalCovariance, LedoitWolf, ShrunkCovariance
@@ -142,3 +144,55 @@ def test_whitener_whitens(rng):
     scorer = GaussianScorer().fit(X)
     W = scorer.whitener_
     np.testing.assert_allclose(W.T @ scorer.covariance_ @ W, np.eye(30), atol=1e-9)
+
+
+@pytest.mark.parametrize("n, d, params, models, k", [
+    (600, 256, {}, 6, 1),                                   # auto: cv+
+    (3000, 256, {"calibration": "conformal"}, 6, 1),
+    (3000, 256, {"calibration": "chi2"}, 1, 1),
+    (3000, 128, {"relative": True}, 6, 4),                  # with 4 classes
+])
+def test_fit_cost_estimates_the_traced_peak(n, d, params, models, k):
+    """fit_cost's memory is the fit's traced peak above its data, within a factor 2."""
+    import tracemalloc
+
+    from gaussood.gaussian import fit_cost
+
+    X = np.random.default_rng(0).normal(size=(n, d))
+    y = np.arange(n) % k if k > 1 else None
+    tracemalloc.start()
+    try:
+        GaussianScorer(**params).fit(X, y)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    size, seconds = fit_cost(n, d, n_components=k, n_models=models,
+                             relative=params.get("relative", False))
+    assert 0.5 <= (peak - X.nbytes) / size <= 2.0
+    assert 0 < seconds < 5
+
+
+def test_a_fit_too_large_for_the_machine_warns_or_is_refused(rng, monkeypatch):
+    """Issue 21: 8,192 flattened features on 600 rows stalled for 10+ minutes. The fit
+    warns with its estimate and the way out, or refuses above the machine's memory."""
+    from gaussood import gaussian
+    from gaussood.gaussian import fit_cost
+
+    size, seconds = fit_cost(600, 8192, n_models=6)
+    assert size > 12e9 and seconds > 600      # the issue's case: 13 GB, over 10 minutes
+    X = rng.normal(size=(600, 300))           # cv+: 6 models, 25 matrices of 0.7 MB
+    need = fit_cost(600, 300, n_models=6)[0]
+    monkeypatch.setattr(gaussian, "_physical_memory", lambda: need / 2)
+    scorer = GaussianScorer()
+    with pytest.raises(ValueError, match=r"600 rows x 300 features .*refused.*PCA"):
+        scorer.fit(X)
+    assert not hasattr(scorer, "covariance_")
+    monkeypatch.setattr(gaussian, "_physical_memory", lambda: need * 2)
+    with pytest.warns(UserWarning, match=r"needs about 0\.0 GB .*'name:flatten'.*1 model "
+                                         "instead of 6"):
+        scorer.fit(X)
+    assert scorer.calibration_ == "cv+"
+    monkeypatch.setattr(gaussian, "_physical_memory", lambda: need * 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        GaussianScorer(calibration="chi2").fit(X)   # 1 model: under a quarter of it

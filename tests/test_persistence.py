@@ -69,6 +69,18 @@ def test_foreign_files(rng, tmp_path):
         gaussood.load(tmp_path / "missing.npz")
 
 
+def _members(path):
+    """Every member of a saved file, by name."""
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def _write(path, entries, header):
+    """A file of ``entries`` with ``header`` (a hand-edited or crafted scorer file)."""
+    np.savez(path, **{**entries, "__gaussood__": np.array(json.dumps(header))})
+    return path
+
+
 def _rewrite_header(path, **changes):
     with np.load(path, allow_pickle=False) as data:
         arrays = {k: data[k] for k in data.files}
@@ -176,14 +188,8 @@ def test_cvplus_round_trip(rng, tmp_path):
 def test_cvplus_fold_states_are_validated_on_load(rng, tmp_path):
     path = tmp_path / "s.npz"
     GaussianScorer(calibration="cv+", random_state=0).fit(rng.normal(size=(200, 5))).save(path)
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
+    arrays = _members(path)
     header = json.loads(str(arrays["__gaussood__"]))
-
-    def write(name, entries, head=header):
-        out = tmp_path / name
-        np.savez(out, **{**entries, "__gaussood__": np.array(json.dumps(head))})
-        return out
 
     cases = {
         "whitener": (dict(arrays, **{"fold/2/whitener_": np.eye(4)}), header,
@@ -205,4 +211,148 @@ def test_cvplus_fold_states_are_validated_on_load(rng, tmp_path):
     }
     for name, (entries, head, match) in cases.items():
         with pytest.raises(ValueError, match=match):
-            gaussood.load(write(f"{name}.npz", entries, head))
+            gaussood.load(_write(tmp_path / f"{name}.npz", entries, head))
+
+
+# ----------------------------------------------------------------- combinations
+def _combinations(rng):
+    """Fitted combinations: gaussian_views with labels and with n_clusters, Fisher and
+    min of the default components, and one whose components are CV+ and k-NN."""
+    from gaussood import PValueCombination, gaussian_views
+
+    X = rng.normal(size=(700, 6)) + rng.integers(0, 3, 700)[:, None]
+    y = np.array(["a", "b", "c"])[rng.integers(0, 3, 700)]
+    return X, [
+        gaussian_views(random_state=0).fit(X, y),
+        gaussian_views(["l2", "relative-center-l2"], n_clusters=4, random_state=1).fit(X),
+        PValueCombination(method="fisher", random_state=2).fit(X),
+        PValueCombination(method="min", contamination=0.03, random_state=3).fit(X),
+        PValueCombination([GaussianScorer(calibration="cv+"), KNNScorer(n_neighbors=5)],
+                          method="min", alpha=0.1, random_state=4).fit(X),
+    ]
+
+
+def _params(combo):
+    """get_params of a combination with its templates as (class, parameters)."""
+    params = combo.get_params(deep=False)
+    templates = params.pop("scorers")
+    return params, None if templates is None else [
+        (type(t), t.get_params()) for t in templates]
+
+
+def test_combination_round_trip_is_exact(rng, tmp_path):
+    X, combos = _combinations(rng)
+    Xt = np.vstack([rng.normal(size=(300, 6)) * 1.5, X[:50], np.full((2, 6), 9.0)])
+    for i, combo in enumerate(combos):
+        path = tmp_path / f"combo{i}.npz"
+        combo.save(path)
+        with np.load(path, allow_pickle=False) as data:
+            header = json.loads(str(data["__gaussood__"]))
+            assert header["version"] == 3 and header["components"] == len(combo.scorers_)
+        loaded = gaussood.load(path)
+        assert type(loaded) is type(combo) and _params(loaded) == _params(combo)
+        for mine, theirs in zip(loaded.scorers_, combo.scorers_):
+            assert type(mine) is type(theirs) and mine.get_params() == theirs.get_params()
+        got, want = loaded.score_pvalue_decision(Xt), combo.score_pvalue_decision(Xt)
+        for name, a, b in zip(("score", "pvalue", "decision"), got, want):
+            np.testing.assert_array_equal(a, b, err_msg=f"combo{i} {name}")
+        np.testing.assert_array_equal(loaded.predict(Xt), combo.predict(Xt))
+        np.testing.assert_array_equal(loaded.component_pvalues(Xt), combo.component_pvalues(Xt))
+        np.testing.assert_array_equal(loaded.calibration_scores_, combo.calibration_scores_)
+        assert loaded.offset_ == combo.offset_ and loaded.alpha_ == combo.alpha_
+    # the templates come back unfitted: refitting the loaded combination gives the original
+    refit = gaussood.load(tmp_path / "combo2.npz").fit(X)
+    np.testing.assert_array_equal(refit.score_samples(Xt), combos[2].score_samples(Xt))
+
+
+def test_filter_default_detector_saves_with_its_provenance(rng, tmp_path):
+    """OODFilter has no save of its own: its fitted detector (gaussian_views by default)
+    is saved, and OODFilter.from_fitted wraps the loaded one."""
+    from gaussood import OODFilter
+
+    X = rng.normal(size=(800, 5))
+    filt = OODFilter().fit(X)
+    filt.scorer_.provenance_ = {"encoder_identity": {"weights_sha256": "ab" * 32}}
+    gaussood.save(filt.scorer_, tmp_path / "filter.npz")
+    loaded = gaussood.load(tmp_path / "filter.npz")
+    assert loaded.provenance_ == filt.scorer_.provenance_
+    again = OODFilter.from_fitted(loaded)
+    Xt = np.vstack([rng.normal(size=(100, 5)), np.full((3, 5), 5.0)])
+    first, second = filt.evaluate(Xt), again.evaluate(Xt)
+    np.testing.assert_array_equal(first.keep, second.keep)
+    np.testing.assert_array_equal(first.pvalue, second.pvalue)
+
+
+def test_combination_files_are_refused_when_broken(rng, tmp_path):
+    from gaussood import PValueCombination
+
+    X = rng.normal(size=(400, 5))
+    path = tmp_path / "c.npz"
+    PValueCombination(random_state=0).fit(X).save(path)
+    arrays = _members(path)
+    header = json.loads(str(arrays["__gaussood__"]))
+    GaussianScorer(random_state=0).fit(rng.normal(size=(400, 3))).save(tmp_path / "other.npz")
+    three = _members(tmp_path / "other.npz")
+    shell_header = json.loads(str(arrays["component/1/__gaussood__"]))
+
+    without_1 = {k: v for k, v in arrays.items() if not k.startswith("component/1/")}
+    cases = {
+        "missing": (without_1, header, r"component 1\) is missing"),
+        "count": (arrays, {**header, "components": 3}, r"component 2\) is missing"),
+        "zero": (arrays, {**header, "components": 0}, "invalid 'components' count"),
+        "stray": (dict(arrays, **{"component/5/attr/x_": np.zeros(2)}), header,
+                  "unexpected member 'component/5/attr/x_'"),
+        "extra": (dict(arrays, **{"weights": np.zeros(3)}), header,
+                  "unexpected member 'weights'"),
+        "extra-in-component": (dict(arrays, **{"component/0/junk": np.zeros(3)}), header,
+                               r"component 0\) holds an unexpected member 'junk'"),
+        "wrong-width": ({**{k: v for k, v in arrays.items() if not k.startswith(
+            "component/0/")}, **{f"component/0/{k}": v for k, v in three.items()}},
+            header, "scorers_.0. takes 3 features, the combination gives it 5"),
+        "broken-component": (dict(arrays, **{"component/0/attr/whitener_": np.eye(2)}),
+                             header, r"component 0\) holds an incomplete or inconsistent"),
+        "old-version": (arrays, {**header, "version": 2}, "combinations are version 3"),
+        "plain-as-3": (arrays, {**header, "class": "GaussianScorer"},
+                       "combinations are version 3"),
+        "component-newer": (dict(arrays, **{"component/1/__gaussood__": np.array(
+            json.dumps({**shell_header, "version": 99}))}), header, "Upgrade gaussood"),
+        "templates": (arrays, {**header, "templates": [{"class": "Nope", "params": {}}]},
+                      "unknown scorer class 'Nope'"),
+        "bad-template": (arrays, {**header, "templates": [
+            {"class": "GaussianScorer", "params": {"covariance": "magic"}}]},
+            r"templates\[0\] has invalid GaussianScorer"),
+        "method": (arrays, {**header, "params": {**header["params"], "method": "mean"}},
+                   "incomplete or inconsistent PValueCombination"),
+        "unknown-attribute": (dict(arrays, **{"attr/secret_": np.zeros(2)}), header,
+                              "does not have: 'secret_'"),
+    }
+    for name, (entries, head, match) in cases.items():
+        with pytest.raises(ValueError, match=match):
+            gaussood.load(_write(tmp_path / f"{name}.npz", entries, head))
+    with pytest.raises(TypeError, match="holds a PValueCombination, not a GaussianScorer"):
+        GaussianScorer.load(path)
+
+    class Unregistered(GaussianScorer, register=False):
+        pass
+
+    combo = PValueCombination([Unregistered(), NormShellScorer()], random_state=0).fit(X)
+    with pytest.raises(TypeError, match="registered gaussood scorer"):
+        combo.save(tmp_path / "unregistered.npz")
+    assert not (tmp_path / "unregistered.npz").exists()
+
+
+def test_nested_combination_round_trip(rng, tmp_path):
+    """A combination of combinations (OODFilter's detector over several layers)."""
+    from gaussood import PValueCombination, gaussian_views
+
+    X, y = rng.normal(size=(600, 4)), rng.integers(0, 2, 600)
+    nested = PValueCombination([gaussian_views(["raw", "l2"]), NormShellScorer()],
+                               random_state=0).fit(X, y)
+    nested.save(tmp_path / "nested.npz")
+    with np.load(tmp_path / "nested.npz", allow_pickle=False) as data:
+        assert "component/0/component/1/attr/whitener_" in data.files
+    loaded = gaussood.load(tmp_path / "nested.npz")
+    assert _params(loaded.scorers[0]) == _params(nested.scorers[0])
+    Xt = rng.normal(size=(200, 4)) * 1.4
+    for a, b in zip(loaded.score_pvalue_decision(Xt), nested.score_pvalue_decision(Xt)):
+        np.testing.assert_array_equal(a, b)

@@ -95,10 +95,22 @@ def test_new_and_user_subclasses_save_and_load(cls, tmp_path):
 
 
 def test_unregistered_scorers_are_not_saved(tmp_path):
-    combo = PValueCombination(random_state=0).fit(np.random.default_rng(2).normal(size=(200, 3)))
+    class Unregistered(GaussianScorer, register=False):
+        pass
+
+    scorer = Unregistered().fit(np.random.default_rng(2).normal(size=(200, 3)))
     with pytest.raises(TypeError, match="registered gaussood scorer"):
-        gaussood.save(combo, tmp_path / "c.npz")
+        gaussood.save(scorer, tmp_path / "c.npz")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_combinations_save_but_are_not_plain_scorers(tmp_path):
+    """A combination is composite: saved with its components, never a --scorer choice."""
+    assert PValueCombination not in registered_scorers().values()
+    assert scorer_class("PValueCombination") is None
+    combo = PValueCombination(random_state=0).fit(np.random.default_rng(2).normal(size=(200, 3)))
+    combo.save(tmp_path / "c.npz")
+    assert isinstance(PValueCombination.load(tmp_path / "c.npz"), PValueCombination)
 
 
 def test_decision_from_scores_is_the_flag_rule():

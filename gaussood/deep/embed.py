@@ -29,7 +29,9 @@ def embed_images(model, images, *, layer: str | None = None, batch_size: int | N
 
     For a gaussood encoder ``layer="backbone"`` (default) gives the features h, ``"head"``
     the projection z; for other modules see ``make_encoder``. ``out``: a ``.npy`` path
-    written row by row (bounded memory); a read-only memmap of it is returned.
+    written row by row (bounded memory); a read-only memmap of it is returned. Several
+    layers (a list): a dict of arrays by layer, from one forward pass (``out``: a dict
+    of paths).
     """
     encoder = make_encoder(model, layer=layer, preprocessing=preprocessing, device=device,
                            views=views)
@@ -80,6 +82,10 @@ def extract_embeddings(checkpoint, dataset, *, layer: str | None = None,
 
     encoder = make_encoder(checkpoint, layer=layer, preprocessing=preprocessing, device=device,
                            views=views)
+    if len(encoder.layers) > 1:
+        raise ValueError(f"extract_embeddings caches one layer; got {list(encoder.layers)}: "
+                         "call it once per layer, or use make_encoder(...).embed for all "
+                         "of them in one pass.")
     if device is not None:
         encoder.device = device
     images, name, fingerprint = _cache_entry(dataset, strict)

@@ -12,7 +12,10 @@
   a module, a callable or an ``ImageEncoder``;
 - any ``torch.nn.Module``: by default the input of its last ``nn.Linear`` (the
   penultimate features), or ``layer="name"`` (a forward hook on that submodule; its
-  output, flattened), ``"name:input"`` (the submodule's input) or ``"output"``;
+  output), ``"name:input"`` (the submodule's input) or ``"output"``. A 4-D feature map
+  ``(N, C, H, W)`` (a convolutional layer) is pooled globally to its C channel means;
+  ``"name:flatten"`` (or ``"name:input:flatten"``) keeps all C x H x W values instead,
+  which a Gaussian fit pays for in d x d matrices. Other outputs are flattened;
 - any other callable mapping a batch to ``(N, d)``: a float ``(N, 3, H, W)`` tensor
   after ``preprocessing``, or with ``preprocessing="raw"`` (the default for callables)
   the uint8 ``(N, H, W, 3)`` numpy batch at native size.
@@ -21,6 +24,10 @@ Import specs and torchvision names are honoured only from the caller: reading a
 gaussood encoder file builds only gaussood's own architectures, and nothing read from a
 file is ever imported. ``ImageEncoder.identity()`` is what makes two encoders the same
 (weights SHA-256, feature layer, preprocessing), not the spec they were built from.
+
+Several layers in one forward pass: ``layer=("backbone", "head")`` or a list of submodule
+names (hooks on each; the pass stops once every hooked layer has fired).
+``embed`` then returns a dict of float32 arrays, one per layer, in the order given.
 """
 
 from __future__ import annotations
@@ -86,13 +93,19 @@ class ImageEncoder:
                  device=None, views: str | None = None) -> None:
         if views not in VIEWS:
             raise ValueError(f"views must be one of {VIEWS}; got {views!r}.")
-        self.model, self.kind, self.layer, self.views = model, kind, layer, views
+        self.model, self.kind, self.views = model, kind, views
+        self.layer = layer if isinstance(layer, str) else tuple(layer)
         self.preprocessing = check_preprocessing(preprocessing, allow_raw=kind == "callable")
         if int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
         self.batch_size, self.device = int(batch_size), device
         self._prep = None if self.preprocessing == "raw" else Preprocessor(self.preprocessing)
         self.last_source = None
+
+    @property
+    def layers(self) -> tuple:
+        """The feature layers, in order (``(layer,)`` for one)."""
+        return self.layer if isinstance(self.layer, tuple) else (self.layer,)
 
     def __repr__(self) -> str:
         return f"ImageEncoder(kind={self.kind!r}, layer={self.layer!r}, " \
@@ -129,27 +142,26 @@ class ImageEncoder:
             return
         was_training = module.training
         module.eval().to(device)
-        handle, forward = None, None
-        try:
+        handles = []
+        try:  # every forward returns a tuple: the features of each layer
             if self.kind == "gaussood":
-                index = GAUSSOOD_LAYERS.index(self.layer)
+                index = [GAUSSOOD_LAYERS.index(layer) for layer in self.layers]
 
                 def forward(x):
                     with torch.autocast(device.type, dtype=torch.bfloat16,
                                         enabled=device.type == "cuda"):
-                        return module(x)[index].float()
-            elif self.layer == "output":
-                forward = module
+                        out = module(x)
+                    return tuple(out[i].float() for i in index)
             else:
-                handle, forward = _hooked(module, self.layer)
+                handles, forward = _hooked(module, self.layers)
             yield forward
         finally:
-            if handle is not None:
+            for handle in handles:
                 handle.remove()
             module.train(was_training)
 
     def _callable_forward(self, x):
-        return self.model(x)
+        return (self.model(x),)
 
     @torch.no_grad()
     def embed(self, images, *, batch_size: int | None = None, progress: bool = False,
@@ -158,7 +170,9 @@ class ImageEncoder:
         """float32 ``(N, d)`` embeddings of any image input (``gaussood.deep.images``).
 
         ``out``: a ``.npy`` path; rows are written there as they come (memory does not
-        grow with N) and a read-only memmap of the file is returned. A folder's unreadable
+        grow with N) and a read-only memmap of the file is returned. With several layers
+        the result is a dict ``{layer: (N, d_layer) array}`` (one forward pass), and
+        ``out`` a dict ``{layer: .npy path}`` naming every layer. A folder's unreadable
         files are skipped (listed in a warning and in ``last_source.files.skipped``), or
         raise with ``strict=True``.
         """
@@ -167,24 +181,38 @@ class ImageEncoder:
                              num_workers=num_workers)
         self.last_source = source
         device = pick_device(self.device)
-        rows = NpyRows(out, source.n)
+        rows = [NpyRows(path, source.n) for path in self._out_paths(out)]
         bar = tqdm(total=source.n, unit="img", desc=desc, leave=False,
                    disable=not progress or (source.n is not None and source.n <= bs))
         try:
             with self._ready(device) as forward:
                 for batch in source:
-                    rows.add(self._batch(forward, batch, device))
+                    for layer_rows, feats in zip(rows, self._batch(forward, batch, device)):
+                        layer_rows.add(feats)
                     bar.update(len(batch))
         except BaseException:
-            rows.abort()
+            for layer_rows in rows:
+                layer_rows.abort()
             raise
         finally:
             bar.close()
-        return rows.finish()
+        done = [layer_rows.finish() for layer_rows in rows]
+        return done[0] if len(done) == 1 else dict(zip(self.layers, done))
+
+    def _out_paths(self, out) -> list:
+        """One ``out`` path (or None) per layer."""
+        if len(self.layers) == 1 or out is None:
+            return [out] * len(self.layers)
+        if not isinstance(out, dict) or set(out) != set(self.layers):
+            raise ValueError(f"out must be a dict {{layer: .npy path}} naming each of the "
+                             f"layers {list(self.layers)} for an encoder with several; got "
+                             f"{out!r:.200}.")
+        return [out[layer] for layer in self.layers]
 
     __call__ = embed
 
-    def _batch(self, forward, batch, device) -> np.ndarray:
+    def _batch(self, forward, batch, device) -> list:
+        """float32 ``(n, d_layer)`` features of each layer for one batch of images."""
         n = len(batch)
         if self._prep is None:
             if isinstance(batch, list):
@@ -194,16 +222,10 @@ class ImageEncoder:
             x = batch
         else:
             x = self._prep(batch, device)
+        views = [x] if self.views is None else (  # test-time views: their mean features
+            rotation_views(x) if self.views == "rot4" else [x, x.flip(-1)])
         try:
-            if self.views is not None:  # mean features over the test-time views
-                views = rotation_views(x) if self.views == "rot4" else [x, x.flip(-1)]
-                feats = sum(_check_rows(_run(forward, v), n).astype(np.float64)
-                            for v in views) / len(views)
-                feats = feats.astype(np.float32)
-            else:
-                feats = forward(x)
-        except _Stop as stop:
-            feats = stop.args[0]
+            outputs = [_run(forward, v) for v in views]
         except Exception as exc:  # noqa: BLE001 - re-raised with the input shape
             shape = tuple(x.shape)
             small = min(shape[-2:] if self._prep is not None else shape[1:3])
@@ -211,7 +233,12 @@ class ImageEncoder:
                     "preprocessing with a larger input_size.") if small < 64 else ""
             raise ValueError(f"The encoder failed on a batch of shape {shape}: "
                              f"{type(exc).__name__}: {str(exc).splitlines()[0]}.{hint}") from exc
-        return _check_rows(feats, n)
+        flatten = [":flatten" in layer for layer in self.layers]
+        feats = [[_check_rows(f, n, flat) for f, flat in zip(out, flatten)] for out in outputs]
+        if len(feats) == 1:
+            return feats[0]
+        return [(sum(view[i].astype(np.float64) for view in feats) / len(feats)).astype(
+            np.float32) for i in range(len(self.layers))]
 
 
 def _run(forward, x):
@@ -221,13 +248,17 @@ def _run(forward, x):
         return stop.args[0]
 
 
-def _check_rows(feats, n: int) -> np.ndarray:
+def _check_rows(feats, n: int, flatten: bool = False) -> np.ndarray:
+    """float32 ``(n, d)`` rows of one layer's features; a 4-D feature map ``(n, C, H, W)``
+    is pooled to its C channel means unless ``flatten`` (then C x H x W values)."""
     if isinstance(feats, (tuple, list)) and not isinstance(feats, np.ndarray):
         raise ValueError(f"The encoder returned a {type(feats).__name__}, not an (N, d) "
                          "array (a gaussood Encoder? pass it to make_encoder directly).")
     if isinstance(feats, torch.Tensor):
         feats = feats.detach().float().cpu().numpy()
     feats = np.asarray(feats, dtype=np.float32)
+    if feats.ndim == 4 and not flatten:  # global average pooling of a feature map
+        feats = feats.mean(axis=(2, 3))
     if feats.ndim > 2:
         feats = feats.reshape(feats.shape[0], -1)
     if feats.ndim != 2 or feats.shape[0] != n:
@@ -241,26 +272,57 @@ def _check_rows(feats, n: int) -> np.ndarray:
     return feats
 
 
-def _hooked(module: nn.Module, layer: str):
-    """(hook handle, forward) taking the output (or ``:input``) of a named submodule."""
-    name, _, what = layer.partition(":")
+def _hooked(module: nn.Module, layers):
+    """(hook handles, forward): ``forward(x)`` returns a tuple, the features of each of
+    ``layers`` in order: a submodule's output (or ``name:input``) through a forward hook,
+    or the module's ``output``. Without "output" the pass stops once every hook fired."""
     named = dict(module.named_modules())
-    if name not in named or what not in ("", "input"):
-        some = [n for n in named if n][-8:]
-        raise ValueError(f"{type(module).__name__} has no layer {layer!r}; give a submodule "
-                         f"name (e.g. {', '.join(some)}), 'name:input', or 'output'.")
+    specs = []
+    for layer in layers:
+        name, *modes = layer.split(":")
+        if ((name not in named and name != "output") or len(set(modes)) != len(modes)
+                or not set(modes) <= {"input", "flatten"}
+                or (name == "output" and "input" in modes)):
+            some = [n for n in named if n][-8:]
+            raise ValueError(f"{type(module).__name__} has no layer {layer!r}; give a "
+                             f"submodule name (e.g. {', '.join(some)}), 'name:input', "
+                             "'name:flatten', or 'output'.")
+        specs.append((name, "input" in modes))
+    hooked = [i for i, (name, _) in enumerate(specs) if name != "output"]
+    captured = {}
 
-    def capture(_mod, args, output=None):
-        raise _Stop(args[0] if what == "input" else output)
+    def capture(i, want_input):
+        def hook(_mod, args, output=None):
+            if i not in captured:  # a submodule that runs twice: its first call
+                captured[i] = args[0] if want_input else output
+                if len(captured) == len(specs):  # all there: the rest is not needed
+                    raise _Stop(tuple(captured[j] for j in range(len(specs))))
+        return hook
 
-    sub = named[name]
-    handle = (sub.register_forward_pre_hook(capture) if what == "input"
-              else sub.register_forward_hook(capture))
+    handles = [named[specs[i][0]].register_forward_pre_hook(capture(i, True)) if specs[i][1]
+               else named[specs[i][0]].register_forward_hook(capture(i, False))
+               for i in hooked]
 
     def forward(x):
-        module(x)
-        raise ValueError(f"layer {layer!r} was not reached by the forward pass.")
-    return handle, forward
+        captured.clear()
+        output = module(x)
+        missing = [layers[i] for i in hooked if i not in captured]
+        if missing:
+            raise ValueError(f"layer {missing[0]!r} was not reached by the forward pass.")
+        return tuple(output if i not in hooked else captured[i] for i in range(len(specs)))
+    return handles, forward
+
+
+def _layer_spec(layer):
+    """``layer`` as given to ``make_encoder``: None, a name, or a tuple of several."""
+    if layer is None or isinstance(layer, str):
+        return layer
+    layers = list(layer) if isinstance(layer, (list, tuple)) else None
+    if not layers or not all(isinstance(item, str) for item in layers) \
+            or len(set(layers)) != len(layers):
+        raise ValueError(f"layer must be a layer name or a list of distinct names; got "
+                         f"{layer!r:.200}.")
+    return layers[0] if len(layers) == 1 else tuple(layers)
 
 
 def default_layer(module: nn.Module) -> str:
@@ -326,7 +388,7 @@ def _module_encoder(module: nn.Module, layer, preprocessing, **kw) -> ImageEncod
 
     if isinstance(module, Encoder):
         layer = layer or "backbone"
-        if layer not in GAUSSOOD_LAYERS:
+        if not set((layer,) if isinstance(layer, str) else layer) <= set(GAUSSOOD_LAYERS):
             raise ValueError(f"layer must be one of {GAUSSOOD_LAYERS} for a gaussood "
                              f"encoder; got {layer!r}.")
         return ImageEncoder(module, kind="gaussood", layer=layer,
@@ -342,8 +404,8 @@ def _module_encoder(module: nn.Module, layer, preprocessing, **kw) -> ImageEncod
                           "ImageNet's (shorter side 256, centre 224, ImageNet mean/std). "
                           "Pass preprocessing= to say what the model expects.", stacklevel=3)
     layer = "output" if script else (layer or default_layer(module))
-    if layer != "output":
-        _hooked(module, layer)[0].remove()        # check the name now
+    for handle in _hooked(module, (layer,) if isinstance(layer, str) else layer)[0]:
+        handle.remove()                           # the names are checked now
     return ImageEncoder(module, kind="torchscript" if script else "module", layer=layer,
                         preprocessing=preprocessing, **kw)
 
@@ -421,9 +483,12 @@ def make_encoder(spec, *, layer: str | None = None, preprocessing=None, weights=
     ----------
     spec : ImageEncoder, path, "torchvision:<name>", "package.module:factory",
         ``torch.nn.Module`` or callable.
-    layer : str, optional
+    layer : str or list of str, optional
         gaussood encoders: "backbone" (default) or "head". Modules: a submodule name
-        (its output), "name:input", or "output"; default: the input of the last Linear.
+        (its output; a 4-D feature map pooled to channel means), "name:input",
+        "name:flatten" (every value of the map), or "output"; default: the input of the
+        last Linear. Several: features of each, in one forward pass (``embed`` returns
+        a dict by layer).
     preprocessing : dict, transform or "raw", optional
         Default: stored in a gaussood file; torchvision's for its models; ImageNet's (with
         a warning) for other modules; "raw" for callables.
@@ -437,6 +502,7 @@ def make_encoder(spec, *, layer: str | None = None, preprocessing=None, weights=
         ``identity()``, so a scorer fitted on one refuses embeddings of another.
     """
     kw = {"batch_size": batch_size, "device": device, "views": views}
+    layer = _layer_spec(layer)
     if weights is not None and not (isinstance(spec, str) and spec.startswith("torchvision:")):
         raise ValueError("weights= goes with 'torchvision:<name>' only.")
     if isinstance(spec, ImageEncoder):

@@ -80,7 +80,15 @@ def test_module_layers():
                                out.numpy(), atol=1e-5)
     np.testing.assert_allclose(make_encoder(net, layer="3", preprocessing=prep).embed(x),
                                flat.numpy(), atol=1e-5)
-    assert make_encoder(net, layer="2", preprocessing=prep).embed(x).shape == (3, 32)
+    # a 4-D feature map (N, 8, 2, 2) is pooled to its 8 channel means; ":flatten" keeps all
+    with torch.no_grad():
+        fmap = net[:3](t)
+    np.testing.assert_allclose(make_encoder(net, layer="2", preprocessing=prep).embed(x),
+                               fmap.mean(dim=(2, 3)).numpy(), atol=1e-6)
+    np.testing.assert_allclose(make_encoder(net, layer="2:flatten", preprocessing=prep).embed(x),
+                               flat.numpy(), atol=1e-6)
+    assert make_encoder(net, layer="2:flatten", preprocessing=prep).identity()["layer"] \
+        == "2:flatten"
     with pytest.raises(ValueError, match="no layer 'avgpool'"):
         make_encoder(net, layer="avgpool", preprocessing=prep)
     assert not net._forward_hooks and not net[6]._forward_pre_hooks   # hooks removed
@@ -195,3 +203,53 @@ def test_out_memmap_and_empty(tmp_path):
     np.testing.assert_array_equal(enc.embed(stream, out=tmp_path / "s.npy"), ref)
     assert enc.embed(x[:0]).shape == (0, 0)
     assert not list(Path(tmp_path).glob("**/*.partial"))
+
+
+def test_several_layers_in_one_forward_pass(tmp_path):
+    """layer=[...]: a dict of features by layer, equal to one encoder per layer, from one
+    forward pass per batch that stops once the last hooked layer has fired."""
+    net = tiny_net().eval()
+    x = images(7)
+    layers = ["2", "4", "6:input"]
+    enc = make_encoder(net, layer=layers, preprocessing=SMALL, batch_size=3)
+    calls = {"conv": 0, "last": 0}
+    net[0].register_forward_pre_hook(lambda *a: calls.__setitem__("conv", calls["conv"] + 1))
+    net[6].register_forward_hook(lambda *a: calls.__setitem__("last", calls["last"] + 1))
+    got = enc.embed(x)
+    assert list(got) == layers and enc.layers == tuple(layers)
+    assert calls == {"conv": 3, "last": 0}   # 3 batches, one pass each, stopped before fc
+    for layer in layers:
+        np.testing.assert_array_equal(
+            got[layer], make_encoder(net, layer=layer, preprocessing=SMALL, batch_size=3).embed(x))
+    assert got["2"].shape == (7, 8)           # pooled feature map
+    assert enc.identity()["layer"] == tuple(layers)
+    assert json.loads(json.dumps(enc.identity()))["layer"] == layers
+    both = make_encoder(net, layer=["4", "output"], preprocessing=SMALL).embed(x)
+    np.testing.assert_array_equal(both["output"], make_encoder(
+        net, layer="output", preprocessing=SMALL).embed(x))
+    flip = make_encoder(net, layer=["4", "2"], preprocessing=SMALL, views="flip",
+                        batch_size=3).embed(x)
+    np.testing.assert_allclose(flip["2"], make_encoder(
+        net, layer="2", preprocessing=SMALL, views="flip").embed(x), atol=1e-6)
+    out = {"2": tmp_path / "a.npy", "6:input": tmp_path / "b.npy", "4": tmp_path / "c.npy"}
+    written = enc.embed(x, out=out)
+    np.testing.assert_array_equal(np.load(tmp_path / "b.npy"), got["6:input"])
+    assert isinstance(written["4"], np.memmap)
+    with pytest.raises(ValueError, match="out must be a dict"):
+        enc.embed(x, out=tmp_path / "one.npy")
+    with pytest.raises(ValueError, match="distinct names"):
+        make_encoder(net, layer=["2", "2"], preprocessing=SMALL)
+    with pytest.raises(ValueError, match="no layer '9'"):
+        make_encoder(net, layer=["2", "9"], preprocessing=SMALL)
+    assert make_encoder(net, layer=["4"], preprocessing=SMALL).layer == "4"
+    from gaussood.deep import extract_embeddings
+    with pytest.raises(ValueError, match="caches one layer"):
+        extract_embeddings(net, x, layer=layers, preprocessing=SMALL, cache_dir=tmp_path)
+    assert not net[2]._forward_hooks and not net[6]._forward_pre_hooks  # hooks removed
+    # a gaussood encoder: backbone and head from its one forward
+    torch.manual_seed(0)
+    model = Encoder("small").eval()
+    pair = make_encoder(model, layer=("backbone", "head"), device="cpu").embed(x)
+    for layer in ("backbone", "head"):
+        np.testing.assert_array_equal(pair[layer], make_encoder(
+            model, layer=layer, device="cpu").embed(x))

@@ -123,3 +123,48 @@ def test_from_fitted_checks_the_encoder_identity(tmp_path):
     bare = GaussianScorer().fit(rng.normal(size=(300, 256)))
     with pytest.warns(UserWarning, match="stores no encoder identity"):
         OODFilter.from_fitted(bare, encoder=SHIPPED, progress=False)
+
+
+def test_several_layers_fit_one_detector_per_layer(tmp_path):
+    """OODFilter(layer=[...]): one forward pass, the detector fitted on each layer's
+    features, Fisher of their p-values; the identity names every layer; it saves."""
+    import gaussood
+    from gaussood import PValueCombination, gaussian_views
+    from gaussood.deep import make_encoder
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+                        nn.Flatten(), nn.Linear(24, 5), nn.ReLU(), nn.Linear(5, 2)).eval()
+    prep = {"input_size": 16, "resize": "resize", "mean": [0.5] * 3, "std": [0.25] * 3}
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (400, 16, 16, 3), dtype=np.uint8)
+    y = rng.integers(0, 3, 400)
+    test = np.concatenate([rng.integers(0, 256, (60, 16, 16, 3), dtype=np.uint8),
+                           np.full((5, 16, 16, 3), 255, dtype=np.uint8)])
+    layers = ["2", "4"]
+    filt = OODFilter(gaussian_views(random_state=0), encoder=net, layer=layers,
+                     preprocessing=prep, progress=False, alpha=0.1).fit(images, y)
+    detector = filt.scorer_
+    assert isinstance(detector, PValueCombination) and detector.columns == [[0, 6], [6, 11]]
+    assert detector.alpha_ == 0.1
+    feats = make_encoder(net, layer=layers, preprocessing=prep).embed(images)
+    tfeats = make_encoder(net, layer=layers, preprocessing=prep).embed(test)
+    # each layer's detector is the template fitted on that layer's features alone
+    for k, layer in enumerate(layers):
+        alone = gaussian_views(random_state=0).fit(feats[layer], y)
+        np.testing.assert_array_equal(detector.scorers_[k].pvalue(tfeats[layer]),
+                                      alone.pvalue(tfeats[layer]))
+    pvalues = detector.component_pvalues(np.hstack([tfeats[layer] for layer in layers]))
+    result = filt.evaluate(test)
+    np.testing.assert_array_equal(result.score, np.log(pvalues).sum(axis=0))
+    assert filt.transform(test).shape == (65, 11)
+    assert filt.scorer_.provenance_["encoder_identity"]["layer"] == layers
+    gaussood.save(filt.scorer_, tmp_path / "layers.npz")
+    again = OODFilter.from_fitted(gaussood.load(tmp_path / "layers.npz"), encoder=net,
+                                  layer=layers, preprocessing=prep, progress=False)
+    np.testing.assert_array_equal(again.evaluate(test).pvalue, result.pvalue)
+    with pytest.raises(ValueError, match="another encoder"):
+        OODFilter.from_fitted(again.scorer_, encoder=net, layer="4", preprocessing=prep)
+    with pytest.raises(ValueError, match="fit it on images"):
+        OODFilter(encoder=net, layer=layers, preprocessing=prep).fit(feats["4"])
