@@ -453,6 +453,13 @@ def test_fit_and_score_several_embeddings_files(tmp_path, capsys):
     code, _, err = run(capsys, "score", "--scorer", model, *new, *new[:2], "--out", out)
     assert_one_line_error(err, "score", code, 1)
     assert "fitted on 2 embeddings files (layers); got 3 --embeddings" in err
+    # the features side by side in one file of your own (no identity): taken as they are
+    np.save(tmp_path / "both.npy", X_new)
+    code, _, err = run(capsys, "score", "--scorer", model, "--embeddings", tmp_path / "both.npy",
+                       "--out", tmp_path / "both.npz")
+    assert code == 0 and "cannot check" in err, err
+    with np.load(tmp_path / "both.npz") as result, np.load(tmp_path / "fisher-s.npz") as ref:
+        np.testing.assert_array_equal(result["score"], ref["score"])
     one = tmp_path / "one.npz"
     assert run(capsys, "fit", *fit[:2], "--scorer", "gaussian", "--out", one)[0] == 0
     code, _, err = run(capsys, "score", "--scorer", one, *new, "--out", out)
