@@ -407,7 +407,8 @@ def test_fit_and_score_several_embeddings_files(tmp_path, capsys):
     rows = {"fit": base[:1000], "new": np.vstack([base[1000:], base[1000:1100] * 3.0])}
     files = {}
     for split, z in rows.items():
-        feats = {"backbone": np.hstack([z, rng.normal(size=(len(z), 4))]), "head": np.tanh(z @ W) + 0.1 * rng.normal(size=(len(z), 5))}
+        feats = {"backbone": np.hstack([z, rng.normal(size=(len(z), 4))]),
+                 "head": np.tanh(z @ W) + 0.1 * rng.normal(size=(len(z), 5))}
         for layer, X in feats.items():
             files[split, layer] = tmp_path / f"{split}.{layer}.npy"
             np.save(files[split, layer], X.astype(np.float32))

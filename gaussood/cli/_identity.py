@@ -141,6 +141,8 @@ def check_layer_embeddings(scorer, scorer_path, Xs, files, blocks) -> None:
 
 def _check_file(stored, n_features, scorer_path, X, embeddings: Path, *, warn_unchecked,
                 what) -> None:
+    """Refuse the embeddings file of another encoder than ``stored`` (when both are
+    known), or of another width than ``n_features``; ``what`` names the scorer."""
     if stored is not None:
         given = read_identity(embeddings)
         if given is not None:
