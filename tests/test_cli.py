@@ -394,3 +394,96 @@ def test_feature_space_and_relative_options(tmp_path, data, capsys):
         assert_one_line_error(err, "fit", code, expected)
         assert message in err, (argv, err)
     assert not never.exists()
+
+
+def test_fit_and_score_several_embeddings_files(tmp_path, capsys):
+    """Two layers of the same rows: one Gaussian per file, Fisher- (or min-) combined, as
+    the combination built directly; score takes one file per layer, in the fitted order."""
+    from gaussood import GaussianScorer, PValueCombination
+
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(1500, 4))
+    W = rng.normal(size=(4, 5))
+    rows = {"fit": base[:1000], "new": np.vstack([base[1000:], base[1000:1100] * 3.0])}
+    files = {}
+    for split, z in rows.items():
+        feats = {"backbone": np.hstack([z, rng.normal(size=(len(z), 4))]),
+                 "head": np.tanh(z @ W) + 0.1 * rng.normal(size=(len(z), 5))}
+        for layer, X in feats.items():
+            files[split, layer] = tmp_path / f"{split}.{layer}.npy"
+            np.save(files[split, layer], X.astype(np.float32))
+            write_identity(files[split, layer], {**IDENTITY, "layer": layer})
+    fit = [arg for layer in ("backbone", "head") for arg in ("--embeddings", files["fit", layer])]
+    new = [arg for layer in ("backbone", "head") for arg in ("--embeddings", files["new", layer])]
+    X_fit = np.hstack([np.load(files["fit", layer]) for layer in ("backbone", "head")])
+    X_new = np.hstack([np.load(files["new", layer]) for layer in ("backbone", "head")])
+    for method in ("fisher", "min"):
+        model = tmp_path / f"{method}.npz"
+        code, out, err = run(capsys, "fit", *fit, "--scorer", "gaussian", "--combine", method,
+                             "--out", model)
+        assert code == 0, err
+        assert f"{method} combination of 2 GaussianScorers on 1000 x (8 + 5)" in out
+        scorer = gaussood.load(model)
+        assert scorer.columns == [[0, 8], [8, 13]]
+        assert scorer.provenance_ == {
+            "encoder_identity": {**IDENTITY, "layer": ["backbone", "head"]},
+            "layer_identities": [{**IDENTITY, "layer": "backbone"},
+                                 {**IDENTITY, "layer": "head"}]}
+        direct = PValueCombination([GaussianScorer(random_state=0)] * 2, method=method,
+                                   columns=[(0, 8), (8, 13)], random_state=0).fit(X_fit)
+        code, _, err = run(capsys, "score", "--scorer", model, *new, "--out",
+                           tmp_path / f"{method}-s.npz")
+        assert code == 0 and "cannot check" not in err, err
+        with np.load(tmp_path / f"{method}-s.npz") as result:
+            np.testing.assert_allclose(result["score"], direct.score_samples(X_new),
+                                       rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(result["pvalue"], direct.pvalue(X_new), rtol=1e-6)
+            np.testing.assert_array_equal(result["flagged"], direct.predict(X_new) == -1)
+            assert result["flagged"][-100:].mean() > 0.5    # the scaled rows stand out
+
+    model, out = tmp_path / "fisher.npz", tmp_path / "refused.csv"
+    # the files in the other order: each is checked against its layer's identity
+    swapped = [new[2], new[3], new[0], new[1]]
+    code, _, err = run(capsys, "score", "--scorer", model, *swapped, "--out", out)
+    assert_one_line_error(err, "score", code, 1)
+    assert 'layer: "backbone" vs "head"' in err and "new.head.encoder.json" in err
+    # one file, or three, for a scorer of two; several for a scorer of one
+    code, _, err = run(capsys, "score", "--scorer", model, *new[:2], "--out", out)
+    assert_one_line_error(err, "score", code, 1)
+    assert "fitted on 2 embeddings files (layers); got 1 --embeddings" in err
+    code, _, err = run(capsys, "score", "--scorer", model, *new, *new[:2], "--out", out)
+    assert_one_line_error(err, "score", code, 1)
+    assert "fitted on 2 embeddings files (layers); got 3 --embeddings" in err
+    # the features side by side in one file of your own (no identity): taken as they are
+    np.save(tmp_path / "both.npy", X_new)
+    code, _, err = run(capsys, "score", "--scorer", model, "--embeddings", tmp_path / "both.npy",
+                       "--out", tmp_path / "both.npz")
+    assert code == 0 and "cannot check" in err, err
+    with np.load(tmp_path / "both.npz") as result, np.load(tmp_path / "fisher-s.npz") as ref:
+        np.testing.assert_array_equal(result["score"], ref["score"])
+    one = tmp_path / "one.npz"
+    assert run(capsys, "fit", *fit[:2], "--scorer", "gaussian", "--out", one)[0] == 0
+    code, _, err = run(capsys, "score", "--scorer", one, *new, "--out", out)
+    assert_one_line_error(err, "score", code, 1)
+    assert "fitted on one embeddings file; got 2 --embeddings" in err
+    # rows that do not match, at fit and at score time
+    short = tmp_path / "short.head.npy"
+    np.save(short, np.load(files["fit", "head"])[:999])
+    code, _, err = run(capsys, "fit", *fit[:2], "--embeddings", short, "--scorer", "gaussian",
+                       "--out", tmp_path / "x.npz")
+    assert_one_line_error(err, "fit", code, 1)
+    assert f"embeddings in {short} have 999 rows but those in" in err
+    code, _, err = run(capsys, "score", "--scorer", model, *new[:2], "--embeddings", short,
+                       "--out", out)
+    assert_one_line_error(err, "score", code, 1)
+    assert "999 rows" in err
+    # usage errors
+    code, _, err = run(capsys, "fit", *fit[:2], "--scorer", "gaussian", "--combine", "min",
+                       "--out", tmp_path / "x.npz")
+    assert_one_line_error(err, "fit", code, 2)
+    assert "--combine applies to several --embeddings only" in err
+    code, _, err = run(capsys, "fit", *fit[:2], *fit[:2], "--scorer", "gaussian",
+                       "--out", tmp_path / "x.npz")
+    assert_one_line_error(err, "fit", code, 2)
+    assert "given twice" in err
+    assert not out.exists() and not (tmp_path / "x.npz").exists()

@@ -36,10 +36,11 @@ def add_encoder_flags(p, *, required: bool) -> None:
     p.add_argument("--encoder", required=required, default=None, metavar="SPEC",
                    help="a gaussood encoder file or training checkpoint, a TorchScript file, "
                         "torchvision:NAME (with --weights), or package.module:factory")
-    p.add_argument("--layer", default=None, metavar="NAME",
+    p.add_argument("--layer", default=None, action="append", metavar="NAME",
                    help="features: backbone (default) or head for gaussood encoders; a "
                         "submodule name, NAME:input or output for other models (default: "
-                        "the input of the last Linear layer)")
+                        "the input of the last Linear layer); repeat for several layers, "
+                        "all embedded in one forward pass")
     p.add_argument("--weights", type=Path, default=None, metavar="FILE",
                    help="state-dict file for --encoder torchvision:NAME (without it the "
                         "weights are random; nothing is downloaded)")
@@ -120,6 +121,11 @@ def _plain_state_dict_hint(path: Path) -> str | None:
             f"their architecture, e.g. --encoder torchvision:{name} --weights {path} "
             "(or save the whole model with torch.jit.save, or give "
             "--encoder package.module:factory)")
+
+
+def layer_names(encoder) -> str:
+    """``backbone`` or ``backbone, head``: the encoder's feature layers, for messages."""
+    return ", ".join(encoder.layers)
 
 
 def image_input(path: Path, strict: bool, parser):

@@ -82,20 +82,76 @@ def check_scorer_file(path) -> None:
                          "'gaussood fit')")
 
 
+def layer_identity(identity: dict, layer: str) -> dict:
+    """The identity of one layer of a several-layer encoder: what an encoder of that
+    layer alone (same weights, preprocessing and views) has."""
+    return {**identity, "layer": layer}
+
+
+def combined_identity(identities) -> dict | None:
+    """The identity of one encoder giving all ``identities`` (one per layer) in one pass:
+    their layers as a list, in order; None unless every one is known, they differ in
+    their layer only, and the layers are distinct."""
+    if not identities or not all(isinstance(i, dict) for i in identities):
+        return None
+    layers = [i.get("layer") for i in identities]
+    rest = [json.dumps({k: v for k, v in i.items() if k != "layer"}, sort_keys=True,
+                       default=str) for i in identities]
+    if len(set(rest)) != 1 or not all(isinstance(x, str) for x in layers) \
+            or len(set(layers)) != len(layers):
+        return None
+    return {**identities[0], "layer": layers}
+
+
+def stored_layer_identities(scorer, n_layers: int) -> list:
+    """The identity of each of the ``n_layers`` column blocks of a scorer fitted on
+    several embeddings files (``provenance_["layer_identities"]``, or its combined
+    ``encoder_identity`` split by layer); None where unknown."""
+    provenance = getattr(scorer, "provenance_", None)
+    provenance = provenance if isinstance(provenance, dict) else {}
+    listed = provenance.get("layer_identities")
+    if isinstance(listed, list) and len(listed) == n_layers:
+        return [i if isinstance(i, dict) else None for i in listed]
+    stored = stored_identity(scorer)
+    layers = None if stored is None else stored.get("layer")
+    if isinstance(layers, list) and len(layers) == n_layers:
+        return [layer_identity(stored, layer) for layer in layers]
+    return [None] * n_layers
+
+
 def check_embeddings(scorer, scorer_path, X, embeddings: Path, *, warn_unchecked: bool) -> None:
     """Refuse embeddings ``X`` (read from ``embeddings``) of another encoder than the
     scorer's, or with another number of features. ``warn_unchecked``: warn when the
     scorer knows its encoder but the embeddings have no identity file to compare."""
-    stored = stored_identity(scorer)
+    _check_file(stored_identity(scorer), scorer.n_features_in_, scorer_path, X, embeddings,
+                warn_unchecked=warn_unchecked, what=f"the scorer in {scorer_path}")
+
+
+def check_layer_embeddings(scorer, scorer_path, Xs, files, blocks) -> None:
+    """``check_embeddings`` for several files, one per column block of a scorer fitted
+    on several embeddings files (``blocks``: its ``columns``), in that order."""
+    if len(files) != len(blocks):
+        raise ValueError(f"the scorer in {scorer_path} was fitted on {len(blocks)} "
+                         f"embeddings files (layers); got {len(files)} --embeddings")
+    stored = stored_layer_identities(scorer, len(blocks))
+    for k, (X, path, (start, stop), ident) in enumerate(zip(Xs, files, blocks, stored)):
+        _check_file(ident, stop - start, scorer_path, X, path, warn_unchecked=True,
+                    what=f"block {k + 1} (of {len(blocks)}) of the scorer in {scorer_path}")
+
+
+def _check_file(stored, n_features, scorer_path, X, embeddings: Path, *, warn_unchecked,
+                what) -> None:
+    """Refuse the embeddings file of another encoder than ``stored`` (when both are
+    known), or of another width than ``n_features``; ``what`` names the scorer."""
     if stored is not None:
         given = read_identity(embeddings)
         if given is not None:
             check_identity(stored, given, scorer_path, f"the one in {identity_path(embeddings)}")
         elif warn_unchecked:
-            warnings.warn(f"the scorer in {scorer_path} was fitted on embeddings of a known "
-                          f"encoder, but {embeddings} has no encoder identity file "
+            warnings.warn(f"{what} was fitted on embeddings of a known encoder, but "
+                          f"{embeddings} has no encoder identity file "
                           f"({identity_path(embeddings).name}): cannot check that "
                           "they come from the same encoder", UserWarning, stacklevel=1)
-    if X.shape[1] != scorer.n_features_in_:
+    if X.shape[1] != n_features:
         raise ValueError(f"embeddings in {embeddings} have {X.shape[1]} features but "
-                         f"the scorer in {scorer_path} was fitted on {scorer.n_features_in_}")
+                         f"{what} was fitted on {n_features}")

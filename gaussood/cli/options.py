@@ -238,11 +238,13 @@ def scorer_params(args, parser, cls) -> dict:
 
 
 def add_scorer_file_flags(p, *, embeddings_required: bool, embeddings_metavar: str,
-                          embeddings_help: str) -> None:
-    """``--scorer scorer.npz`` (a saved scorer) and ``--embeddings`` (score, shift)."""
+                          embeddings_help: str, repeat: bool = False) -> None:
+    """``--scorer scorer.npz`` (a saved scorer) and ``--embeddings`` (score, shift;
+    ``repeat``: a list of files, one per layer)."""
     p.add_argument("--scorer", type=Path, required=True, metavar="scorer.npz",
                    help="a scorer written by 'gaussood fit'")
     p.add_argument("--embeddings", type=Path, required=embeddings_required,
+                   action="append" if repeat else "store",
                    default=None, metavar=embeddings_metavar, help=embeddings_help)
 
 

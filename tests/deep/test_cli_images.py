@@ -396,3 +396,90 @@ def test_embed_and_score_a_file_name_that_is_not_utf8(files, tmp_path, capsys):
                        files / "enc.pt", "--images", folder, *CPU, "--out", tmp_path / "s.csv")
     assert code in (0, 1), err  # an identity mismatch is refused with a message, never a crash
     assert "Traceback" not in err
+
+
+def test_several_layers_embed_fit_score_as_the_python_path(files, tmp_path, capsys):
+    """embed --layer backbone --layer head (one pass, one file and identity per layer),
+    fit on both files, score --images with both layers: the scores of
+    OODFilter(layer=[...]) on the same images."""
+    from gaussood import GaussianScorer, OODFilter
+
+    enc = ["--encoder", files / "enc.pt", *CPU]
+    layers = ["--layer", "backbone", "--layer", "head"]
+    code, stdout, err = run(capsys, "embed", *enc, *layers, "--images", files / "fit",
+                            "--out", tmp_path / "fit.npy")
+    assert code == 0, err
+    assert "60 images from folder" in stdout and "(backbone, head)" in stdout
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["fit.backbone.encoder.json", "fit.backbone.npy", "fit.head.encoder.json",
+                     "fit.head.npy", "fit.paths.csv"], names
+    _, rows = read_rows(tmp_path / "fit.paths.csv")
+    paths = [p for _, p in rows]
+    for layer in ("backbone", "head"):   # what one layer alone gives, and its identity
+        alone = make_encoder(files / "enc.pt", layer=layer, device="cpu")
+        np.testing.assert_allclose(np.load(tmp_path / f"fit.{layer}.npy"), alone.embed(paths),
+                                   rtol=1e-5, atol=1e-5)
+        record = json.loads((tmp_path / f"fit.{layer}.encoder.json").read_text())
+        assert record["encoder_identity"] == json.loads(json.dumps(alone.identity()))
+    model = tmp_path / "g.npz"
+    code, stdout, err = run(capsys, "fit", "--embeddings", tmp_path / "fit.backbone.npy",
+                            "--embeddings", tmp_path / "fit.head.npy", "--scorer", "gaussian",
+                            "--alpha", 0.2, "--out", model)
+    assert code == 0 and "with the encoder identity of the embeddings" in stdout, err
+    out = tmp_path / "s.npz"
+    code, stdout, err = run(capsys, "score", "--scorer", model, "--images", files / "test",
+                            *enc, *layers, "--out", out)
+    assert code == 0 and "identity" not in err, err
+    filt = OODFilter(GaussianScorer(random_state=0), files / "enc.pt", alpha=0.2,
+                     layer=["backbone", "head"], batch_size=256, device="cpu",
+                     progress=False).fit(files / "fit")
+    expected = filt.evaluate(files / "test")
+    with np.load(out) as result:
+        assert list(result["path"]) == expected.paths
+        np.testing.assert_allclose(result["score"], expected.score, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(result["pvalue"], expected.pvalue, rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(result["flagged"], ~expected.keep)
+    # the CLI's scorer carries the identity OODFilter checks, and the reverse
+    OODFilter.from_fitted(gaussood.load(model), files / "enc.pt", layer=["backbone", "head"],
+                          device="cpu")
+    filt.scorer_.save(tmp_path / "py.npz")
+    assert run(capsys, "score", "--scorer", tmp_path / "py.npz", "--images", files / "test",
+               *enc, *layers, "--out", tmp_path / "py.npz.npz")[0] == 0
+    with np.load(tmp_path / "py.npz.npz") as result:
+        np.testing.assert_allclose(result["score"], expected.score, rtol=1e-6, atol=1e-6)
+
+    # refused: the layers in another order, one layer, another encoder
+    score = ["score", "--scorer", model, "--images", files / "test", "--out", tmp_path / "r.csv"]
+    for extra, words in (
+            ([*enc, "--layer", "head", "--layer", "backbone"],
+             ["fitted on the layers backbone, head, in this order",
+              "give --layer backbone --layer head"]),
+            (enc, ["got backbone: give --layer backbone --layer head"]),
+            (["--encoder", files / "other.pt", *CPU, *layers],
+             ["another encoder", "weights_sha256"])):
+        code, _, err = run(capsys, *score, *extra)
+        assert_error(err, "score", code, 1, *words)
+    code, _, err = run(capsys, "embed", *enc, "--layer", "head", "--layer", "head", "--images",
+                       files / "test", "--out", tmp_path / "t.npy")
+    assert_error(err, "embed", code, 2, "--layer head is given twice")
+    assert not (tmp_path / "r.csv").exists() and not list(tmp_path.glob("t.*"))
+
+
+def test_several_layers_of_a_dataset_and_of_a_torchvision_model(files, tmp_path, capsys):
+    """A dataset embeds all layers in one pass (no cache); layer names that are not
+    file-name characters become '-', and names that would collide are refused."""
+    weights = ["--encoder", "torchvision:resnet18", "--weights", files / "my_resnet18.pt", *CPU]
+    code, stdout, err = run(capsys, "embed", *weights, "--layer", "layer4", "--layer",
+                            "fc:input", "--dataset", "uniform-noise", "--n", 6,
+                            "--out", tmp_path / "n.npy")
+    assert code == 0, err
+    A, B = np.load(tmp_path / "n.layer4.npy"), np.load(tmp_path / "n.fc-input.npy")
+    assert A.shape == B.shape == (6, 512)
+    np.testing.assert_allclose(A, B, rtol=1e-5, atol=1e-5)   # avgpool of layer4 = fc's input
+    for name, layer in (("n.layer4", "layer4"), ("n.fc-input", "fc:input")):
+        record = json.loads((tmp_path / f"{name}.encoder.json").read_text())
+        assert record["encoder_identity"]["layer"] == layer and record["shape"] == [6, 512]
+    code, _, err = run(capsys, "embed", *weights, "--layer", "fc:input", "--layer", "fc-input",
+                       "--images", files / "test", "--out", tmp_path / "c.npy")
+    assert_error(err, "embed", code, 2, "two outputs would be written to")
+    assert not list(tmp_path.glob("c.*"))

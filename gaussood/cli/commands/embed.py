@@ -4,6 +4,7 @@ the encoder's identity (and the labels or file paths) beside them."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -12,8 +13,8 @@ import numpy as np
 from .._common import (PROG, json_default, labels_path, load_dataset, need_torch,
                        refuse_overwriting_inputs)
 from .._encoder import (add_encoder_flags, encoder_file, image_encoder, image_input,
-                        write_paths_csv)
-from .._identity import identity_path, identity_record, paths_path
+                        layer_names, write_paths_csv)
+from .._identity import identity_path, identity_record, layer_identity, paths_path
 from ..options import add_data_flags, classes_arg
 
 HELP = "embed images with an encoder (torch)"
@@ -36,11 +37,15 @@ def add_arguments(p) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="FILE.npy",
                    help="float32 embeddings; FILE.encoder.json gets the encoder identity, "
                         "FILE.labels.npy the labels (datasets with labels), "
-                        "FILE.paths.csv the image files in row order (folders)")
+                        "FILE.paths.csv the image files in row order (folders); with "
+                        "several --layer, FILE.LAYER.npy and FILE.LAYER.encoder.json per "
+                        "layer (characters other than letters, digits, . _ - in LAYER "
+                        "become -)")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="embedding cache of --dataset (default: $GAUSSOOD_CACHE or "
                         "~/.cache/gaussood/cache)")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+    p.add_argument("--no-cache", action="store_true",
+                   help="do not read or write the cache (several --layer never use it)")
 
 
 def run(args) -> int:
@@ -60,10 +65,23 @@ def run(args) -> int:
     if args.strict and not (args.images is not None and args.images.is_dir()):
         parser.error("--strict applies to --images FOLDER only")
     enc_file = encoder_file(args)
-    labels_out, paths_out, identity_out = labels_path(out), paths_path(out), identity_path(out)
+    layers = args.layer or [None]
+    twice = [layer for layer in layers if layers.count(layer) > 1]
+    if twice:
+        parser.error(f"--layer {twice[0]} is given twice")
+    outs = [out] if len(layers) == 1 else [layer_out(out, layer) for layer in layers]
+    labels_out, paths_out = labels_path(out), paths_path(out)
+    named = [("--out" if len(outs) == 1 else f"--layer {layer}'s embeddings", path)
+             for layer, path in zip(layers, outs)]
+    named += [("the labels file", labels_out), ("the paths file", paths_out)] + [
+        ("the encoder identity file" + ("" if len(outs) == 1 else f" of {path.name}"),
+         identity_path(path)) for path in outs]
+    clash = [p for p in {p for _, p in named} if sum(q == p for _, q in named) > 1]
+    if clash:
+        parser.error(f"two outputs would be written to {clash[0]} (layers {', '.join(layers)}"
+                     f" with --out {out}): choose other --out or layer names")
     refuse_overwriting_inputs(
-        parser, [("--out", out), ("the labels file", labels_out),
-                 ("the paths file", paths_out), ("the encoder identity file", identity_out)],
+        parser, named,
         [("--images", args.images), ("--encoder", enc_file), ("--weights", args.weights)])
     classes = classes_arg(args.classes, parser)
     images = None if args.images is None else image_input(args.images, args.strict, parser)
@@ -73,37 +91,43 @@ def run(args) -> int:
     from ...deep import extract_embeddings
 
     encoder = image_encoder(args, enc_file)
+    several = len(encoder.layers) > 1
     labels, feats = None, None
     if images is None:
         dataset = load_dataset(args.dataset, args.split or "test", root=args.data_root,
                                download=args.download, jpeg_quality=args.jpeg_quality,
                                classes=classes, n=args.n, seed=args.seed)
-        cache = False if args.no_cache else args.cache_dir
-        feats = extract_embeddings(encoder, dataset, cache_dir=cache,
-                                   batch_size=args.batch_size, progress=not args.quiet)
-        feats = np.ascontiguousarray(feats, dtype=np.float32)
+        if several:   # the cache holds one layer: embed all of them in one pass instead
+            images = dataset
+        else:
+            cache = False if args.no_cache else args.cache_dir
+            feats = extract_embeddings(encoder, dataset, cache_dir=cache,
+                                       batch_size=args.batch_size, progress=not args.quiet)
+            feats = [np.ascontiguousarray(feats, dtype=np.float32)]
         if len(dataset) and int(dataset.labels.min()) >= 0:
             labels = dataset.labels
         what = dataset.source
     else:
         what = (f"images from folder {args.images}" if folder
                 else f"{len(images)} images from {args.images}")
-    targets = [out] + ([labels_out] if labels is not None else []) \
-        + ([paths_out] if folder else []) + [identity_out]
-    suffixes = [".partial.npy"] + [".partial" + p.suffix for p in targets[1:]]
+    targets = outs + ([labels_out] if labels is not None else []) \
+        + ([paths_out] if folder else []) + [identity_path(o) for o in outs]
+    suffixes = [".partial.npy"] * len(outs) + [".partial" + p.suffix for p in targets[len(outs):]]
     skipped = []
     # everything is written to temporary names first and renamed together, the
     # embeddings first: never a companion without (or older than) its embeddings
     with atomic_paths(targets, suffixes) as temps:
         tmp = dict(zip(targets, temps))
-        if feats is None:   # a folder or an image array: rows go straight to the file
-            feats = encoder.embed(images, out=tmp[out], progress=not args.quiet,
-                                  strict=args.strict, desc=f"embed ({encoder.layer})")
+        if feats is None:   # images (or a dataset, for several layers): rows go to the files
+            feats = encoder.embed(images, out=dict(zip(encoder.layers, (tmp[o] for o in outs)))
+                                  if several else tmp[out], progress=not args.quiet,
+                                  strict=args.strict, desc=f"embed ({layer_names(encoder)})")
+            feats = list(feats.values()) if several else [feats]
         else:
             with open(tmp[out], "wb") as fh:
-                np.save(fh, feats)
-        shape = tuple(int(s) for s in feats.shape)
-        del feats   # a memmap of the temporary file for folders
+                np.save(fh, feats[0])
+        shapes = [tuple(int(s) for s in f.shape) for f in feats]
+        del feats   # memmaps of the temporary files
         if folder:
             files = encoder.last_source.files
             skipped = list(files.skipped)
@@ -115,15 +139,30 @@ def run(args) -> int:
         if labels is not None:
             with open(tmp[labels_out], "wb") as fh:
                 np.save(fh, np.asarray(labels, dtype=np.int64))
-        record = identity_record(out, tmp[out], shape, encoder.identity(), what)
-        with open(tmp[identity_out], "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, indent=2, sort_keys=True, default=json_default) + "\n")
+        identity = encoder.identity()   # after the pass: lazy modules have weights now
+        identities = [identity] if not several else [
+            layer_identity(identity, layer) for layer in encoder.layers]
+        for o, shape, identity in zip(outs, shapes, identities):
+            record = identity_record(o, tmp[o], shape, identity, what)
+            with open(tmp[identity_path(o)], "w", encoding="utf-8") as fh:
+                fh.write(json.dumps(record, indent=2, sort_keys=True,
+                                    default=json_default) + "\n")
     for stale in ([] if labels is not None else [labels_out]) + ([] if folder else [paths_out]):
         if stale.exists():  # from an earlier run: it no longer matches
             stale.unlink()
             print(f"{PROG} embed: removed stale {stale}", file=sys.stderr)
-    wrote = ", ".join(str(p) for p in targets[:-1]) + f" and {identity_out}"
+    n_ids = len(outs)
+    wrote = ", ".join(str(p) for p in targets[:-n_ids]) + " and " + (
+        str(targets[-1]) if n_ids == 1 else "their encoder identity files")
     skip = f" ({len(skipped)} unreadable file(s) skipped)" if skipped else ""
-    print(f"embedded {what}{skip}: {shape[0]} x {shape[1]} float32 ({encoder.layer}); "
-          f"wrote {wrote}")
+    dims = " + ".join(str(shape[1]) for shape in shapes)
+    print(f"embedded {what}{skip}: {shapes[0][0]} x {dims if n_ids == 1 else f'({dims})'} "
+          f"float32 ({layer_names(encoder)}); wrote {wrote}")
     return 0
+
+
+def layer_out(out: Path, layer: str) -> Path:
+    """``X.npy`` -> ``X.LAYER.npy``: the embeddings of one of several layers (characters
+    other than letters, digits, ``.``, ``_`` and ``-`` in the name become ``-``)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "-", layer)
+    return out.with_name(f"{out.name[:-len('.npy')]}.{safe}.npy")

@@ -10,20 +10,27 @@ import numpy as np
 
 from ...provenance import check_identity, stored_identity
 from .._common import load_embeddings, need_torch, refuse_overwriting_inputs
-from .._encoder import add_encoder_flags, encoder_file, image_encoder, image_input
-from .._identity import check_embeddings, check_scorer_file
+from .._encoder import (add_encoder_flags, encoder_file, image_encoder, image_input,
+                        layer_names)
+from .._identity import (check_embeddings, check_layer_embeddings, check_scorer_file,
+                         stored_layer_identities)
 from ..options import add_scorer_file_flags
 
 HELP = "score embeddings or images with a saved scorer"
 DESCRIPTION = ("Score embeddings, or images embedded on the way with the encoder the scorer "
                "was fitted on (torch), with a saved scorer: score (higher = more "
-               "in-distribution), p-value, and the flag at the scorer's threshold.")
+               "in-distribution), p-value, and the flag at the scorer's threshold. A scorer "
+               "fitted on several layers takes one --embeddings per layer, or --layer for "
+               "each, in the order it was fitted on.")
 NEEDS_TORCH = False  # only --images imports it, when the command runs
 
 
 def add_arguments(p) -> None:
     add_scorer_file_flags(p, embeddings_required=False, embeddings_metavar="X.npy",
-                          embeddings_help="2-D array with the scorer's number of features")
+                          embeddings_help="2-D array with the scorer's number of features; "
+                                          "repeat for a scorer fitted on several "
+                                          "--embeddings, in the same order",
+                          repeat=True)
     p.add_argument("--images", type=Path, default=None, metavar="DIR_OR_NPY",
                    help="instead of --embeddings: a folder of image files or a uint8 .npy "
                         "(N, H, W, 3), embedded with --encoder")
@@ -52,24 +59,39 @@ def run(args) -> int:
             parser.error("--images needs --encoder SPEC (the encoder the scorer was fitted on)")
         enc_file = encoder_file(args)
     refuse_overwriting_inputs(parser, [("--out", out)],
-                              [("--scorer", args.scorer), ("--embeddings", args.embeddings),
-                               ("--images", args.images), ("--encoder", enc_file),
-                               ("--weights", args.weights)])
+                              [("--scorer", args.scorer), ("--images", args.images),
+                               ("--encoder", enc_file), ("--weights", args.weights)]
+                              + [("--embeddings", f) for f in args.embeddings or ()])
     check_scorer_file(args.scorer)
     import gaussood
 
     paths, skipped = None, []
     if args.images is None:
-        X = load_embeddings(args.embeddings)
+        Xs = [load_embeddings(f) for f in args.embeddings]
         scorer = gaussood.load(args.scorer)
-        check_embeddings(scorer, args.scorer, X, args.embeddings, warn_unchecked=True)
+        blocks = layer_blocks(scorer)
+        if blocks is not None and (len(Xs) > 1 or Xs[0].shape[1] != scorer.n_features_in_):
+            for path, part in zip(args.embeddings[1:], Xs[1:]):
+                if part.shape[0] != Xs[0].shape[0]:
+                    raise ValueError(f"embeddings in {path} have {part.shape[0]} rows but "
+                                     f"those in {args.embeddings[0]} have {Xs[0].shape[0]}")
+            check_layer_embeddings(scorer, args.scorer, Xs, args.embeddings, blocks)
+            X = np.hstack(Xs)
+        elif len(Xs) > 1:
+            raise ValueError(f"the scorer in {args.scorer} was fitted on one embeddings file; "
+                             f"got {len(Xs)} --embeddings")
+        else:
+            X = Xs[0]
+            check_embeddings(scorer, args.scorer, X, args.embeddings[0], warn_unchecked=True)
         what = "rows"
     else:
         scorer = gaussood.load(args.scorer)
+        blocks = layer_blocks(scorer)
         images = image_input(args.images, args.strict, parser)
         need_torch("score --images")
         encoder = image_encoder(args, enc_file)
         stored = stored_identity(scorer)
+        _check_layers(scorer, stored, blocks, encoder, args)
         if stored is None:
             warnings.warn(f"the scorer in {args.scorer} stores no encoder identity (fitted on "
                           "embeddings without their .encoder.json): cannot check that "
@@ -77,9 +99,17 @@ def run(args) -> int:
                           stacklevel=1)
         else:
             check_identity(stored, encoder.identity(), args.scorer,
-                           f"--encoder {args.encoder} (layer {encoder.layer})")
+                           f"--encoder {args.encoder} (layer {layer_names(encoder)})")
         X = encoder.embed(images, progress=not args.quiet, strict=args.strict,
-                          desc=f"embed ({encoder.layer})")
+                          desc=f"embed ({layer_names(encoder)})")
+        if isinstance(X, dict):   # several layers, side by side in the scorer's order
+            widths = [part.shape[1] for part in X.values()]
+            X = np.hstack(list(X.values()))
+            if blocks is not None and widths != [b - a for a, b in blocks]:
+                raise ValueError(f"{args.encoder} gives {' + '.join(map(str, widths))} "
+                                 f"features ({layer_names(encoder)}) but the scorer in "
+                                 f"{args.scorer} was fitted on "
+                                 f"{' + '.join(str(b - a) for a, b in blocks)}")
         if isinstance(images, Path):
             files = encoder.last_source.files
             paths, skipped = list(files.read), list(files.skipped)
@@ -87,9 +117,9 @@ def run(args) -> int:
                 raise ValueError(f"none of the {len(files)} image files under {args.images} "
                                  "could be read")
         if X.shape[1] != scorer.n_features_in_:
-            raise ValueError(f"{args.encoder} gives {X.shape[1]} features ({encoder.layer}) "
-                             f"but the scorer in {args.scorer} was fitted on "
-                             f"{scorer.n_features_in_}")
+            raise ValueError(f"{args.encoder} gives {X.shape[1]} features "
+                             f"({layer_names(encoder)}) but the scorer in {args.scorer} was "
+                             f"fitted on {scorer.n_features_in_}")
         what = "images"
     result = scorer.score_pvalue_decision(X)  # one pass, fold models included under cv+
     score, pvalue, flagged = result.score, result.pvalue, result.flagged  # flagged: predict == -1
@@ -103,6 +133,38 @@ def run(args) -> int:
     print(f"{n} {what}{skip}, {k} flagged ({100.0 * k / max(n, 1):.2f}%) at {rule}; "
           f"wrote {out}")
     return 0
+
+
+def layer_blocks(scorer):
+    """The column blocks [(start, stop), ...] of a scorer fitted on several layers or
+    embeddings files (a ``PValueCombination`` with ``columns``), else None."""
+    from ...combine import PValueCombination
+
+    if isinstance(scorer, PValueCombination) and scorer.columns is not None:
+        return [(int(a), int(b)) for a, b in scorer.columns]
+    return None
+
+
+def _check_layers(scorer, stored, blocks, encoder, args) -> None:
+    """Refuse --layer options that are not the layers the scorer was fitted on, in its
+    order (a one-line error saying which to give)."""
+    fitted = None if stored is None else stored.get("layer")
+    given = list(encoder.layers)
+    if stored is None and blocks is not None and any(
+            stored_layer_identities(scorer, len(blocks))):
+        raise ValueError(f"the scorer in {args.scorer} was fitted on embeddings files that "
+                         "are not all layers of one encoder: score it with one --embeddings "
+                         "per file it was fitted on")
+    if isinstance(fitted, list) and fitted != given:
+        flags = " ".join(f"--layer {layer}" for layer in fitted)
+        raise ValueError(f"the scorer in {args.scorer} was fitted on the layers "
+                         f"{', '.join(fitted)}, in this order; got {', '.join(given)}: "
+                         f"give {flags}")
+    n_blocks = 1 if blocks is None else len(blocks)
+    if len(given) > 1 and n_blocks != len(given):
+        raise ValueError(f"the scorer in {args.scorer} was fitted on "
+                         f"{'one layer' if n_blocks == 1 else f'{n_blocks} layers'}; got "
+                         f"{len(given)} --layer ({', '.join(given)})")
 
 
 def _write_scores(out: Path, score, pvalue, flagged, paths=None) -> None:
