@@ -25,10 +25,8 @@ file is ever imported. ``ImageEncoder.identity()`` is what makes two encoders th
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
-import re
 import warnings
 import zipfile
 from contextlib import contextmanager
@@ -40,6 +38,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._atomic import atomic_path
+from ..provenance import IMPORT_SPEC as _IMPORT_SPEC  # noqa: F401 - the one definition
+from ..provenance import encoder_identity, state_sha256  # noqa: F401 - re-exported
 from .images import open_images
 from .rotation import rotation_views
 from .preprocess import (Preprocessor, check_preprocessing, describe, imagenet_preprocessing,
@@ -49,23 +49,12 @@ GAUSSOOD_LAYERS = ("backbone", "head")
 # test-time views: none; features averaged over the image and its mirror ("flip"); or
 # over its 4 quarter turns ("rot4", for encoders trained with rotations)
 VIEWS = (None, "flip", "rot4")
-_IMPORT_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 def pick_device(device=None) -> torch.device:
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def state_sha256(module: nn.Module) -> str:
-    """SHA-256 of a module's state dict (names, dtypes, shapes, values; device-independent)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 class _Stop(Exception):
@@ -106,19 +95,14 @@ class ImageEncoder:
         return owner if isinstance(owner, nn.Module) else None
 
     def identity(self) -> dict:
-        """Plain, JSON-able dict: weights SHA-256 (of the state dict; None for a callable
-        that is not a module's method, then named by ``callable``), feature layer and
-        preprocessing. Equal identities embed images identically."""
-        module = self._weights_module()
-        ident = {"weights_sha256": state_sha256(module) if module is not None else None,
-                 "layer": self.layer, "preprocessing": describe(self.preprocessing)}
-        if self.views is not None:  # only then: identities without test-time views stay
-            ident["views"] = self.views
-        if module is None:
-            fn = self.model
-            ident["callable"] = f"{getattr(fn, '__module__', '?')}." \
-                                f"{getattr(fn, '__qualname__', type(fn).__qualname__)}"
-        return ident
+        """Plain, JSON-able dict (``gaussood.provenance.encoder_identity``): weights SHA-256
+        (of the state dict; None for a callable that is not a module's method), feature
+        layer, preprocessing, test-time views, and for TorchScript modules and callables
+        the SHA-256 of their code (``code_sha256``; None with an ``unverifiable`` reason
+        when it cannot be hashed stably). Equal identities embed images identically."""
+        return encoder_identity(self.model, weights_module=self._weights_module(),
+                                layer=self.layer, preprocessing=describe(self.preprocessing),
+                                views=self.views, kind=self.kind)
 
     # ---------------------------------------------------------------- embedding
     @contextmanager
