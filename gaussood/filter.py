@@ -213,23 +213,26 @@ class OODFilter(TransformerMixin, BaseEstimator):
         """Embeddings of ``X``: 2-D input is returned as is (embeddings); images (arrays,
         tensors, PIL images, lists of mixed sizes, a folder, a Dataset or DataLoader) are
         encoded. A folder's unreadable files are skipped (``strict=True``: raise)."""
+        return self._embed(X, image_index=image_index, strict=strict, desc=desc,
+                           progress=progress)[0]
+
+    def _embed(self, X, *, image_index: int = 0, strict: bool = False, desc: str = "embed",
+               progress=None):
+        """(embeddings, the file of each row or None): as ``embed``."""
         Z = _embedding_array(X)
         if Z is not None:
             if Z.ndim != 2:
                 raise ValueError("Expected embeddings (n, d) or images; got an array with "
                                  f"{Z.ndim} dimensions.")
-            self._paths = None
-            return Z
+            return Z, None
         encoder = self.image_encoder_
         if encoder is None:
             raise ValueError("Got images but this filter has no encoder: pass encoder=... "
                              "or give embeddings.")
-        Z = encoder.embed(X, batch_size=self.batch_size, image_index=image_index,
-                          strict=strict, desc=desc,
-                          progress=self.progress if progress is None else progress)
-        files = encoder.last_source.files
-        self._paths = list(files.read) if files is not None else None
-        return Z
+        out = encoder.embed(X, batch_size=self.batch_size, image_index=image_index,
+                            strict=strict, desc=desc, return_sources=True,
+                            progress=self.progress if progress is None else progress)
+        return out.X, None if out.files is None else list(out.files)
 
     # ----------------------------------------------------------------- scoring
     def _result(self, Z, paths=None) -> FilterResult:
@@ -244,8 +247,8 @@ class OODFilter(TransformerMixin, BaseEstimator):
         """Score, p-value and keep/flag decision of every sample (for a folder, of every
         readable file, listed in ``result.paths``)."""
         check_is_fitted(self, "scorer_")
-        Z = self.embed(X, strict=strict, desc="evaluate: embed", progress=progress)
-        self.last_result_ = self._result(Z, self._paths)
+        Z, paths = self._embed(X, strict=strict, desc="evaluate: embed", progress=progress)
+        self.last_result_ = self._result(Z, paths)
         return self.last_result_
 
     def predict(self, X) -> np.ndarray:
@@ -335,8 +338,8 @@ class OODFilter(TransformerMixin, BaseEstimator):
             if window is None:
                 result = self.evaluate(images, progress=False)
             else:   # evaluate, keeping the embeddings for the window tests
-                Z = self.embed(images, desc="stream: embed", progress=False)
-                result = self.last_result_ = self._result(Z, self._paths)
+                Z, paths = self._embed(images, desc="stream: embed", progress=False)
+                result = self.last_result_ = self._result(Z, paths)
                 pending_Z.append(Z)
                 pending_p.append(result.pvalue)
                 windows = self._full_windows(pending_Z, pending_p, window, shift_method,

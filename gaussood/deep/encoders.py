@@ -30,6 +30,7 @@ import os
 import warnings
 import zipfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,37 @@ def pick_device(device=None) -> torch.device:
     return torch.device(device)
 
 
+@dataclass(frozen=True)
+class Embeddings:
+    """What ``ImageEncoder.embed(..., return_sources=True)`` returns: the embeddings and
+    the files they came from, together.
+
+    Attributes
+    ----------
+    X : ndarray of float32, shape (n, d)
+        One row per image read (a read-only memmap when written to ``out``).
+    files : tuple of str or None
+        The file of each row, in order, for a folder, a path or a list of paths; None
+        for other inputs (arrays, tensors, PIL images, datasets).
+    skipped : tuple of (str, str)
+        ``(path, reason)`` of each unreadable file of a folder (not a row of ``X``).
+    """
+
+    X: np.ndarray
+    files: tuple | None = None
+    skipped: tuple = ()
+
+
+def _paths_of(images) -> tuple | None:
+    """The file of each image of a path or list of paths (each one row), else None."""
+    if isinstance(images, (str, os.PathLike)) and not Path(images).is_dir():
+        return (os.fspath(images),)
+    if isinstance(images, (list, tuple)) and images and all(
+            isinstance(i, (str, os.PathLike)) for i in images):
+        return tuple(os.fspath(i) for i in images)
+    return None
+
+
 class _Stop(Exception):
     """Raised by a feature hook: the rest of the forward pass is not needed."""
 
@@ -67,8 +99,7 @@ class ImageEncoder:
 
     Attributes: ``kind`` ("gaussood", "module", "torchscript", "callable"), ``layer``
     (resolved), ``preprocessing``, ``batch_size``, ``device``, ``model`` (the module or
-    callable), ``last_source`` (the ``ImageSource`` of the latest ``embed``: for a folder,
-    ``last_source.files.read`` lists the embedded files, ``.skipped`` the unreadable ones).
+    callable). The files the rows came from: ``embed(..., return_sources=True)``.
     """
 
     def __init__(self, model, *, kind: str, layer: str, preprocessing, batch_size: int = 256,
@@ -81,7 +112,13 @@ class ImageEncoder:
             raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
         self.batch_size, self.device = int(batch_size), device
         self._prep = None if self.preprocessing == "raw" else Preprocessor(self.preprocessing)
-        self.last_source = None
+        self._last_source = None
+
+    @property
+    def last_source(self):
+        """Deprecated (read back after a call): the ``ImageSource`` of the latest ``embed``.
+        Use ``embed(..., return_sources=True)``, which returns the files with the rows."""
+        return self._last_source
 
     def __repr__(self) -> str:
         return f"ImageEncoder(kind={self.kind!r}, layer={self.layer!r}, " \
@@ -138,18 +175,19 @@ class ImageEncoder:
     @torch.no_grad()
     def embed(self, images, *, batch_size: int | None = None, progress: bool = False,
               out=None, image_index: int = 0, strict: bool = False, num_workers: int = 0,
-              desc: str = "embed") -> np.ndarray:
+              desc: str = "embed", return_sources: bool = False):
         """float32 ``(N, d)`` embeddings of any image input (``gaussood.deep.images``).
 
         ``out``: a ``.npy`` path; rows are written there as they come (memory does not
         grow with N) and a read-only memmap of the file is returned. A folder's unreadable
-        files are skipped (listed in a warning and in ``last_source.files.skipped``), or
-        raise with ``strict=True``.
+        files are skipped (listed in a warning), or raise with ``strict=True``.
+        ``return_sources=True``: an ``Embeddings`` (``X``, ``files``: the file of each
+        row for a folder or paths, ``skipped``: the unreadable files) instead of the array.
         """
         bs = int(batch_size or self.batch_size)
         source = open_images(images, batch_size=bs, image_index=image_index, strict=strict,
                              num_workers=num_workers)
-        self.last_source = source
+        self._last_source = source
         device = pick_device(self.device)
         rows = NpyRows(out, source.n)
         bar = tqdm(total=source.n, unit="img", desc=desc, leave=False,
@@ -164,7 +202,12 @@ class ImageEncoder:
             raise
         finally:
             bar.close()
-        return rows.finish()
+        X = rows.finish()
+        if not return_sources:
+            return X
+        if source.files is not None:
+            return Embeddings(X, tuple(source.files.read), tuple(source.files.skipped))
+        return Embeddings(X, _paths_of(images))
 
     __call__ = embed
 
