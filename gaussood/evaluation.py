@@ -65,7 +65,11 @@ class Method:
 
 def default_scorers(alpha: float = 0.05) -> dict:
     """The gaussood scorers of the benchmark: name -> (unfitted scorer, fit with labels)."""
-    from . import GaussianScorer, KNNScorer, NormShellScorer, PValueCombination, gaussian_views
+    from .combine import PValueCombination
+    from .gaussian import GaussianScorer
+    from .knn import KNNScorer
+    from .norm_shell import NormShellScorer
+    from .views import gaussian_views
 
     common = {"alpha": alpha}
     return {
