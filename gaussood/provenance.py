@@ -82,7 +82,11 @@ def _stable(value, seen=None) -> str:
         return "dict{" + ",".join(sorted(f"{_stable(k, seen)}={_stable(v, seen)}"
                                          for k, v in value.items())) + "}"
     if hasattr(value, "detach") and hasattr(value, "numpy"):       # a torch tensor
-        value = value.detach().cpu().numpy()
+        import torch
+
+        t = value.detach().cpu().contiguous()
+        return (f"tensor:{t.dtype}:{tuple(t.shape)}:"
+                f"{hashlib.sha256(t.reshape(-1).view(torch.uint8).numpy()).hexdigest()}")
     if isinstance(value, np.ndarray):
         return (f"ndarray:{value.dtype.str}:{value.shape}:"
                 f"{hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()}")
@@ -135,6 +139,8 @@ def _torchscript_text(module) -> str:
     """Every submodule's methods (TorchScript code) and non-tensor attributes."""
     import torch
 
+    if not hasattr(torch._C, "_jit_debug_module_iterators"):
+        raise Unverifiable(f"torch {torch.__version__} does not list TorchScript attributes")
     parts = []
     for name, sub in sorted(module.named_modules(), key=lambda item: item[0]):
         methods = sub._c._method_names()
@@ -199,6 +205,9 @@ def encoder_identity(model, *, weights_module, layer: str, preprocessing, views=
             ident["code_sha256"] = code_sha256(model)
         except Unverifiable as exc:
             ident["code_sha256"], ident["unverifiable"] = None, str(exc)
+        except (RecursionError, TypeError, AttributeError, RuntimeError) as exc:
+            ident["code_sha256"] = None
+            ident["unverifiable"] = f"hashing its code failed ({type(exc).__name__}: {exc})"
     return ident
 
 

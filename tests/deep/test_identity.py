@@ -115,3 +115,17 @@ def test_loaded_scorer_checks_the_encoder_in_from_fitted(tmp_path, factories):
     with pytest.warns(UserWarning, match="no stable hash"):
         OODFilter.from_fitted(gaussood.load(tmp_path / "opaque.npz"),
                               encoder=f"{factories}:opaque", progress=False)
+
+
+def test_callable_holding_tensors_hashes_their_values():
+    """A callable object's tensors (bfloat16 too) count, by value."""
+    import functools
+
+    def project(batch, weight):
+        return batch.flatten(1) @ weight.float()
+
+    ids = [make_encoder(functools.partial(project, weight=w), preprocessing=SMALL).identity()
+           for w in (torch.ones(192, 2, dtype=torch.bfloat16),
+                     torch.ones(192, 2, dtype=torch.bfloat16),
+                     2 * torch.ones(192, 2, dtype=torch.bfloat16))]
+    assert ids[0] == ids[1] != ids[2] and ids[0]["code_sha256"] is not None
