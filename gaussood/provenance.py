@@ -117,9 +117,8 @@ def _callable_text(fn, seen) -> str:
                 f"{_stable(fn.keywords, seen)})")
     if isinstance(fn, types.MethodType):
         owner = fn.__self__
-        # a module's weights are hashed on their own (state_sha256)
-        me = (f"module:{type(owner).__module__}.{type(owner).__qualname__}"
-              if hasattr(owner, "state_dict") else _stable(owner, seen))
+        # a module: its code and settings (its weights are hashed on their own)
+        me = _module_text(owner) if _is_module(owner) else _stable(owner, seen)
         return f"method({_callable_text(fn.__func__, seen)}|{me})"
     name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', '?')}"
     if isinstance(fn, types.FunctionType):
@@ -133,6 +132,32 @@ def _callable_text(fn, seen) -> str:
     return (f"object({type(fn).__module__}.{type(fn).__qualname__}|"
             f"{_callable_text(call, seen) if isinstance(call, types.FunctionType) else ''}|"
             f"{_stable(state if state is not None else {}, seen)})")
+
+
+def _is_module(obj) -> bool:
+    return hasattr(obj, "named_modules") and hasattr(obj, "state_dict")
+
+
+def _module_text(module) -> str:
+    """An eager torch module: for every submodule its class, the code of its ``forward``
+    and its public plain attributes (a convolution's stride and padding, a custom
+    module's constants; tensors are in the state dict)."""
+    parts = []
+    for name, sub in module.named_modules():
+        cls = type(sub)
+        forward = getattr(cls, "forward", None)
+        code = _code_text(forward.__code__) if isinstance(forward, types.FunctionType) else ""
+        attrs = []
+        for key, value in sorted(vars(sub).items()):
+            if key.startswith("_") or key == "training" or hasattr(value, "detach"):
+                continue
+            try:
+                attrs.append(f"{key}={_stable(value)}")
+            except Unverifiable as exc:
+                raise Unverifiable(f"attribute {name + '.' if name else ''}{key}: {exc}") \
+                    from None
+        parts.append(f"[{name}] {cls.__module__}.{cls.__qualname__} {code} {' '.join(attrs)}")
+    return "\n".join(parts)
 
 
 def _torchscript_text(module) -> str:
@@ -162,7 +187,8 @@ def code_sha256(model) -> str:
     """SHA-256 of what ``model`` computes beyond its weights.
 
     A TorchScript module: the code of every method of every submodule and their
-    non-tensor attributes. A Python callable (function, ``functools.partial``, bound
+    non-tensor attributes. An eager ``nn.Module``: every submodule's class, the code of
+    its ``forward`` and its public plain attributes. A Python callable (function, ``functools.partial``, bound
     method, object with ``__call__``): its qualified name, code objects (bytecode,
     constants, names), defaults, closure values and partial arguments. Raises
     ``Unverifiable`` when a part has no stable text (e.g. an argument whose repr is a
@@ -170,6 +196,8 @@ def code_sha256(model) -> str:
     """
     if hasattr(model, "_c") and hasattr(model._c, "_method_names"):   # TorchScript
         text = "torchscript:" + _torchscript_text(model)
+    elif _is_module(model):
+        text = "module:" + _module_text(model)
     else:
         text = "callable:" + _callable_text(model, set())
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
@@ -187,8 +215,10 @@ def encoder_identity(model, *, weights_module, layer: str, preprocessing, views=
 
     ``weights_sha256`` (of ``weights_module``'s state dict, None without one), ``layer``,
     ``preprocessing`` (a JSON-able description), ``views`` (only when set); for a
-    TorchScript module or a callable also ``code_sha256`` (``code_sha256``), and for a
-    callable its qualified name (``callable``). When the code cannot be hashed,
+    TorchScript module, an eager module other than gaussood's own (``kind="gaussood"``: its
+    code is gaussood's, versioned with the package) or a callable also
+    ``code_sha256`` (``code_sha256``), and for a callable its qualified name
+    (``callable``). When the code cannot be hashed,
     ``code_sha256`` is None and ``unverifiable`` says why: ``check_identity`` then warns
     that it cannot tell two such encoders apart.
     """
@@ -200,7 +230,7 @@ def encoder_identity(model, *, weights_module, layer: str, preprocessing, views=
         fn = getattr(model, "func", model) if isinstance(model, functools.partial) else model
         ident["callable"] = (f"{getattr(fn, '__module__', '?')}."
                              f"{getattr(fn, '__qualname__', type(fn).__qualname__)}")
-    if kind in ("callable", "torchscript"):
+    if kind in ("callable", "torchscript", "module"):
         try:
             ident["code_sha256"] = code_sha256(model)
         except Unverifiable as exc:

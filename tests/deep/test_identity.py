@@ -129,3 +129,26 @@ def test_callable_holding_tensors_hashes_their_values():
                      torch.ones(192, 2, dtype=torch.bfloat16),
                      2 * torch.ones(192, 2, dtype=torch.bfloat16))]
     assert ids[0] == ids[1] != ids[2] and ids[0]["code_sha256"] is not None
+
+
+def test_eager_modules_with_the_same_weights_and_other_code_or_settings_differ():
+    torch.manual_seed(0)
+    a, b, c = Scaled(), Shifted(), Scaled(7.0)
+    b.load_state_dict(a.state_dict())
+    c.load_state_dict(a.state_dict())
+    conv = [nn.Sequential(nn.Conv2d(3, 4, 3, stride=s), nn.Flatten()) for s in (1, 2)]
+    conv[1].load_state_dict(conv[0].state_dict())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)     # no preprocessing: ImageNet's
+        ids = [make_encoder(m, layer="output").identity() for m in (a, b, c, *conv)]
+    assert ids[0]["weights_sha256"] == ids[1]["weights_sha256"] == ids[2]["weights_sha256"]
+    assert len({i["code_sha256"] for i in ids}) == 5
+    assert ids[3]["weights_sha256"] == ids[4]["weights_sha256"]
+    torch.manual_seed(0)
+    again = Scaled()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        assert make_encoder(again, layer="output").identity() == ids[0]
+        # a bound method of a module: the module's code counts too
+        fa, fb = (make_encoder(m.forward, preprocessing=SMALL).identity() for m in (a, b))
+    assert fa["weights_sha256"] == fb["weights_sha256"] and fa != fb
