@@ -127,6 +127,8 @@ def _callable_text(fn, seen) -> str:
                 f"{_stable(fn.__kwdefaults__, seen)}|{_stable(cells, seen)})")
     if isinstance(fn, (types.BuiltinFunctionType, np.ufunc)):
         return f"builtin({name})"
+    if isinstance(fn, type):                       # a class called as a factory
+        return f"type({fn.__module__}.{fn.__qualname__})"
     call = getattr(type(fn), "__call__", None)     # an object with __call__
     state = getattr(fn, "__dict__", None)
     return (f"object({type(fn).__module__}.{type(fn).__qualname__}|"

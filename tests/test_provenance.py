@@ -67,6 +67,9 @@ def test_partials_with_other_arguments_have_other_code_hashes():
     assert code_sha256(lambda x: x * 2) != code_sha256(lambda x: x * 3)
     a, b = 2.0, 3.0
     assert code_sha256(lambda x: x * a) != code_sha256(lambda x: x * b)     # closure values
+    # a class as the factory (torchvision's norm_layer=partial(LayerNorm, eps=1e-6))
+    assert code_sha256(functools.partial(SimpleNamespace, eps=1e-6)) != \
+        code_sha256(functools.partial(SimpleNamespace, eps=1e-5))
     arrays = [functools.partial(scale, factor=np.full(3, v)) for v in (1.0, 1.0, 2.0)]
     hashes = [code_sha256(p) for p in arrays]
     assert hashes[0] == hashes[1] != hashes[2]
