@@ -20,7 +20,8 @@
 Import specs and torchvision names are honoured only from the caller: reading a
 gaussood encoder file builds only gaussood's own architectures, and nothing read from a
 file is ever imported. ``ImageEncoder.identity()`` is what makes two encoders the same
-(weights SHA-256, feature layer, preprocessing), not the spec they were built from.
+(weights SHA-256, code SHA-256, feature layer, preprocessing), not the spec they were
+built from.
 """
 
 from __future__ import annotations
@@ -134,8 +135,8 @@ class ImageEncoder:
     def identity(self) -> dict:
         """Plain, JSON-able dict (``gaussood.provenance.encoder_identity``): weights SHA-256
         (of the state dict; None for a callable that is not a module's method), feature
-        layer, preprocessing, test-time views, and for TorchScript modules and callables
-        the SHA-256 of their code (``code_sha256``; None with an ``unverifiable`` reason
+        layer, preprocessing, test-time views, and for TorchScript modules, torch modules
+        (not gaussood's own) and callables the SHA-256 of their code (``code_sha256``; None with an ``unverifiable`` reason
         when it cannot be hashed stably). Equal identities embed images identically."""
         return encoder_identity(self.model, weights_module=self._weights_module(),
                                 layer=self.layer, preprocessing=describe(self.preprocessing),
