@@ -30,18 +30,17 @@ train it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from gaussood._atomic import atomic_path
 from gaussood._env import environment
-from gaussood.deep.evaluate import OODSet, dataset_loader, draw, evaluate, log
+from gaussood.deep.bench_settings import OOD_SETS, SETTINGS, pool, quick
+from gaussood.deep.evaluate import OODSet, dataset_loader, evaluate, log
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -49,34 +48,7 @@ CHECKPOINTS = HERE / "checkpoints"
 RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
 from _common import write_results  # noqa: E402
-
-# name -> (load_dataset name, split, near/far, label)
-OOD_SETS = {
-    "cifar100": ("cifar100", "test", "near", "CIFAR-100 test"),
-    "svhn": ("svhn", "test", "far", "SVHN test"),
-    "fashion-mnist": ("fashion-mnist", "test", "far", "Fashion-MNIST test"),
-    "mnist": ("mnist", "test", "far", "MNIST test"),
-    "uniform-noise": ("uniform-noise", "test", "far", "uniform noise"),
-    "gaussian-noise": ("gaussian-noise", "test", "far", "Gaussian noise"),
-}
-OPEN_SET_NAME = "cifar10-classes-6-9"
-FASHION_OOD = ("cifar10-gray", "mnist", "uniform-noise", "gaussian-noise")
-FASHION_RECIPE = ("python benchmarks/train_encoder.py --threads 1 --dataset fashion-mnist "
-                  "--model small --resolution 16:0.75,32 --temperature 0.2 --epochs 12")
-# setting -> (ID dataset, ID classes, default encoder file, how to make it; the benchmark
-# never trains an encoder itself)
-SETTINGS = {
-    "cifar10": ("cifar10", None, "cifar10-cpu.pt",
-                "make train  (the CPU recipe: small net, 16:0.75,32 px, T 0.2, 17,359 steps; "
-                "resumable)"),
-    "open-set": ("cifar10", list(range(6)), "cifar10-cpu-c0to5.pt",
-                 "make train-open-set  (the same recipe and 88.9 epochs on classes 0-5, "
-                 "8,680 steps; resumable)"),
-    "fashion-mnist": ("fashion-mnist", None, "fashion-mnist-cpu.pt",
-                      f"{FASHION_RECIPE} --name fashion-mnist-cpu"),
-    "fashion-open-set": ("fashion-mnist", list(range(6)), "fashion-mnist-cpu-c0to5.pt",
-                         f"{FASHION_RECIPE} --classes 0-5 --name fashion-mnist-cpu-c0to5"),
-}
+from peers import peers as peer_table  # noqa: E402
 
 
 def parse_args(argv):
@@ -85,10 +57,10 @@ def parse_args(argv):
         "its peers on the same embeddings; prints a Markdown table and writes JSON + figure.")
     p.add_argument("--root", default=None, help="data folder (default: $GAUSSOOD_DATA or "
                    "~/.cache/gaussood/data)")
-    for setting, (_, _, default, hint) in SETTINGS.items():
-        flag = "--encoder" if setting == "cifar10" else f"--{setting}-encoder"
-        p.add_argument(flag, type=Path, default=CHECKPOINTS / default,
-                       help=f"encoder file of the {setting} setting (made by: {hint})")
+    for setting, spec in SETTINGS.items():
+        p.add_argument(encoder_flag(setting), type=Path, default=CHECKPOINTS / spec.encoder,
+                       help=f"encoder file of the {setting} setting (made by: "
+                            f"{spec.train_hint})")
     p.add_argument("--settings", nargs="+", choices=list(SETTINGS),
                    default=["cifar10", "open-set", "fashion-mnist", "fashion-open-set"],
                    help="settings to run; a setting whose encoder file is missing is an error "
@@ -119,9 +91,9 @@ def parse_args(argv):
     p.add_argument("--no-figure", action="store_true")
     args = p.parse_args(argv)
     if args.quick:
-        args.seeds, args.n_fit, args.n_eval = args.seeds[:1], min(args.n_fit, 5000), \
-            min(args.n_eval, 1000)
-        args.ee_max, args.lof_max = min(args.ee_max, 1000), min(args.lof_max, 5000)
+        args.seeds, sizes = quick(args.seeds, n_fit=args.n_fit, n_eval=args.n_eval,
+                                  ee_max=args.ee_max, lof_max=args.lof_max)
+        vars(args).update(sizes)
     if args.n_fit < 100 or args.n_eval < 100:
         p.error("--n-fit and --n-eval must be at least 100.")
     if not 0 < args.alpha < 1:
@@ -137,7 +109,7 @@ def encoder_flag(setting: str) -> str:
 def missing_encoder(path: Path, setting: str) -> str:
     """Why a setting cannot run, and how to train its encoder."""
     return (f"encoder file {path} not found (setting {setting}). Train it first: "
-            f"{SETTINGS[setting][3]}; or pass {encoder_flag(setting)} PATH, or leave the "
+            f"{SETTINGS[setting].train_hint}; or pass {encoder_flag(setting)} PATH, or leave the "
             "setting out with --settings.")
 
 
@@ -152,64 +124,6 @@ def gray_cifar10(root, n):
                         "converted to grayscale (luma), labels dropped")
 
 
-def run_peers(X, y, evals, seed, args, alpha):
-    """Scores (higher = more ID) of each peer on every eval set, and its FAR."""
-    import torch
-    from pytorch_ood.detector import KNN, Mahalanobis
-    from sklearn.covariance import EllipticEnvelope
-    from sklearn.neighbors import LocalOutlierFactor
-
-    rng = np.random.default_rng(seed + 7)
-    out = {}
-    Xt, yt = torch.from_numpy(X), torch.from_numpy(y.astype(np.int64))
-
-    def torch_scores(det):
-        return {k: -det.predict_features(torch.from_numpy(v)).double().numpy()
-                for k, v in evals.items()}
-
-    def timed(name, fn, note):
-        t0 = time.perf_counter()
-        try:
-            scores, far = fn()
-        except Exception as exc:  # a peer failing must not sink the benchmark
-            log(f"  {name}: failed ({type(exc).__name__}: {exc})")
-            out[name] = {"error": f"{type(exc).__name__}: {exc}", "note": note}
-            return
-        out[name] = {"scores": scores, "far": far, "seconds": time.perf_counter() - t0,
-                     "note": note}
-        log(f"  {name}: {out[name]['seconds']:.1f} s")
-
-    timed("pytorch-ood Mahalanobis",
-          lambda: (torch_scores(Mahalanobis(None).fit_features(Xt, yt)), None),
-          "class-conditional means, shared covariance (Lee et al. 2018), labels used")
-    timed("pytorch-ood KNN (k=50)",
-          lambda: (torch_scores(KNN(None, k=50).fit_features(Xt, yt)), None),
-          "distance to the 50th neighbour of L2-normalised features (Sun et al. 2022)")
-
-    def sk(model, n_max):
-        from threadpoolctl import threadpool_limits
-
-        sub = X[draw(rng, X.shape[0], n_max)].astype(np.float64)
-        # MCD's many small BLAS calls run 2-3x slower with threads than on one core
-        with warnings.catch_warnings(), threadpool_limits(1):
-            warnings.simplefilter("ignore")
-            model.fit(sub)
-            scores = {k: model.score_samples(v.astype(np.float64)) for k, v in evals.items()}
-            far = float(np.mean(model.predict(evals["__id__"].astype(np.float64)) == -1))
-        return scores, far
-
-    timed("sklearn EllipticEnvelope",
-          lambda: sk(EllipticEnvelope(contamination=alpha, random_state=seed), args.ee_max),
-          f"MCD fit on {min(args.ee_max, X.shape[0])} random fit rows; threshold: "
-          f"contamination={alpha}")
-    timed("sklearn LOF (novelty)",
-          lambda: sk(LocalOutlierFactor(n_neighbors=20, novelty=True, contamination=alpha),
-                     args.lof_max),
-          f"n_neighbors=20, fit on {min(args.lof_max, X.shape[0])} random fit rows; "
-          f"threshold: contamination={alpha}")
-    return out
-
-
 def run_setting(setting, encoder, args, root):
     """One ``evaluate`` call: every gaussood scorer and every peer on the same embeddings."""
     from gaussood.deep import jpeg_reencode, load_dataset
@@ -221,14 +135,15 @@ def run_setting(setting, encoder, args, root):
         return load_dataset(id_name, split, root=root, classes=classes, n=n,
                             jpeg_quality=75)  # a no-op on the CIFAR-10 q75 archive
 
-    n_test = args.n_eval * 2 if args.quick else None
+    n_test = pool(args.n_eval, args.quick)
     if classes is not None:
         ood = {f"{id_name}-classes-6-9": OODSet(id_set("test", n_test, [6, 7, 8, 9]), "near",
                                                 f"{id_label} test, classes 6-9 (open-set)")}
-    elif id_name == "fashion-mnist":
+    else:
         ood = {}
-        for key in FASHION_OOD:
-            n = 2 * args.n_eval if (key.endswith("noise") or args.quick) else None
+        keys = args.ood if setting == "cifar10" else SETTINGS[setting].ood
+        for key in keys:
+            n = 2 * args.n_eval if key.endswith("noise") else pool(args.n_eval, args.quick)
             if key == "cifar10-gray":
                 def load(n=n):
                     data = gray_cifar10(root, n)
@@ -237,21 +152,13 @@ def run_setting(setting, encoder, args, root):
                 ood[key] = OODSet(load, "far", "CIFAR-10 test, grayscale")
                 continue
             name, split, kind, label = OOD_SETS[key]
-            ood[key] = OODSet(dataset_loader(name, split, root=root, n=n, download=args.download),
-                              kind, label, "JPEG q75 re-encoded")
-    else:
-        ood = {}
-        for key in args.ood:
-            name, split, kind, label = OOD_SETS[key]
-            noise = key.endswith("noise")
             # noise: a pool of 2x n_eval; each seed draws from it
-            n = 2 * args.n_eval if (noise or args.quick) else None
             ood[key] = OODSet(dataset_loader(name, split, root=root, n=n, download=args.download),
                               kind, label, "JPEG q75 re-encoded")
-    peers = None if args.no_peers else (
-        lambda X, y, evals, seed: run_peers(X, y, evals, seed, args, args.alpha))
+    peers = None if args.no_peers else peer_table(args.alpha, args.ee_max, args.lof_max,
+                                                 args.n_fit)
     label = str(encoder.relative_to(REPO) if encoder.is_relative_to(REPO) else encoder)
-    return evaluate(encoder, id_set("train", args.n_fit * 2 if args.quick else None),
+    return evaluate(encoder, id_set("train", pool(args.n_fit, args.quick)),
                     id_set("test", n_test), ood, seeds=args.seeds, n_fit=args.n_fit,
                     n_eval=args.n_eval, alpha=args.alpha, layer=args.layer, views=args.views, peers=peers,
                     name=setting, encoder_label=label)

@@ -5,8 +5,10 @@ train split (or Fashion-MNIST), monitors weighted k-NN top-1 accuracy (k = 200) 
 the test split, then measures the full protocol (bank = every train image, queries =
 every test image) on the final encoder, and writes
   benchmarks/checkpoints/<name>.pt     fp16 encoder file (loadable by load_encoder)
-  benchmarks/checkpoints/<name>.json   provenance: command, recipe, wall clock, CPU,
-                                       commit, versions, seed, kNN accuracy, sha256
+  benchmarks/checkpoints/<name>.json   provenance (gaussood.provenance.training_record, the
+                                       schema of ``gaussood train``): command, config, data
+                                       fingerprint, wall clock, CPU, commit, versions, seed,
+                                       kNN accuracy, sha256
   benchmarks/results/<name>.json/.md   k-NN accuracy and loss against training time.
 Every TrainConfig field is an option (``--budget-minutes``, ``--resolution``, ...).
 The run checkpoints under --work-dir (every epoch and every --checkpoint-minutes) and
@@ -46,10 +48,10 @@ from gaussood._atomic import atomic_path  # noqa: E402
 from gaussood.cli.options import add_train_config_flags, positive_int, train_config  # noqa: E402
 from gaussood.deep import (embed_images, knn_top1, load_dataset, save_encoder,  # noqa: E402
                            train_encoder)
-from gaussood.deep.checkpoint import file_sha256  # noqa: E402
 from gaussood.deep.data import parse_classes  # noqa: E402
 from gaussood.deep.embed import pick_device  # noqa: E402
 from gaussood.deep.models import model_flops  # noqa: E402
+from gaussood.provenance import data_fingerprint, training_record  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -133,25 +135,24 @@ def main(argv=None):
     train_s = final["elapsed"]
     protocol = (f"weighted k-NN (k={config.knn_k}, T={config.knn_temperature}) on backbone "
                 "features")
-    provenance = {
-        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
-        "recipe": dataclasses.asdict(config), "total_steps": result.total_steps,
-        **({"world_size": result.world_size} if result.world_size > 1 else {}),
-        "epochs": len(result.history), "views": final["views"],
-        "backbone_mflop_32px": model_flops(config.model) / 1e6,
-        "device": str(device), "environment": environment(), "commit": git_commit(),
-        "data": {"train": train.source, "test": test.source, "n_train": len(train),
-                 "classes": classes},
-        "knn_top1": full["knn_top1"],
-        "knn_protocol": f"{protocol}: bank = all {len(train)} train images, queries = all "
-                        f"{len(test)} test images",
-        "knn_top1_monitor": final["knn_top1"],
-        "knn_monitor_protocol": f"{protocol}: bank {min(config.knn_bank, len(train))} train "
-                                f"images, {min(config.knn_queries, len(test))} test images",
-        "train_seconds": train_s, "wall_seconds_last_call": wall, "data_load_seconds": load_s,
-        "encoder_file": encoder_path.name, "sha256": file_sha256(encoder_path),
-        "size_bytes": encoder_path.stat().st_size, "weights": "float16",
-    }
+    provenance = training_record(
+        command="python " + " ".join(shlex.quote(a) for a in sys.argv),
+        config=dataclasses.asdict(config), encoder_file=encoder_path,
+        encoder_name=encoder_path.name, total_steps=result.total_steps,
+        epochs=len(result.history), device=str(device),
+        data={"train": train.source, "eval": test.source, "n_train": len(train),
+              "classes": classes, "dataset": args.dataset,
+              "fingerprint": data_fingerprint(train)},
+        knn_top1=full["knn_top1"], train_seconds=train_s, environment=environment(),
+        world_size=result.world_size,
+        views=final["views"], backbone_mflop_32px=model_flops(config.model) / 1e6,
+        commit=git_commit(),
+        knn_protocol=f"{protocol}: bank = all {len(train)} train images, queries = all "
+                     f"{len(test)} test images",
+        knn_top1_monitor=final["knn_top1"],
+        knn_monitor_protocol=f"{protocol}: bank {min(config.knn_bank, len(train))} train "
+                             f"images, {min(config.knn_queries, len(test))} test images",
+        wall_seconds_last_call=wall, data_load_seconds=load_s)
     with atomic_path(args.checkpoint_dir / f"{name}.json") as tmp:
         Path(tmp).write_text(json_dumps(provenance))
 

@@ -7,6 +7,7 @@ here needs only numpy, scipy, scikit-learn and faiss (never torch).
 """
 
 from .combine import PValueCombination
+from .evaluation import evaluate_embeddings
 from .filter import AbstainingClassifier, FilterResult, OODFilter
 from .gaussian import GaussianScorer
 from .knn import KNNScorer
@@ -23,5 +24,5 @@ __all__ = [
     "GaussianScorer", "NormShellScorer", "KNNScorer", "PValueCombination", "OODFilter",
     "AbstainingClassifier", "FilterResult", "gaussian_views", "save", "load",
     "auroc", "aupr_in", "aupr_out", "fpr_at_tpr", "fpr95_id_positive",
-    "fpr95_ood_positive", "ood_report", "__version__",
+    "fpr95_ood_positive", "ood_report", "evaluate_embeddings", "__version__",
 ]

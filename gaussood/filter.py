@@ -210,7 +210,7 @@ class OODFilter(TransformerMixin, BaseEstimator):
         from .views import gaussian_views
 
         scorer = clone(self.scorer) if self.scorer is not None else gaussian_views()
-        Z, widths = self._encode(X, desc="fit: embed")
+        Z, widths, _ = self._encode(X, desc="fit: embed")
         if self.encoder is not None and len(self.image_encoder_.layers) > 1:
             if widths is None:
                 raise ValueError(f"This filter has several layers "
@@ -254,25 +254,22 @@ class OODFilter(TransformerMixin, BaseEstimator):
 
     def _encode(self, X, *, image_index: int = 0, strict: bool = False, desc: str = "embed",
                 progress=None):
-        """(embeddings of X, the width of each layer's block, or None for embeddings given
-        as such or a single layer)."""
+        """(embeddings of X, the width of each layer's block or None for embeddings given
+        as such or a single layer, the file of each row or None)."""
         Z = _embedding_array(X)
         if Z is not None:
             if Z.ndim != 2:
                 raise ValueError("Expected embeddings (n, d) or images; got an array with "
                                  f"{Z.ndim} dimensions.")
-            self._paths = None
-            return Z, None
+            return Z, None, None
         encoder = self.image_encoder_
         if encoder is None:
             raise ValueError("Got images but this filter has no encoder: pass encoder=... "
                              "or give embeddings.")
-        Z = encoder.embed(X, batch_size=self.batch_size, image_index=image_index,
-                          strict=strict, desc=desc,
-                          progress=self.progress if progress is None else progress)
-        files = encoder.last_source.files
-        self._paths = list(files.read) if files is not None else None
-        return _joined(Z)
+        out = encoder.embed(X, batch_size=self.batch_size, image_index=image_index,
+                            strict=strict, desc=desc, return_sources=True,
+                            progress=self.progress if progress is None else progress)
+        return (*_joined(out.X), None if out.files is None else list(out.files))
 
     # ----------------------------------------------------------------- scoring
     def _result(self, Z, paths=None) -> FilterResult:
@@ -287,8 +284,9 @@ class OODFilter(TransformerMixin, BaseEstimator):
         """Score, p-value and keep/flag decision of every sample (for a folder, of every
         readable file, listed in ``result.paths``)."""
         check_is_fitted(self, "scorer_")
-        Z = self.embed(X, strict=strict, desc="evaluate: embed", progress=progress)
-        self.last_result_ = self._result(Z, self._paths)
+        Z, _, paths = self._encode(X, strict=strict, desc="evaluate: embed",
+                                   progress=progress)
+        self.last_result_ = self._result(Z, paths)
         return self.last_result_
 
     def predict(self, X) -> np.ndarray:
@@ -378,8 +376,8 @@ class OODFilter(TransformerMixin, BaseEstimator):
             if window is None:
                 result = self.evaluate(images, progress=False)
             else:   # evaluate, keeping the embeddings for the window tests
-                Z = self.embed(images, desc="stream: embed", progress=False)
-                result = self.last_result_ = self._result(Z, self._paths)
+                Z, _, paths = self._encode(images, desc="stream: embed", progress=False)
+                result = self.last_result_ = self._result(Z, paths)
                 pending_Z.append(Z)
                 pending_p.append(result.pvalue)
                 windows = self._full_windows(pending_Z, pending_p, window, shift_method,

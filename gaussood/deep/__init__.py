@@ -9,7 +9,7 @@ from .augment import SimCLRAugment, eval_transform, two_views
 from .checkpoint import load_encoder, save_encoder
 from .data import ImageSet, jpeg_reencode, load_dataset, parse_classes
 from .embed import embed_images, extract_embeddings
-from .encoders import ImageEncoder, make_encoder
+from .encoders import Embeddings, ImageEncoder, make_encoder
 from .evaluate import Evaluation, OODSet, evaluate
 from .images import ImageFiles, open_images
 from .loss import InfoNCELoss
@@ -21,4 +21,4 @@ __all__ = ["ImageSet", "load_dataset", "jpeg_reencode", "SimCLRAugment", "two_vi
            "eval_transform", "InfoNCELoss", "Encoder", "TrainConfig", "TrainResult",
            "train_encoder", "knn_top1", "embed_images", "extract_embeddings",
            "load_encoder", "save_encoder", "parse_classes", "evaluate", "Evaluation", "OODSet",
-           "make_encoder", "ImageEncoder", "open_images", "ImageFiles", "imagenet_preprocessing"]
+           "make_encoder", "ImageEncoder", "Embeddings", "open_images", "ImageFiles", "imagenet_preprocessing"]

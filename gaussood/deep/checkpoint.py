@@ -16,12 +16,12 @@ no arbitrary unpickling):
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
 
 from .._atomic import atomic_path
+from ..provenance import file_sha256  # noqa: F401 - re-exported (the one definition)
 from .models import Encoder
 
 ENCODER_FORMAT, CHECKPOINT_FORMAT, VERSION = "gaussood.encoder", "gaussood.checkpoint", 2
@@ -57,14 +57,6 @@ def encoder_payload(model: Encoder, dtype: torch.dtype | None = None) -> dict:
 def save_encoder(model: Encoder, path, *, half: bool = False) -> None:
     """Write an encoder file (fp16 weights with ``half=True``)."""
     atomic_torch_save(encoder_payload(model, torch.float16 if half else None), path)
-
-
-def file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_payload(path) -> dict:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..provenance import data_fingerprint
 from .encoders import GAUSSOOD_LAYERS as LAYERS  # noqa: F401 - re-exported
 from .encoders import make_encoder, pick_device  # noqa: F401 - pick_device re-exported
 
@@ -41,21 +42,14 @@ def embed_images(model, images, *, layer: str | None = None, batch_size: int | N
                          strict=strict, desc=f"embed ({encoder.layer})")
 
 
-def dataset_fingerprint(dataset) -> str:
-    digest = hashlib.sha256()
-    digest.update(np.ascontiguousarray(dataset.images).data)
-    digest.update(np.ascontiguousarray(dataset.labels).data)
-    digest.update(f"{dataset.name}|{dataset.source}".encode())
-    return digest.hexdigest()
-
-
 def _cache_entry(dataset, strict):
     """(images, name, fingerprint or None) of an ImageSet, a folder or another input."""
     from .data import ImageSet
     from .images import ImageFiles
 
     if isinstance(dataset, ImageSet):
-        return dataset.images, dataset.name, dataset_fingerprint(dataset)
+        return dataset.images, dataset.name, json.dumps(data_fingerprint(dataset),
+                                                        sort_keys=True)
     if isinstance(dataset, (str, Path)) and Path(dataset).is_dir():
         dataset = ImageFiles(dataset, strict=strict)
     if isinstance(dataset, ImageFiles):
@@ -70,8 +64,9 @@ def extract_embeddings(checkpoint, dataset, *, layer: str | None = None,
     """Embed ``dataset`` (an ``ImageSet``, a folder, or any image input) with an encoder.
 
     ImageSets and folders are cached on disk: the key is the encoder's ``identity()``
-    (weights SHA-256, layer, preprocessing) and the data's fingerprint (content of an
-    ImageSet; paths, sizes and times of a folder's files), so a retrained encoder or
+    (weights SHA-256, layer, preprocessing) and the data's fingerprint
+    (``gaussood.provenance.data_fingerprint`` of an ImageSet: content, shape and name;
+    paths, sizes and times of a folder's files), so a retrained encoder or
     changed data never reuse stale embeddings. ``views``: as ``embed_images`` (in the key). ``cache_dir=False`` disables the cache.
     Folders are embedded straight into the cache file and come back as a read-only
     memmap, so memory does not grow with the number of images; ``out`` (a ``.npy`` path)

@@ -23,7 +23,8 @@
 Import specs and torchvision names are honoured only from the caller: reading a
 gaussood encoder file builds only gaussood's own architectures, and nothing read from a
 file is ever imported. ``ImageEncoder.identity()`` is what makes two encoders the same
-(weights SHA-256, feature layer, preprocessing), not the spec they were built from.
+(weights SHA-256, code SHA-256, feature layer, preprocessing), not the spec they were
+built from.
 
 Several layers in one forward pass: ``layer=("backbone", "head")`` or a list of submodule
 names (hooks on each; the pass stops once every hooked layer has fired).
@@ -32,13 +33,12 @@ names (hooks on each; the pass stops once every hooked layer has fired).
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
-import re
 import warnings
 import zipfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._atomic import atomic_path
+from ..provenance import IMPORT_SPEC as _IMPORT_SPEC  # noqa: F401 - the one definition
+from ..provenance import encoder_identity, state_sha256  # noqa: F401 - re-exported
 from .images import open_images
 from .rotation import rotation_views
 from .preprocess import (Preprocessor, check_preprocessing, describe, imagenet_preprocessing,
@@ -56,7 +58,6 @@ GAUSSOOD_LAYERS = ("backbone", "head")
 # test-time views: none; features averaged over the image and its mirror ("flip"); or
 # over its 4 quarter turns ("rot4", for encoders trained with rotations)
 VIEWS = (None, "flip", "rot4")
-_IMPORT_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 def pick_device(device=None) -> torch.device:
@@ -65,14 +66,35 @@ def pick_device(device=None) -> torch.device:
     return torch.device(device)
 
 
-def state_sha256(module: nn.Module) -> str:
-    """SHA-256 of a module's state dict (names, dtypes, shapes, values; device-independent)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+@dataclass(frozen=True)
+class Embeddings:
+    """What ``ImageEncoder.embed(..., return_sources=True)`` returns: the embeddings and
+    the files they came from, together.
+
+    Attributes
+    ----------
+    X : ndarray of float32, shape (n, d)
+        One row per image read (a read-only memmap when written to ``out``).
+    files : tuple of str or None
+        The file of each row, in order, for a folder, a path or a list of paths; None
+        for other inputs (arrays, tensors, PIL images, datasets).
+    skipped : tuple of (str, str)
+        ``(path, reason)`` of each unreadable file of a folder (not a row of ``X``).
+    """
+
+    X: np.ndarray
+    files: tuple | None = None
+    skipped: tuple = ()
+
+
+def _paths_of(images) -> tuple | None:
+    """The file of each image of a path or list of paths (each one row), else None."""
+    if isinstance(images, (str, os.PathLike)) and not Path(images).is_dir():
+        return (os.fspath(images),)
+    if isinstance(images, (list, tuple)) and images and all(
+            isinstance(i, (str, os.PathLike)) for i in images):
+        return tuple(os.fspath(i) for i in images)
+    return None
 
 
 class _Stop(Exception):
@@ -85,8 +107,7 @@ class ImageEncoder:
 
     Attributes: ``kind`` ("gaussood", "module", "torchscript", "callable"), ``layer``
     (resolved), ``preprocessing``, ``batch_size``, ``device``, ``model`` (the module or
-    callable), ``last_source`` (the ``ImageSource`` of the latest ``embed``: for a folder,
-    ``last_source.files.read`` lists the embedded files, ``.skipped`` the unreadable ones).
+    callable). The files the rows came from: ``embed(..., return_sources=True)``.
     """
 
     def __init__(self, model, *, kind: str, layer: str, preprocessing, batch_size: int = 256,
@@ -100,7 +121,13 @@ class ImageEncoder:
             raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
         self.batch_size, self.device = int(batch_size), device
         self._prep = None if self.preprocessing == "raw" else Preprocessor(self.preprocessing)
-        self.last_source = None
+        self._last_source = None
+
+    @property
+    def last_source(self):
+        """Deprecated (read back after a call): the ``ImageSource`` of the latest ``embed``.
+        Use ``embed(..., return_sources=True)``, which returns the files with the rows."""
+        return self._last_source
 
     @property
     def layers(self) -> tuple:
@@ -119,19 +146,14 @@ class ImageEncoder:
         return owner if isinstance(owner, nn.Module) else None
 
     def identity(self) -> dict:
-        """Plain, JSON-able dict: weights SHA-256 (of the state dict; None for a callable
-        that is not a module's method, then named by ``callable``), feature layer and
-        preprocessing. Equal identities embed images identically."""
-        module = self._weights_module()
-        ident = {"weights_sha256": state_sha256(module) if module is not None else None,
-                 "layer": self.layer, "preprocessing": describe(self.preprocessing)}
-        if self.views is not None:  # only then: identities without test-time views stay
-            ident["views"] = self.views
-        if module is None:
-            fn = self.model
-            ident["callable"] = f"{getattr(fn, '__module__', '?')}." \
-                                f"{getattr(fn, '__qualname__', type(fn).__qualname__)}"
-        return ident
+        """Plain, JSON-able dict (``gaussood.provenance.encoder_identity``): weights SHA-256
+        (of the state dict; None for a callable that is not a module's method), feature
+        layer, preprocessing, test-time views, and for TorchScript modules, torch modules
+        (not gaussood's own) and callables the SHA-256 of their code (``code_sha256``; None with an ``unverifiable`` reason
+        when it cannot be hashed stably). Equal identities embed images identically."""
+        return encoder_identity(self.model, weights_module=self._weights_module(),
+                                layer=self.layer, preprocessing=describe(self.preprocessing),
+                                views=self.views, kind=self.kind)
 
     # ---------------------------------------------------------------- embedding
     @contextmanager
@@ -166,20 +188,22 @@ class ImageEncoder:
     @torch.no_grad()
     def embed(self, images, *, batch_size: int | None = None, progress: bool = False,
               out=None, image_index: int = 0, strict: bool = False, num_workers: int = 0,
-              desc: str = "embed") -> np.ndarray:
+              desc: str = "embed", return_sources: bool = False):
         """float32 ``(N, d)`` embeddings of any image input (``gaussood.deep.images``).
 
         ``out``: a ``.npy`` path; rows are written there as they come (memory does not
         grow with N) and a read-only memmap of the file is returned. With several layers
         the result is a dict ``{layer: (N, d_layer) array}`` (one forward pass), and
         ``out`` a dict ``{layer: .npy path}`` naming every layer. A folder's unreadable
-        files are skipped (listed in a warning and in ``last_source.files.skipped``), or
-        raise with ``strict=True``.
+        files are skipped (listed in a warning), or raise with ``strict=True``.
+        ``return_sources=True``: an ``Embeddings`` (``X``: the array or the dict of
+        arrays, ``files``: the file of each row for a folder or paths, ``skipped``: the
+        unreadable files) instead.
         """
         bs = int(batch_size or self.batch_size)
         source = open_images(images, batch_size=bs, image_index=image_index, strict=strict,
                              num_workers=num_workers)
-        self.last_source = source
+        self._last_source = source
         device = pick_device(self.device)
         rows = [NpyRows(path, source.n) for path in self._out_paths(out)]
         bar = tqdm(total=source.n, unit="img", desc=desc, leave=False,
@@ -197,7 +221,12 @@ class ImageEncoder:
         finally:
             bar.close()
         done = [layer_rows.finish() for layer_rows in rows]
-        return done[0] if len(done) == 1 else dict(zip(self.layers, done))
+        X = done[0] if len(done) == 1 else dict(zip(self.layers, done))
+        if not return_sources:
+            return X
+        if source.files is not None:
+            return Embeddings(X, tuple(source.files.read), tuple(source.files.skipped))
+        return Embeddings(X, _paths_of(images))
 
     def _out_paths(self, out) -> list:
         """One ``out`` path (or None) per layer."""

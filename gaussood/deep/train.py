@@ -32,7 +32,6 @@ progress and runs the k-NN monitor.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import numbers
 import time
@@ -53,6 +52,7 @@ from .checkpoint import (
     read_payload,
     save_encoder,
 )
+from ..provenance import data_fingerprint  # noqa: F401 - re-exported (the one definition)
 from .embed import embed_images, pick_device
 from .loss import InfoNCELoss
 from .models import Encoder
@@ -122,15 +122,6 @@ class TrainResult:
     total_steps: int = 0
     rank: int = 0                    # under torchrun: this process's rank (0 writes outputs)
     world_size: int = 1              # processes (DDP ranks) that trained it
-
-
-def data_fingerprint(train_set) -> dict:
-    """What a checkpoint records of its training data: content hash, size, classes."""
-    digest = hashlib.sha256()
-    digest.update(np.ascontiguousarray(train_set.images).data)
-    digest.update(np.ascontiguousarray(train_set.labels).astype(np.int64).data)
-    return {"sha256": digest.hexdigest(), "n": int(len(train_set)), "name": train_set.name,
-            "classes": sorted(int(c) for c in np.unique(train_set.labels))}
 
 
 def knn_top1(bank: np.ndarray, bank_labels: np.ndarray, queries: np.ndarray,

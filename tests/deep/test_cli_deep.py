@@ -6,6 +6,7 @@ where GAUSSOOD_DATA points at the data (labels files, class subsets).
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -233,3 +234,32 @@ def test_train_nproc_must_divide_the_global_batch(tmp_path, capsys):
                        "--nproc", "3", "--out", tmp_path / "enc.pt")
     assert_one_line_error(err, "train", code, 1)
     assert "batch_size=32 is the global batch and must split evenly across the 3" in err
+
+
+def test_benchmark_training_script_writes_the_training_record(tmp_path, monkeypatch):
+    """benchmarks/train_encoder.py writes the schema of ``gaussood train``
+    (gaussood.provenance.training_record): ``config``, not the old ``recipe``."""
+    import importlib.util
+
+    from gaussood.deep.data import ImageSet
+    from gaussood.provenance import TRAINING_KEYS, data_fingerprint
+
+    spec = importlib.util.spec_from_file_location(
+        "train_encoder_script", Path(__file__).resolve().parents[2] / "benchmarks" /
+        "train_encoder.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rng = np.random.default_rng(0)
+    sets = {split: ImageSet(rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8),
+                            np.arange(64) % 2, "toy", ["a", "b"], f"toy {split}; N=64")
+            for split in ("train", "test")}
+    monkeypatch.setattr(script, "load_dataset", lambda _name, split, **kw: sets[split])
+    script.main(["--threads", "1", "--epochs", "1", "--batch-size", "32", "--steps-per-epoch",
+                 "2", "--name", "toy", "--work-dir", str(tmp_path / "work"),
+                 "--checkpoint-dir", str(tmp_path), "--results-dir", str(tmp_path / "results")])
+    record = json.loads((tmp_path / "toy.json").read_text())
+    assert list(record)[:len(TRAINING_KEYS)] == list(TRAINING_KEYS) and "recipe" not in record
+    assert record["config"]["steps_per_epoch"] == 2 and record["sha256"] == file_sha256(
+        tmp_path / "toy.pt")
+    assert record["data"]["eval"] == "toy test; N=64"
+    assert record["data"]["fingerprint"] == data_fingerprint(sets["train"])

@@ -61,3 +61,27 @@ def test_images_through_an_encoder_file_and_skipped_sets(tmp_path):
     with pytest.raises(FileNotFoundError, match="encoder file not found"):
         evaluate(tmp_path / "none.pt", images[:100], images[100:], {"noise": noise},
                  progress=False)
+
+
+def test_peers_are_ordinary_detectors_and_may_fail():
+    """``peers``: objects with fit / score_samples run after the scorers on the same rows;
+    one that fails is reported as failed; the scorers' numbers are those of the core."""
+    from sklearn.covariance import EllipticEnvelope
+
+    from gaussood import evaluate_embeddings
+
+    class Failing:
+        def fit(self, X, y=None):
+            raise RuntimeError("peer library missing")
+
+    rng = np.random.default_rng(2)
+    fit, test, far = rng.normal(size=(400, 5)), rng.normal(size=(200, 5)), \
+        3 * rng.normal(size=(200, 5))
+    scorers = {"Gaussian": GaussianScorer()}
+    result = evaluate(None, fit, test, {"far": far}, scorers=scorers, seeds=[1], progress=False,
+                      peers={"EE": EllipticEnvelope(random_state=0), "failing": Failing()})
+    assert list(result.summary) == ["Gaussian", "EE", "failing"]
+    assert result.summary["failing"]["error"] == "RuntimeError: peer library missing"
+    assert result.summary["EE"]["sets"]["far"]["auroc"]["mean"] > 0.9
+    core = evaluate_embeddings(scorers, fit, None, test, {"far": far}, seeds=[1])
+    assert core.per_seed[0]["Gaussian"]["metrics"] == result.per_seed[0]["Gaussian"]["metrics"]

@@ -107,16 +107,22 @@ def test_folder_recursive_skips_unreadable(tmp_path, rgb):
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     enc = make_encoder(stats)
     with pytest.warns(UserWarning, match="Skipped 1 unreadable.*broken.jpg"):
-        feats = enc.embed(tmp_path)
-    files = enc.last_source.files
-    assert feats.shape == (6, 4) and len(files.read) == 6
-    assert [p for p, _ in files.skipped] == [str(tmp_path / "broken.jpg")]
+        out = enc.embed(tmp_path, return_sources=True)
+    assert out.X.shape == (6, 4) and len(out.files) == 6
+    assert [p for p, _ in out.skipped] == [str(tmp_path / "broken.jpg")]
+    assert list(enc.last_source.files.read) == list(out.files)   # deprecated, for the CLI
     with pytest.raises(ValueError, match="broken.jpg"):
         enc.embed(str(tmp_path), strict=True)
     assert len(ImageFiles(tmp_path)) == 7
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        enc.embed(files.read)                         # a list of paths
+        again = enc.embed(list(out.files), return_sources=True)     # a list of paths
+    assert again.files == out.files and again.skipped == ()
+    np.testing.assert_array_equal(again.X, out.X)
+    # inputs that are not files: no files, and the plain array without return_sources
+    arrays = enc.embed(rgb[:3], return_sources=True)
+    assert arrays.files is None and arrays.skipped == () and arrays.X.shape == (3, 4)
+    assert isinstance(enc.embed(rgb[:3]), np.ndarray)
     with pytest.raises(FileNotFoundError):
         enc.embed(tmp_path / "missing")
 
@@ -131,8 +137,8 @@ def test_skimage_photos_folder(tmp_path):
     assert len(photos) >= 10
     enc = make_encoder(lambda x: x.mean(dim=(2, 3)),
                        preprocessing={"input_size": 32, "resize": "resize_crop"})
-    feats = enc.embed(root)
-    read = enc.last_source.files.read
+    out = enc.embed(root, return_sources=True)
+    feats, read = out.X, out.files
     assert feats.shape == (len(read), 3) and len(read) >= 10
     modes = {Image.open(p).mode for p in read}
     assert len(modes) >= 3                             # e.g. RGB, L, RGBA, P
@@ -184,8 +190,9 @@ def test_folder_fifo_is_skipped_not_opened(tmp_path, rgb):
     assert feats.shape == (1, 4)
     with pytest.warns(UserWarning, match=r"Skipped 1 unreadable.*pipe\.png.*not a regular "
                                           r"file \(FIFO\)"):
-        assert enc.embed(tmp_path).shape == (1, 4)
-    assert [p for p, _ in enc.last_source.files.skipped] == [str(tmp_path / "pipe.png")]
+        out = enc.embed(tmp_path, return_sources=True)
+    assert out.X.shape == (1, 4) and out.files == (str(tmp_path / "a.png"),)
+    assert [p for p, _ in out.skipped] == [str(tmp_path / "pipe.png")]
     with pytest.raises(ValueError, match=r"pipe\.png: not a regular file"):
         enc.embed(tmp_path, strict=True)
     with pytest.raises(OSError, match="FIFO"):
@@ -260,3 +267,24 @@ def test_undecodable_file_names(tmp_path, rgb):
     np.testing.assert_allclose(feats, enc.embed(rgb[:1]))
     with pytest.raises(ValueError, match=r"Cannot read image '[^']*bad\\udcfe\.png'"):
         enc.embed(tmp_path, strict=True)
+
+
+def test_filter_results_name_their_files(tmp_path, rgb):
+    """OODFilter.evaluate returns the files of its rows (a folder: the readable ones; a
+    list of paths: each one), from embed's return value, not from state read back."""
+    from gaussood import GaussianScorer, OODFilter
+
+    for i in range(4):
+        Image.fromarray(rgb[i]).save(tmp_path / f"im{i}.png")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    rng = np.random.default_rng(0)
+    fit = rng.integers(0, 256, (200, 8, 8, 3), dtype=np.uint8)
+    filt = OODFilter(GaussianScorer(), encoder=stats, progress=False).fit(fit)
+    with pytest.warns(UserWarning, match="Skipped 1"):
+        folder = filt.evaluate(tmp_path)
+    assert folder.paths == [str(tmp_path / f"im{i}.png") for i in range(4)]
+    listed = filt.evaluate([tmp_path / "im3.png", tmp_path / "im0.png"])
+    assert listed.paths == [str(tmp_path / "im3.png"), str(tmp_path / "im0.png")]
+    np.testing.assert_array_equal(listed.score, folder.score[[3, 0]])
+    assert filt.evaluate(rgb[:2]).paths is None
+    assert not hasattr(filt, "_paths")
