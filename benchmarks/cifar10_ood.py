@@ -39,7 +39,7 @@ import numpy as np
 
 from gaussood._atomic import atomic_path
 from gaussood._env import environment
-from gaussood.deep.bench_settings import OOD_SETS, SETTINGS, pool, quick
+from gaussood.bench_settings import OOD_SETS, SETTINGS, pool, quick
 from gaussood.deep.evaluate import OODSet, dataset_loader, evaluate, log
 
 HERE = Path(__file__).resolve().parent

@@ -80,7 +80,7 @@ def test_the_core_imports_no_torch():
 
 
 def test_quick_mode_is_defined_once():
-    from gaussood.deep.bench_settings import OOD_SETS, QUICK, SETTINGS, near_sets, pool, quick
+    from gaussood.bench_settings import OOD_SETS, QUICK, SETTINGS, near_sets, pool, quick
 
     seeds, sizes = quick([4, 5, 6], n_fit=40_000, n_eval=500, ee_max=3_000, lof_max=10_000)
     assert seeds == [4] and sizes == {"n_fit": QUICK["n_fit"], "n_eval": 500,

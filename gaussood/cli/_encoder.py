@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 
+from ..provenance import IMPORT_SPEC
 from ._common import existing_file, load_npy, one_line
 from .options import add_device_flag, add_quiet_flag, positive_int
-
-_IMPORT_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 def _preprocessing_arg(text):
@@ -68,7 +66,7 @@ def encoder_file(args) -> Path | None:
         existing_file(args.weights, "weights file")
     if torchvision:
         return None
-    if not Path(spec).exists() and _IMPORT_SPEC.match(spec):
+    if not Path(spec).exists() and IMPORT_SPEC.match(spec):
         return None
     return existing_file(spec, "encoder file")
 

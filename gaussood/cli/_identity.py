@@ -14,7 +14,7 @@ import warnings
 import zipfile
 from pathlib import Path
 
-from ..provenance import check_identity, stored_identity
+from ..provenance import check_identity, file_sha256, stored_identity
 from ._common import existing_file
 
 IDENTITY_FORMAT = "gaussood.embeddings"
@@ -32,16 +32,6 @@ def paths_path(out: Path) -> Path:
 
 def identity_path(out: Path) -> Path:
     return _companion(out, ".encoder.json")
-
-
-def file_sha256(path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def identity_record(out: Path, written: Path, shape, identity: dict, source: str) -> dict:

@@ -121,13 +121,6 @@ class ImageEncoder:
             raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
         self.batch_size, self.device = int(batch_size), device
         self._prep = None if self.preprocessing == "raw" else Preprocessor(self.preprocessing)
-        self._last_source = None
-
-    @property
-    def last_source(self):
-        """Deprecated (read back after a call): the ``ImageSource`` of the latest ``embed``.
-        Use ``embed(..., return_sources=True)``, which returns the files with the rows."""
-        return self._last_source
 
     @property
     def layers(self) -> tuple:
@@ -203,7 +196,6 @@ class ImageEncoder:
         bs = int(batch_size or self.batch_size)
         source = open_images(images, batch_size=bs, image_index=image_index, strict=strict,
                              num_workers=num_workers)
-        self._last_source = source
         device = pick_device(self.device)
         rows = [NpyRows(path, source.n) for path in self._out_paths(out)]
         bar = tqdm(total=source.n, unit="img", desc=desc, leave=False,

@@ -110,7 +110,6 @@ def test_folder_recursive_skips_unreadable(tmp_path, rgb):
         out = enc.embed(tmp_path, return_sources=True)
     assert out.X.shape == (6, 4) and len(out.files) == 6
     assert [p for p, _ in out.skipped] == [str(tmp_path / "broken.jpg")]
-    assert list(enc.last_source.files.read) == list(out.files)   # deprecated, for the CLI
     with pytest.raises(ValueError, match="broken.jpg"):
         enc.embed(str(tmp_path), strict=True)
     assert len(ImageFiles(tmp_path)) == 7

@@ -6,6 +6,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ...bench_settings import OOD_SETS, QUICK, near_sets, pool, quick
+
 from .._common import (existing_file, load_dataset, need_torch,
                        refuse_overwriting_by_reports, write_text)
 from ..options import add_data_flags, add_quiet_flag, classes_arg, param_types, positive_int
@@ -24,11 +26,10 @@ def add_arguments(p) -> None:
                    help="encoder file")
     add_data_flags(p, default_dataset="cifar10", n_help=None)
     p.add_argument("--ood", nargs="+", metavar="NAME[:CLASSES]",
-                   default=["cifar100", "svhn", "fashion-mnist", "mnist", "uniform-noise",
-                            "gaussian-noise"],
+                   default=list(OOD_SETS),
                    help="OOD test sets (missing files are reported and skipped); "
                         "NAME:CLASSES takes some classes, e.g. cifar10:6-9")
-    p.add_argument("--near", nargs="*", default=["cifar100"],
+    p.add_argument("--near", nargs="*", default=near_sets(),
                    help="OOD sets reported as near (also the ID dataset's own classes)")
     p.add_argument("--jpeg-quality", type=int, default=75,
                    help="JPEG re-encoding of every image (0: none)")
@@ -41,7 +42,8 @@ def add_arguments(p) -> None:
     p.add_argument("--alpha", type=param_types()["alpha"], default=0.05,
                    help="target false-alarm rate of every scorer")
     p.add_argument("--quick", action="store_true",
-                   help="one seed, at most 5,000 fit / 1,000 eval images")
+                   help=f"one seed, at most {QUICK['n_fit']:,} fit / {QUICK['n_eval']:,} "
+                        "eval images")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("--out-dir", type=Path, default=None, metavar="DIR",
                    help="also write NAME.md and NAME.json here")
@@ -63,9 +65,10 @@ def run(args) -> int:
     existing_file(args.encoder, "encoder file")
     refuse_overwriting_by_reports(args, (f"{args.name}.md", f"{args.name}.json"),
                                   [("--encoder", args.encoder)])
-    seeds = args.seeds[:1] if args.quick else args.seeds
-    n_fit = min(args.n_fit, 5000) if args.quick else args.n_fit
-    n_eval = min(args.n_eval, 1000) if args.quick else args.n_eval
+    seeds, n_fit, n_eval = args.seeds, args.n_fit, args.n_eval
+    if args.quick:
+        seeds, sizes = quick(seeds, n_fit=n_fit, n_eval=n_eval)
+        n_fit, n_eval = sizes["n_fit"], sizes["n_eval"]
     quality = None if args.jpeg_quality == 0 else args.jpeg_quality
     ood = {}
     for spec in args.ood:
@@ -83,8 +86,8 @@ def run(args) -> int:
         return load_dataset(args.dataset, split, root=args.data_root, download=args.download,
                             classes=classes, n=n, jpeg_quality=quality)
 
-    result = evaluate(args.encoder, id_set("train", 2 * n_fit if args.quick else None),
-                      id_set("test", 2 * n_eval if args.quick else None), ood, seeds=seeds,
+    result = evaluate(args.encoder, id_set("train", pool(n_fit, args.quick)),
+                      id_set("test", pool(n_eval, args.quick)), ood, seeds=seeds,
                       n_fit=n_fit, n_eval=n_eval, alpha=args.alpha, layer=args.layer,
                       name=args.dataset, progress=not args.quiet)
     text = result.to_markdown()

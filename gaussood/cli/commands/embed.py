@@ -119,23 +119,23 @@ def run(args) -> int:
     with atomic_paths(targets, suffixes) as temps:
         tmp = dict(zip(targets, temps))
         if feats is None:   # images (or a dataset, for several layers): rows go to the files
-            feats = encoder.embed(images, out=dict(zip(encoder.layers, (tmp[o] for o in outs)))
-                                  if several else tmp[out], progress=not args.quiet,
-                                  strict=args.strict, desc=f"embed ({layer_names(encoder)})")
-            feats = list(feats.values()) if several else [feats]
+            emb = encoder.embed(images, out=dict(zip(encoder.layers, (tmp[o] for o in outs)))
+                                if several else tmp[out], progress=not args.quiet,
+                                strict=args.strict, desc=f"embed ({layer_names(encoder)})",
+                                return_sources=True)
+            feats = list(emb.X.values()) if several else [emb.X]
         else:
             with open(tmp[out], "wb") as fh:
                 np.save(fh, feats[0])
         shapes = [tuple(int(s) for s in f.shape) for f in feats]
         del feats   # memmaps of the temporary files
         if folder:
-            files = encoder.last_source.files
-            skipped = list(files.skipped)
-            if not files.read:
-                raise ValueError(f"none of the {len(files)} image files under {args.images} "
+            skipped = list(emb.skipped)
+            if not emb.files:
+                raise ValueError(f"none of the {len(skipped)} image files under {args.images} "
                                  f"could be read (first: {skipped[0][1] if skipped else '?'})")
-            write_paths_csv(tmp[paths_out], files.read)
-            what = f"{len(files.read)} images from folder {args.images}"
+            write_paths_csv(tmp[paths_out], emb.files)
+            what = f"{len(emb.files)} images from folder {args.images}"
         if labels is not None:
             with open(tmp[labels_out], "wb") as fh:
                 np.save(fh, np.asarray(labels, dtype=np.int64))

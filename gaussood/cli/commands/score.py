@@ -100,8 +100,9 @@ def run(args) -> int:
         else:
             check_identity(stored, encoder.identity(), args.scorer,
                            f"--encoder {args.encoder} (layer {layer_names(encoder)})")
-        X = encoder.embed(images, progress=not args.quiet, strict=args.strict,
-                          desc=f"embed ({layer_names(encoder)})")
+        emb = encoder.embed(images, progress=not args.quiet, strict=args.strict,
+                            desc=f"embed ({layer_names(encoder)})", return_sources=True)
+        X = emb.X
         if isinstance(X, dict):   # several layers, side by side in the scorer's order
             widths = [part.shape[1] for part in X.values()]
             X = np.hstack(list(X.values()))
@@ -111,10 +112,9 @@ def run(args) -> int:
                                  f"{args.scorer} was fitted on "
                                  f"{' + '.join(str(b - a) for a, b in blocks)}")
         if isinstance(images, Path):
-            files = encoder.last_source.files
-            paths, skipped = list(files.read), list(files.skipped)
+            paths, skipped = list(emb.files), list(emb.skipped)
             if not paths:
-                raise ValueError(f"none of the {len(files)} image files under {args.images} "
+                raise ValueError(f"none of the {len(skipped)} image files under {args.images} "
                                  "could be read")
         if X.shape[1] != scorer.n_features_in_:
             raise ValueError(f"{args.encoder} gives {X.shape[1]} features "

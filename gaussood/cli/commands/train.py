@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import time
@@ -65,9 +64,9 @@ def run(args) -> int:
     from ..._atomic import atomic_paths
     from ..._env import environment
     from ...deep import save_encoder, train_encoder
-    from ...deep.checkpoint import file_sha256
     from ...deep.embed import pick_device
     from ...deep.train import as_image_set
+    from ...provenance import data_fingerprint, training_record
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -102,24 +101,20 @@ def run(args) -> int:
     # the encoder is renamed into place first; its .json only after it
     with atomic_paths([out, json_path], [".partial.pt", ".partial"]) as (tmp_pt, tmp_json):
         save_encoder(result.model, tmp_pt, half=True)
-        size = os.path.getsize(tmp_pt)
-        provenance = {
-            "command": "gaussood " + shlex.join(args.argv),
-            "config": dataclasses.asdict(config),
-            **({"world_size": result.world_size} if result.world_size > 1 else {}),
-            "epochs": len(result.history), "history": result.history,
-            "device": str(device),
-            "data": {"train": train.source, "eval": None if test is None else test.source,
-                     "n_train": len(train), "classes": classes,
-                     "dataset": None if args.images is not None else args.dataset},
-            "knn_top1": final.get("knn_top1"),
-            "train_seconds": sum(h["seconds"] for h in result.history),
-            "wall_seconds_this_call": wall, "data_load_seconds": load_s,
-            "work_dir": None if args.work_dir is None else str(args.work_dir),
-            "encoder_file": out.name, "sha256": file_sha256(tmp_pt), "size_bytes": size,
-            "weights": "float16",
-            "environment": environment(),
-        }
+        provenance = training_record(
+            command="gaussood " + shlex.join(args.argv), config=dataclasses.asdict(config),
+            encoder_file=tmp_pt, encoder_name=out.name, total_steps=result.total_steps,
+            epochs=len(result.history), device=str(device),
+            data={"train": train.source, "eval": None if test is None else test.source,
+                  "n_train": len(train), "classes": classes,
+                  "dataset": None if args.images is not None else args.dataset,
+                  "fingerprint": data_fingerprint(train)},
+            knn_top1=final.get("knn_top1"),
+            train_seconds=sum(h["seconds"] for h in result.history),
+            environment=environment(), world_size=result.world_size,
+            history=result.history, wall_seconds_this_call=wall, data_load_seconds=load_s,
+            work_dir=None if args.work_dir is None else str(args.work_dir))
+        size = provenance["size_bytes"]
         with open(tmp_json, "w", encoding="utf-8") as fh:
             fh.write(json.dumps(provenance, indent=2, default=json_default) + "\n")
     knn = "" if final.get("knn_top1") is None else f", kNN top-1 {100 * final['knn_top1']:.1f}%"
