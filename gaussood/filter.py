@@ -26,7 +26,7 @@ ACTIONS = ("drop", "flag")
 @dataclass
 class FilterResult:
     """Per-sample outcome: ``keep`` (bool), ``score`` (higher = more ID), ``pvalue``,
-    and ``paths`` (the files scored, for a folder input; else None)."""
+    and ``paths`` (the files scored, for a folder or a list of paths; else None)."""
 
     keep: np.ndarray
     score: np.ndarray
@@ -38,12 +38,21 @@ class FilterResult:
         return float(1.0 - self.keep.mean()) if self.keep.size else 0.0
 
 
-def _embedding_array(X):
+def _embedding_array(X, *, encoder: bool = False):
     """X as an array of embeddings (2-D, or fewer dims: an error later), or None when X
-    holds images. numpy only: deciding this never imports torch."""
+    holds images. numpy only: deciding this never imports torch.
+
+    With an encoder (``encoder=True``) a 2-D array or tensor of integers or booleans is
+    one grayscale image, not embeddings (a uint8 40x6 image went to a 6-d scorer as 40
+    embeddings); 2-D floats stay embeddings.
+    """
     if hasattr(X, "detach") and getattr(X, "ndim", 0) <= 2:
+        if encoder and X.ndim == 2 and not X.is_floating_point():
+            return None
         return X.detach().cpu().numpy()
     if isinstance(X, np.ndarray):
+        if encoder and X.ndim == 2 and X.dtype.kind in "biu":
+            return None
         return X if X.ndim <= 2 else None
     if isinstance(X, (list, tuple)) and (not X or np.ndim(X[0]) <= 1 and not
                                          isinstance(X[0], (str, Path))):
@@ -212,8 +221,10 @@ class OODFilter(TransformerMixin, BaseEstimator):
               progress=None) -> np.ndarray:
         """Embeddings of ``X``: 2-D input is returned as is (embeddings); images (arrays,
         tensors, PIL images, lists of mixed sizes, a folder, a Dataset or DataLoader) are
-        encoded. A folder's unreadable files are skipped (``strict=True``: raise)."""
-        Z = _embedding_array(X)
+        encoded. 2-D floats are embeddings; with an encoder, a 2-D array of integers is one
+        grayscale image. The unreadable files of a folder or a list of paths are skipped
+        (``strict=True``: raise); a folder or list with no readable image is refused."""
+        Z = _embedding_array(X, encoder=self.encoder is not None)
         if Z is not None:
             if Z.ndim != 2:
                 raise ValueError("Expected embeddings (n, d) or images; got an array with "

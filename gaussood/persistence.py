@@ -167,7 +167,11 @@ def _read(path):
             _check_member_sizes(path, data)
             if _HEADER not in data.files:
                 raise ValueError(f"{path} is not a gaussood scorer file (no {_HEADER} header).")
-            header = json.loads(str(data[_HEADER]))
+            try:
+                header = json.loads(str(data[_HEADER]))
+            except RecursionError:  # json recurses per nesting level
+                raise ValueError(f"{path} is not a gaussood scorer file: its {_HEADER} "
+                                 "header is nested too deeply to read.") from None
             arrays = {k[len("attr/"):]: data[k] for k in data.files if k.startswith("attr/")}
             arrays.update({k: data[k] for k in data.files if k.startswith("fold/")})
     except (zipfile.BadZipFile, EOFError, OSError, KeyError, json.JSONDecodeError) as exc:
