@@ -430,6 +430,9 @@ def _cifar10(root: Path, split: str, download: bool, n, seed) -> Loaded:
     if src is None:
         return Loaded(*_load_cifar_pickles(root, split, download, False))
     imgs, labels = _load_cifar10_jpeg(src, split)
+    if not len(imgs):  # a 0 x 0 array went on to embed and score nothing, exit 0
+        raise ValueError(f"{src} holds no {split} images (want members "
+                         f"cifar10-jpeg/{split}/<class>/NNNN.jpg).")
     return Loaded(imgs, labels, CIFAR10_CLASSES,
                   f"CIFAR-10 JPEG q75 archive ({src}, cifar10-jpeg/{split}/<class>/NNNN.jpg, "
                   f"decoded with Pillow), {split} split", jpeg_quality=75)

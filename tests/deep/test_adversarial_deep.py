@@ -266,3 +266,18 @@ def test_a_tampered_resume_checkpoint_is_refused(tmp_path, edit, match):
     torch.save(state, path)
     with pytest.raises(ValueError, match=match):
         train_encoder(train, config, checkpoint_dir=tmp_path, progress=False)
+
+
+def test_an_archive_without_images_is_refused(tmp_path, monkeypatch):
+    """A CIFAR archive with no images gave a 0 x 0 array (and 'gaussood embed' exit 0)."""
+    from gaussood.deep.data import load_dataset
+
+    monkeypatch.setenv("GAUSSOOD_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "tree" / "cifar10-jpeg" / "test").mkdir(parents=True)
+    (tmp_path / "tree" / "cifar10-jpeg" / "README").write_text("no images")
+    (tmp_path / "data").mkdir()
+    with tarfile.open(tmp_path / "data" / "cifar10_jpeg_q75.tar.xz", "w:xz") as tf:
+        tf.add(tmp_path / "tree" / "cifar10-jpeg", arcname="cifar10-jpeg")
+    for _ in range(2):  # decoded, then from the decoded cache
+        with pytest.raises(ValueError, match="holds no test images"):
+            load_dataset("cifar10", "test", root=tmp_path / "data")
