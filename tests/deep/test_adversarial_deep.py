@@ -120,7 +120,7 @@ def test_a_batch_of_files_stops_at_max_batch_pixels(tmp_path, monkeypatch):
         return _first6(batch)
 
     Z = make_encoder(encoder, preprocessing="raw", batch_size=256).embed(tmp_path)
-    assert sizes == [3, 3, 1]
+    assert sizes == [3, 3, 1]  # the 4th image would pass the limit: a new batch
     np.testing.assert_array_equal(Z[:, 0], np.arange(7) + 1.0)
 
 
