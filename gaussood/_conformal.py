@@ -65,6 +65,10 @@ def duplicate_groups(X: np.ndarray) -> np.ndarray | None:
     return None if np.all(groups == np.arange(n)) else groups
 
 
+# drop_repeats warns when at least this share of the rows repeat an earlier row
+REPEATS_WARN_SHARE = 0.01
+
+
 def repeat_folds(groups: np.ndarray, kfold) -> list:
     """``kfold`` (a shuffled scikit-learn ``KFold``) over the distinct rows, each fold
     holding every copy of its rows: [(fit rows, held-out rows), ...]. ``groups``: from
@@ -82,7 +86,8 @@ def repeat_folds(groups: np.ndarray, kfold) -> list:
 
 def drop_repeats(scores: np.ndarray, groups: np.ndarray | None, *, stacklevel: int = 2):
     """Out-of-fold ``scores`` with the repeats of each row set to NaN (no calibration
-    score), and a warning; ``scores`` as is when ``groups`` is None (all rows differ).
+    score), and a warning when they are at least ``REPEATS_WARN_SHARE`` of the rows;
+    ``scores`` as is when ``groups`` is None (all rows differ).
 
     Calibration scores must be exchangeable with a fresh row's score. Every copy
     counted again weighs a row more than a fresh one, and a copy left in a row's fit
@@ -94,13 +99,14 @@ def drop_repeats(scores: np.ndarray, groups: np.ndarray | None, *, stacklevel: i
     if groups is None:
         return scores
     repeats = groups != np.arange(groups.shape[0])
-    warnings.warn(
-        f"X has {int(repeats.sum())} rows that repeat an earlier row exactly "
-        f"({groups.shape[0] - int(repeats.sum())} distinct rows): conformal calibration "
-        "scores each distinct row once, by a model fitted without any of its copies, so "
-        "the false-alarm rate holds for fresh rows. The fit itself keeps every row; drop "
-        "the repeats if they are not meant to weigh more.", UserWarning,
-        stacklevel=stacklevel + 1)
+    if repeats.sum() >= REPEATS_WARN_SHARE * groups.shape[0]:  # a few: handled, not news
+        warnings.warn(
+            f"X has {int(repeats.sum())} rows that repeat an earlier row exactly "
+            f"({groups.shape[0] - int(repeats.sum())} distinct rows): conformal calibration "
+            "scores each distinct row once, by a model fitted without any of its copies, "
+            "so the false-alarm rate holds for fresh rows. The fit itself keeps every row; "
+            "drop the repeats if they are not meant to weigh more.", UserWarning,
+            stacklevel=stacklevel + 1)
     scores = np.array(scores, dtype=np.float64)
     scores[repeats] = np.nan
     return scores
