@@ -57,7 +57,7 @@ def _cache_entry(dataset, strict):
         return dataset.images, dataset.name, dataset_fingerprint(dataset)
     if isinstance(dataset, (str, Path)) and Path(dataset).is_dir():
         dataset = ImageFiles(dataset, strict=strict)
-    if isinstance(dataset, ImageFiles):
+    if isinstance(dataset, ImageFiles) and dataset.root is not None:  # not ImageFiles.of
         return dataset, dataset.root.name or "folder", dataset.fingerprint() + f"|{strict}"
     return dataset, None, None
 
