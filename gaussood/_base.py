@@ -38,7 +38,8 @@ from . import _space
 # maths moved to their own modules
 from ._conformal import (CVPLUS_MIN_FEATURE_RATIO, conformal_counts,  # noqa: F401
                          conformal_offset, conformal_pvalues, conformal_rank_limit,
-                         cvplus_floors, cvplus_pvalue_decision, fold_of_sorted)
+                         cvplus_floors, cvplus_pvalue_decision, drop_repeats,
+                         duplicate_groups, fold_of_sorted, repeat_folds)
 from ._moments import fold_moments  # noqa: F401
 from ._registry import (_REGISTRY, _register, _register_composite,  # noqa: F401
                         _short_name, registered_scorers, scorer_class)
@@ -240,6 +241,7 @@ class BaseScorer(OutlierMixin, BaseEstimator):
         calibration_scores = scores = None
         if calibration in ("conformal", "cv+") or out_of_fold:
             state, scores, folds = self._fit_with_calibration(X, y, moments_cache=moments_cache)
+            scores = drop_repeats(scores, duplicate_groups(X), stacklevel=5)
             if calibration in ("conformal", "cv+"):  # NaN: a row without one
                 calibration_scores = np.sort(scores[~np.isnan(scores)])
         else:
@@ -259,9 +261,14 @@ class BaseScorer(OutlierMixin, BaseEstimator):
         return scores if out_of_fold else None
 
     def _folds(self, X):
-        n_folds = min(self.calibration_folds, X.shape[0])
-        return list(KFold(n_folds, shuffle=True,
-                          random_state=check_random_state(self.random_state)).split(X))
+        """[(fit rows, held-out rows), ...]: ``calibration_folds`` shuffled folds; the
+        copies of a repeated row share a fold (``_conformal.repeat_folds``)."""
+        kfold = KFold(min(self.calibration_folds, X.shape[0]), shuffle=True,
+                      random_state=check_random_state(self.random_state))
+        groups = duplicate_groups(X)
+        if groups is None:
+            return list(kfold.split(X))
+        return repeat_folds(groups, kfold)
 
     def _fit_with_calibration(self, X, y, *, moments_cache=None):
         """(fitted state, out-of-fold score of every training row in row order, folds).

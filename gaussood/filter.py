@@ -26,7 +26,7 @@ ACTIONS = ("drop", "flag")
 @dataclass
 class FilterResult:
     """Per-sample outcome: ``keep`` (bool), ``score`` (higher = more ID), ``pvalue``,
-    and ``paths`` (the files scored, for a folder input; else None)."""
+    and ``paths`` (the files scored, for a folder or a list of paths; else None)."""
 
     keep: np.ndarray
     score: np.ndarray
@@ -38,12 +38,21 @@ class FilterResult:
         return float(1.0 - self.keep.mean()) if self.keep.size else 0.0
 
 
-def _embedding_array(X):
+def _embedding_array(X, *, encoder: bool = False):
     """X as an array of embeddings (2-D, or fewer dims: an error later), or None when X
-    holds images. numpy only: deciding this never imports torch."""
+    holds images. numpy only: deciding this never imports torch.
+
+    With an encoder (``encoder=True``) a 2-D array or tensor of integers or booleans is
+    one grayscale image, not embeddings (a uint8 40x6 image went to a 6-d scorer as 40
+    embeddings); 2-D floats stay embeddings.
+    """
     if hasattr(X, "detach") and getattr(X, "ndim", 0) <= 2:
+        if encoder and X.ndim == 2 and not X.is_floating_point():
+            return None
         return X.detach().cpu().numpy()
     if isinstance(X, np.ndarray):
+        if encoder and X.ndim == 2 and X.dtype.kind in "biu":
+            return None
         return X if X.ndim <= 2 else None
     if isinstance(X, (list, tuple)) and (not X or np.ndim(X[0]) <= 1 and not
                                          isinstance(X[0], (str, Path))):
@@ -127,7 +136,10 @@ class OODFilter(TransformerMixin, BaseEstimator):
     preprocessing : dict, transform or "raw", optional
         What the encoder expects of an image (``gaussood.deep.preprocess``); default: the
         encoder's own (stored in gaussood files, torchvision's for its models).
-    batch_size : int, default=512   images per encoder call, for every kind of encoder.
+    batch_size : int, default=64
+        Images per encoder call, for every kind of encoder (``EMBED_BATCH_SIZE`` of
+        ``gaussood.deep.encoders``: chosen by memory, 512 peaked at 4.3 GB with ResNet-18
+        on CPU, 64 at 1.4 GB).
     device : str, optional   torch device for the encoder ("auto" picks CUDA).
     progress : bool, default=True   progress bars while embedding more than one batch.
 
@@ -148,7 +160,7 @@ class OODFilter(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, scorer=None, encoder=None, *, alpha=None, contamination=None,
-                 action="drop", layer=None, preprocessing=None, batch_size=512, device=None,
+                 action="drop", layer=None, preprocessing=None, batch_size=64, device=None,
                  progress=True):
         self.scorer = scorer
         self.encoder = encoder
@@ -247,8 +259,10 @@ class OODFilter(TransformerMixin, BaseEstimator):
               progress=None) -> np.ndarray:
         """Embeddings of ``X``: 2-D input is returned as is (embeddings); images (arrays,
         tensors, PIL images, lists of mixed sizes, a folder, a Dataset or DataLoader) are
-        encoded (with several layers: their features side by side, in layer order). A
-        folder's unreadable files are skipped (``strict=True``: raise)."""
+        encoded (with several layers: their features side by side, in layer order). 2-D
+        floats are embeddings; with an encoder, a 2-D array of integers is one grayscale
+        image. The unreadable files of a folder or a list of paths are skipped
+        (``strict=True``: raise); a folder or list with no readable image is refused."""
         return self._encode(X, image_index=image_index, strict=strict, desc=desc,
                             progress=progress)[0]
 
@@ -256,7 +270,7 @@ class OODFilter(TransformerMixin, BaseEstimator):
                 progress=None):
         """(embeddings of X, the width of each layer's block or None for embeddings given
         as such or a single layer, the file of each row or None)."""
-        Z = _embedding_array(X)
+        Z = _embedding_array(X, encoder=self.encoder is not None)
         if Z is not None:
             if Z.ndim != 2:
                 raise ValueError("Expected embeddings (n, d) or images; got an array with "

@@ -237,7 +237,11 @@ def _read(path):
             _check_member_sizes(path, data)
             if _HEADER not in data.files:
                 raise ValueError(f"{path} is not a gaussood scorer file (no {_HEADER} header).")
-            header = json.loads(str(data[_HEADER]))
+            try:
+                header = json.loads(str(data[_HEADER]))
+            except RecursionError:  # json recurses per nesting level
+                raise ValueError(f"{path} is not a gaussood scorer file: its {_HEADER} "
+                                 "header is nested too deeply to read.") from None
             members = {k: data[k] for k in data.files if k != _HEADER}
     except (zipfile.BadZipFile, EOFError, OSError, KeyError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path} is not a readable gaussood file (truncated or corrupted): "

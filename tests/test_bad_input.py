@@ -138,3 +138,118 @@ def test_non_integral_float_labels_are_refused():
         GaussianScorer().fit(X, y)
     fitted = GaussianScorer(calibration="chi2").fit(X, (np.arange(4_000) % 3).astype(float))
     assert fitted.classes_.tolist() == [0.0, 1.0, 2.0]  # integral floats stay classes
+
+
+# ---------------------------------------------------------------- issue 21, round 2
+def _repeated(n_distinct, d, seed):
+    """Rows of a Gaussian, each repeated 2-4 times, and fresh rows of the same law."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(n_distinct, d))
+    return np.repeat(base, rng.integers(2, 5, size=n_distinct), axis=0), \
+        rng.normal(size=(20_000, d))
+
+
+def test_repeated_rows_keep_the_false_alarm_rate():
+    """Training rows repeated 2-4 times broke conformal calibration: a row held out
+    while its copy stayed in the fit scored as a seen row (k-NN with k = 1: distance 0,
+    100% of fresh rows flagged at alpha 5%; Gaussian cv+ 7.1% at d = 64). Copies now
+    share a fold (k-NN leaves all copies out) and each distinct row gives one
+    calibration score, with a warning."""
+    X, fresh = _repeated(1_500, 8, seed=0)
+    with pytest.warns(UserWarning, match=r"repeat an earlier row exactly \(1500 distinct"):
+        knn = KNNScorer(n_neighbors=1, random_state=0).fit(X)
+    assert knn.calibration_scores_.shape == (1_500,)
+    assert 0.035 <= np.mean(knn.predict(fresh) == -1) <= 0.065
+    X, fresh = _repeated(1_500, 64, seed=1)
+    with pytest.warns(UserWarning, match="repeat an earlier row"):
+        gauss = GaussianScorer(calibration="cv+", random_state=0).fit(X)
+    assert gauss.calibration_scores_.shape == (1_500,)
+    folds = gauss._folds(X)  # every copy of a row in the fold of that row
+    fold_of = np.empty(X.shape[0], int)
+    for k, (_, test) in enumerate(folds):
+        fold_of[test] = k
+    _, first, inverse = np.unique(X, axis=0, return_index=True, return_inverse=True)
+    np.testing.assert_array_equal(fold_of, fold_of[first][inverse.ravel()])
+    assert 0.035 <= np.mean(gauss.predict(fresh) == -1) <= 0.065
+
+
+def test_knn_with_k_near_n_flags_alpha():
+    """KNNScorer(n_neighbors=499) on 500 rows flagged 0.1% at alpha 5% (1.18% in the
+    issue): leave-one-out ranks the farthest of 499 rows against a fresh row's
+    second-farthest of 500. The (k-1)-th neighbour, drawn with odds k / (n - 1), is the
+    full-conformal correction."""
+    rates = []
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        knn = KNNScorer(n_neighbors=499, random_state=seed).fit(rng.normal(size=(500, 8)))
+        rates.append(np.mean(knn.predict(rng.normal(size=(5_000, 8))) == -1))
+    assert 0.04 <= np.mean(rates) <= 0.065
+
+
+def test_whitened_shell_law_warns_below_50_rows_per_feature():
+    """NormShellScorer(whiten=True, calibration="shell") at n = 10 d with a decaying
+    spectrum flagged 16.9% (d = 64; the docs said about 7%), without a word."""
+    X = _X(640, 64) / np.arange(1, 65)
+    with pytest.warns(UserWarning, match="over-flags here"):
+        NormShellScorer(whiten=True, calibration="shell").fit(X)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        NormShellScorer(whiten=True, calibration="shell").fit(_X(3_200, 64))
+        NormShellScorer(whiten=True).fit(X)  # conformal: no law to distrust
+
+
+def test_labels_with_a_few_rows_per_class_warn_with_the_cost():
+    """2,000 distinct labels on 4,000 rows were fitted as 2,000 classes (3.3 GB, a
+    292 MB file) without a word."""
+    X = _X(4_000, 16)
+    y = np.arange(4_000) % 2_000
+    with pytest.warns(UserWarning, match=r"2000 classes for 4000 rows \(2.0 rows per class\)"
+                                         r".*about \d+ MB"):
+        GaussianScorer(calibration="chi2").fit(X, y)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        GaussianScorer(calibration="chi2").fit(X, np.arange(4_000) % 400)  # 10 per class
+
+
+def test_a_deeply_nested_scorer_header_is_refused(tmp_path):
+    """A header nested 100,000 lists deep raised RecursionError from json."""
+    import zipfile
+
+    path = tmp_path / "s.npz"
+    GaussianScorer().fit(_X()).save(path)
+    with zipfile.ZipFile(path) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.array("[" * 100_000 + "]" * 100_000))
+    members["__gaussood__.npy"] = buf.getvalue()
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    with pytest.raises(ValueError, match="nested too deeply"):
+        GaussianScorer.load(path)
+
+
+def test_cli_fit_never_overwrites_the_identity_file_it_reads(tmp_path, capsys):
+    """'gaussood fit --embeddings a.npy --out a.encoder.json' replaced the encoder identity
+    that fit reads beside a.npy (its --out inputs list lacks the identity companion)."""
+    import hashlib
+    import json
+
+    from gaussood.cli import main
+
+    np.save(tmp_path / "a.npy", _X(200, 4).astype(np.float32))
+    identity = tmp_path / "a.encoder.json"
+    record = {"format": "gaussood.embeddings", "version": 1, "embeddings": "a.npy",
+              "sha256": hashlib.sha256((tmp_path / "a.npy").read_bytes()).hexdigest(),
+              "shape": [200, 4], "encoder_identity": {"weights_sha256": "0" * 64}}
+    identity.write_text(json.dumps(record))
+    code = main(["fit", "--embeddings", str(tmp_path / "a.npy"), "--scorer", "gaussian",
+                 "--out", str(identity)])
+    assert code == 2 and "same file" in capsys.readouterr().err
+    assert json.loads(identity.read_text()) == record

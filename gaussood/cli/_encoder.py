@@ -13,6 +13,9 @@ from ..provenance import IMPORT_SPEC
 from ._common import existing_file, load_npy, one_line
 from .options import add_device_flag, add_quiet_flag, positive_int
 
+# gaussood.deep.encoders.EMBED_BATCH_SIZE (not imported: the parser needs no torch)
+EMBED_BATCH_SIZE = 64
+
 
 def _preprocessing_arg(text):
     """``--preprocessing``: a JSON object (or the word raw)."""
@@ -46,7 +49,8 @@ def add_encoder_flags(p, *, required: bool) -> None:
                    help="what the model expects, as a JSON object (keys input_size, resize, "
                         "resize_size, channels, value_range, mean, std; default: stored in "
                         "gaussood files, torchvision's for its models, else ImageNet's)")
-    p.add_argument("--batch-size", type=positive_int, default=256, help="images per batch")
+    p.add_argument("--batch-size", type=positive_int, default=EMBED_BATCH_SIZE,
+                   help=f"images per batch (default {EMBED_BATCH_SIZE}, chosen by memory)")
     add_device_flag(p)
     p.add_argument("--strict", action="store_true",
                    help="stop at an unreadable file of an --images folder (default: skip it "

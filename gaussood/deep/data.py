@@ -171,16 +171,36 @@ def _decode_jpeg_tree(members: Iterable[tuple[str, bytes]]) -> dict:
     return arrays
 
 
+# Largest archive member read: a 32x32 JPEG is about 1 KB. A crafted 175 KB .tar.xz
+# holding a 1.2 GB member of zeros took load_dataset to 2.9 GB when members were read whole.
+MAX_MEMBER_BYTES = 1 << 20
+
+
 def _iter_tar(path: Path) -> Iterator[tuple[str, bytes]]:
-    """Stream the members of a .tar.xz (no extraction), with a progress bar in bytes."""
+    """Stream the members of a .tar.xz (no extraction), with a progress bar in bytes.
+
+    A member larger than ``MAX_MEMBER_BYTES`` is refused before it is read, and a
+    truncated or corrupted archive gives a ``ValueError`` naming ``path``.
+    """
+    import lzma
+
     from tqdm.auto import tqdm
-    with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|xz") as tf, \
-            tqdm(total=path.stat().st_size, unit="B", unit_scale=True,
-                 desc=f"decoding {path.name}") as bar:
-        for member in tf:
-            if member.isfile():
-                yield member.name.removeprefix("./"), tf.extractfile(member).read()
-            bar.update(raw.tell() - bar.n)
+    try:
+        with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|xz") as tf, \
+                tqdm(total=path.stat().st_size, unit="B", unit_scale=True,
+                     desc=f"decoding {path.name}") as bar:
+            for member in tf:
+                if member.isfile():
+                    if member.size > MAX_MEMBER_BYTES:
+                        raise ValueError(
+                            f"{path}: member {member.name!r} is {member.size} bytes; a CIFAR-10 "
+                            f"JPEG is about 1 KB (members over {MAX_MEMBER_BYTES} bytes are "
+                            "refused before reading): not a gaussood CIFAR-10 archive.")
+                    yield member.name.removeprefix("./"), tf.extractfile(member).read()
+                bar.update(raw.tell() - bar.n)
+    except (tarfile.TarError, lzma.LZMAError, EOFError) as exc:
+        raise ValueError(f"{path} is not a readable .tar.xz archive (truncated or "
+                         f"corrupted): {type(exc).__name__}: {exc}") from None
 
 
 def _load_cifar10_jpeg(src: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -410,6 +430,9 @@ def _cifar10(root: Path, split: str, download: bool, n, seed) -> Loaded:
     if src is None:
         return Loaded(*_load_cifar_pickles(root, split, download, False))
     imgs, labels = _load_cifar10_jpeg(src, split)
+    if not len(imgs):  # a 0 x 0 array went on to embed and score nothing, exit 0
+        raise ValueError(f"{src} holds no {split} images (want members "
+                         f"cifar10-jpeg/{split}/<class>/NNNN.jpg).")
     return Loaded(imgs, labels, CIFAR10_CLASSES,
                   f"CIFAR-10 JPEG q75 archive ({src}, cifar10-jpeg/{split}/<class>/NNNN.jpg, "
                   f"decoded with Pillow), {split} split", jpeg_quality=75)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,7 @@ def _cache_entry(dataset, strict):
                                                         sort_keys=True)
     if isinstance(dataset, (str, Path)) and Path(dataset).is_dir():
         dataset = ImageFiles(dataset, strict=strict)
-    if isinstance(dataset, ImageFiles):
+    if isinstance(dataset, ImageFiles) and dataset.root is not None:  # not ImageFiles.of
         return dataset, dataset.root.name or "folder", dataset.fingerprint() + f"|{strict}"
     return dataset, None, None
 
@@ -94,30 +95,66 @@ def extract_embeddings(checkpoint, dataset, *, layer: str | None = None,
     target = Path(cache_dir or default_cache()) / "embeddings" / \
         f"{name}-{safe_layer}-{key[:24]}.npy"
     in_memory = isinstance(dataset, ImageSet)
-    rows = len(dataset) if in_memory else len(images)
     if target.is_file():
-        cached = _read_cache(target, rows, exact=in_memory)
+        cached = _read_cache(target, len(images), images if not in_memory else None)
         if cached is not None:
             return np.array(cached) if in_memory else cached
     encoder.embed(images, out=target, **kw)
+    skipped = [] if in_memory else [list(item) for item in images.skipped]
+    _write_cache_record(target, np.load(target, mmap_mode="r").shape, skipped)
     return np.load(target, mmap_mode=None if in_memory else "r")
 
 
-def _read_cache(target: Path, rows: int, *, exact: bool):
-    """The cached embeddings (a memmap), or None (with a warning) when the file is
-    unreadable or has the wrong shape: it is then computed again."""
+def _record_path(target: Path) -> Path:
+    return target.with_suffix(".json")
+
+
+def _write_cache_record(target: Path, shape, skipped: list) -> None:
+    """``<cache>.json``: the shape written and a folder's skipped files (path, reason)."""
+    from .._atomic import atomic_path
+
+    record = {"shape": [int(n) for n in shape],
+              "skipped": [[os.fsencode(p).decode("latin-1"), why] for p, why in skipped]}
+    with atomic_path(_record_path(target)) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(record, fh)
+
+
+def _read_cache(target: Path, n_inputs: int, files=None):
+    """The cached embeddings (a memmap), or None (with a warning) when the file or its
+    record is unreadable, or they disagree: another shape than recorded, recorded rows
+    plus skipped files not the ``n_inputs`` images, non-finite values. It is then
+    computed again. ``files`` (an ``ImageFiles``): the skipped files are warned about
+    again and listed in ``files.skipped`` / ``files.read``, as an embedding pass does."""
     import warnings
 
+    from .images import warn_skipped
+
+    why = None
     try:
+        with open(_record_path(target), encoding="utf-8") as fh:
+            record = json.load(fh)
+        shape = tuple(record["shape"])
+        skipped = [(os.fsdecode(p.encode("latin-1")), str(w)) for p, w in record["skipped"]]
         cached = np.load(target, mmap_mode="r")
-        ok = (cached.ndim == 2 and cached.dtype == np.float32
-              and (cached.shape[0] == rows if exact else cached.shape[0] <= rows))
-    except (OSError, ValueError) as exc:
-        cached, ok = None, False
+    except FileNotFoundError:
+        why = "no record of what was written (an older gaussood, or an interrupted write)"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     else:
-        why = f"shape {cached.shape} {cached.dtype}, expected {rows} rows of float32"
-    if ok:
+        if (cached.ndim != 2 or cached.dtype != np.float32 or cached.shape != shape
+                or shape[0] < 1 or shape[1] < 1 or shape[0] + len(skipped) != n_inputs):
+            why = (f"shape {cached.shape} {cached.dtype}; recorded {shape} with "
+                   f"{len(skipped)} skipped files, for {n_inputs} images")
+        elif not all(np.isfinite(cached[i:i + 65536]).all()
+                     for i in range(0, shape[0], 65536)):
+            why = "non-finite values"
+    if why is None:
+        if files is not None:
+            gone = {p for p, _ in skipped}
+            files.skipped.extend(skipped)
+            files.read.extend(p for p in files.paths if p not in gone)
+            if skipped:
+                warn_skipped(skipped, stacklevel=4)
         return cached
     warnings.warn(f"Embedding cache {target} is broken ({why}); computing it again.",
                   stacklevel=3)

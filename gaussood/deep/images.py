@@ -22,6 +22,14 @@ uint8 ``(B, H, W, 3)`` array (one size) or a list of uint8 ``(H, W, 3)`` arrays 
 sizes); ``n`` is the number of images when known (None for a bare iterable; for a folder,
 the number of files, of which unreadable ones give no row: also FIFOs, dangling links and
 other entries that are not regular files, which are skipped without being opened).
+A list of file paths is read as a folder's files are (unreadable ones skipped and
+listed). A folder or list from which no image could be read is refused (``ValueError``).
+
+Decoded sizes are bounded before decoding: a file declaring more than
+``MAX_IMAGE_PIXELS`` pixels is unreadable (skipped, or an error with ``strict``), and a
+batch of files ends early rather than hold more than ``MAX_BATCH_PIXELS`` decoded pixels
+(4 PNGs declaring 9000x9000 took 2.7 GB in one batch; now refused from their headers, no
+memory growth; 4 of 8000x8000: 2.3 GB peak before, 2.0 GB in batches of 2).
 """
 
 from __future__ import annotations
@@ -34,6 +42,12 @@ from pathlib import Path
 import numpy as np
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+# Pixels one image file may declare (read from its header, before decoding): 8192 x 8192,
+# 192 MB as uint8 RGB. Larger files are refused (skipped in a folder).
+MAX_IMAGE_PIXELS = 8192 * 8192
+# Decoded pixels per batch of files: a batch ends early rather than hold more (384 MB as
+# uint8 RGB), whatever batch_size says.
+MAX_BATCH_PIXELS = 2 * MAX_IMAGE_PIXELS
 
 
 def _is_tensor(x) -> bool:
@@ -147,7 +161,11 @@ def read_image(path) -> np.ndarray:
     kind = _not_regular(path)
     if kind:
         raise OSError(f"not a regular file ({kind})")
-    with Image.open(path) as img:
+    with Image.open(path) as img:  # reads the header only
+        width, height = img.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise ValueError(f"{width}x{height} pixels, more than MAX_IMAGE_PIXELS="
+                             f"{MAX_IMAGE_PIXELS} (gaussood.deep.images); not decoded")
         img.load()
         return pil_rgb(img, path)
 
@@ -174,13 +192,41 @@ def homogeneous(images: list) -> np.ndarray | list:
     return images
 
 
+def _walk(root, extensions) -> list[str]:
+    """Sorted paths of the files under ``root`` whose names end with ``extensions``.
+
+    As ``os.walk`` (symlinked folders are not entered, unreadable folders are left out),
+    but with a stack instead of recursion: Python 3.11's ``os.walk`` hit the recursion
+    limit on an image 1,100 folders deep.
+    """
+    found, stack = [], [os.fspath(root)]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if not entry.is_symlink():
+                    stack.append(entry.path)
+            elif entry.name.lower().endswith(extensions):
+                found.append(entry.path)
+    return sorted(found)
+
+
 class ImageFiles:
     """The image files under ``root`` (recursive, sorted), read one by one.
 
     Unreadable files are skipped and listed in ``skipped`` (path, reason) with a warning
     at the end of a pass, or raise ``ValueError`` with ``strict=True``; so are entries that
     are not regular files (FIFOs, sockets, devices, dangling symlinks), which are never
-    opened. ``read`` lists the files that were read, in the order of the embeddings.
+    opened, and files declaring more than ``MAX_IMAGE_PIXELS`` pixels. ``read`` lists the
+    files that were read, in the order of the embeddings. ``ImageFiles.of(paths)``: the
+    files of a list instead of a folder (``root`` None).
     """
 
     def __init__(self, root, *, strict: bool = False, extensions=IMAGE_EXTENSIONS) -> None:
@@ -188,11 +234,22 @@ class ImageFiles:
         if not root.is_dir():
             raise FileNotFoundError(f"No folder {root}.")
         self.root, self.strict = root, strict
-        ext = tuple(e.lower() for e in extensions)
-        self.paths = sorted(os.path.join(d, f) for d, _, files in os.walk(root)
-                            for f in files if f.lower().endswith(ext))
+        self.paths = _walk(root, tuple(e.lower() for e in extensions))
         self.skipped: list[tuple[str, str]] = []
         self.read: list[str] = []
+
+    @classmethod
+    def of(cls, paths, *, strict: bool = False) -> ImageFiles:
+        """The files named in ``paths`` (in that order, whatever their extension)."""
+        files = object.__new__(cls)
+        files.root, files.strict = None, strict
+        files.paths = [os.fspath(p) for p in paths]
+        files.skipped, files.read = [], []
+        return files
+
+    def where(self) -> str:
+        """Where the files are, for messages."""
+        return f"under {show_path(self.root)}" if self.root is not None else "in the list given"
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -266,14 +323,52 @@ class ImageSource:
         return self.n
 
     def __iter__(self):
-        start = len(self.files.skipped) if self.files is not None else 0
+        files = self.files
+        start, read = (len(files.skipped), len(files.read)) if files is not None else (0, 0)
         yield from self._batches()
-        if self.files is not None and len(self.files.skipped) > start:
-            new = self.files.skipped[start:]
-            shown = "; ".join(f"{show_path(p)} ({why})" for p, why in new[:10])
-            more = f" and {len(new) - 10} more" if len(new) > 10 else ""
-            warnings.warn(f"Skipped {len(new)} unreadable image file(s): {shown}{more} "
-                          "(strict=True raises instead).", stacklevel=2)
+        if files is None:
+            return
+        new = files.skipped[start:]
+        if len(files.read) == read:  # the CLI refuses this too: 0 rows is no answer
+            if not files.paths:
+                raise ValueError(f"No image files ({' '.join(IMAGE_EXTENSIONS)}) "
+                                 f"{files.where()}.")
+            first = f" (first: {show_path(new[0][0])}: {new[0][1]})" if new else ""
+            raise ValueError(f"None of the {len(files.paths)} image files {files.where()} "
+                             f"could be read{first}.")
+        if new:
+            warn_skipped(new, stacklevel=3)
+
+
+def warn_skipped(skipped: list, stacklevel: int = 2) -> None:
+    """The warning for unreadable files skipped: ``skipped`` is [(path, reason), ...]."""
+    shown = "; ".join(f"{show_path(p)} ({why})" for p, why in skipped[:10])
+    more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+    warnings.warn(f"Skipped {len(skipped)} unreadable image file(s): {shown}{more} "
+                  "(strict=True raises instead).", stacklevel=stacklevel + 1)
+
+
+def _file_batches(files: ImageFiles, batch_size: int):
+    """Batches of at most ``batch_size`` decoded files and at most MAX_BATCH_PIXELS
+    pixels (a larger image goes alone)."""
+    def batches():
+        images, pixels = [], 0
+        for i in range(len(files)):
+            image = files.load(i)
+            if image is None:
+                continue
+            size = image.shape[0] * image.shape[1]
+            if images and pixels + size > MAX_BATCH_PIXELS:
+                yield homogeneous(images)
+                images, pixels = [], 0
+            images.append(image)
+            pixels += size
+            if len(images) == batch_size:
+                yield homogeneous(images)
+                images, pixels = [], 0
+        if images:
+            yield homogeneous(images)
+    return batches
 
 
 def _chunks(seq, batch_size):
@@ -292,19 +387,16 @@ def open_images(X, *, batch_size: int = 256, image_index: int = 0, strict: bool 
         X = X.images
     if isinstance(X, (str, os.PathLike)) and Path(X).is_dir():
         X = ImageFiles(X, strict=strict)
+    if isinstance(X, (list, tuple)) and X and all(isinstance(x, (str, os.PathLike))
+                                                  for x in X):
+        X = ImageFiles.of(X, strict=strict)   # skipped and listed as a folder's files
     if isinstance(X, ImageFiles):
-        files = X
-
-        def batches():
-            for idx in _chunks(range(len(files)), batch_size):
-                images = [im for im in (files.load(i) for i in idx) if im is not None]
-                if images:
-                    yield homogeneous(images)
-        return ImageSource(batches, len(files), files=files)
+        return ImageSource(_file_batches(X, batch_size), len(X), files=X)
     if isinstance(X, (str, os.PathLike)):
         if not Path(X).is_file():
             raise FileNotFoundError(f"No image file or folder at {X}.")
-        X = [X]
+        X = ImageFiles.of([X], strict=True)
+        return ImageSource(_file_batches(X, batch_size), 1, files=X)
     if _is_pil(X):
         X = [X]
     if _is_tensor(X) or isinstance(X, np.ndarray):

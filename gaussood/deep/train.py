@@ -108,6 +108,10 @@ class TrainConfig:
         return self.lr if self.lr is not None else 0.06 * self.batch_size / 128
 
 
+# Most optimiser steps a run may have (first start or resume): 10**8 steps is years of
+# CPU training; a checkpoint declaring more is refused, not trained without end.
+MAX_STEPS = 10**8
+
 # Fields that do not change the sequence of optimiser steps: free to differ on resume.
 # (``epochs`` and ``budget_minutes`` only size the run at its first start.)
 _NOT_SHAPING = {"epochs", "budget_minutes", "steps", "checkpoint_minutes", "knn_k", "knn_temperature",
@@ -168,6 +172,7 @@ def _check_resume(path: Path, state: dict, config: TrainConfig, fingerprint: dic
             f"{world}. Resume with nproc={saved_world} (the BatchNorm statistics are per "
             "rank and the augmentations are seeded per rank, so the number of processes "
             "shapes the run), or use a new checkpoint_dir or resume=False.")
+    _check_resume_entries(path, state)
     saved = state["config"]
     defaults = asdict(TrainConfig())
     changed = [f"{name}: {saved.get(name, defaults[name])!r} -> {value!r}"
@@ -187,6 +192,29 @@ def _check_resume(path: Path, state: dict, config: TrainConfig, fingerprint: dic
             f"{data['classes']}, sha256 {data['sha256'][:12]}...) than this run's "
             f"({fingerprint['name']}, n={fingerprint['n']}, classes {fingerprint['classes']}, "
             f"sha256 {fingerprint['sha256'][:12]}...); use a new checkpoint_dir or resume=False.")
+
+
+def _check_resume_entries(path: Path, state: dict) -> None:
+    """The entries a resume reads, with their types and bounds: a clear error, not an
+    AttributeError (``config="x"``) or a run without end (``total_steps=10**12``)."""
+    if not isinstance(state.get("config"), dict):
+        raise ValueError(f"{path}: the checkpoint's 'config' entry is a "
+                         f"{type(state.get('config')).__name__}, not a dict (edited or corrupted).")
+    if not isinstance(state.get("history", []), list):
+        raise ValueError(f"{path}: the checkpoint's 'history' entry is not a list.")
+    numbers = {}
+    for key in ("step", "total_steps", "epoch"):
+        value = state.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{path}: the checkpoint's {key!r} entry is {value!r}, not a "
+                             "non-negative integer.")
+        numbers[key] = value
+    if "total_steps" in state:
+        step, total = numbers["step"], numbers["total_steps"]
+        if not 1 <= total <= MAX_STEPS or step > total:
+            raise ValueError(f"{path}: the checkpoint says step {step} of total_steps {total}; "
+                             f"a run has 1 to {MAX_STEPS} steps and never passes its total "
+                             "(edited or corrupted).")
 
 
 def as_image_set(images, config: TrainConfig | None = None):
@@ -351,8 +379,8 @@ def _validate(train_set, config: TrainConfig, snapshots: bool, checkpoint_dir,
         raise ValueError(f"objective must be 'infonce' or 'supervised'; got {config.objective!r}.")
     if config.budget_minutes is not None and not config.budget_minutes > 0:
         raise ValueError(f"budget_minutes must be > 0; got {config.budget_minutes!r}.")
-    if config.steps is not None and config.steps < 1:
-        raise ValueError(f"steps must be >= 1; got {config.steps!r}.")
+    if config.steps is not None and not 1 <= config.steps <= MAX_STEPS:
+        raise ValueError(f"steps must be in 1..{MAX_STEPS}; got {config.steps!r}.")
     if not config.checkpoint_minutes > 0 or config.knn_every < 1 or config.small_crops < 0:
         raise ValueError("checkpoint_minutes must be > 0, knn_every >= 1, small_crops >= 0.")
     if snapshots and checkpoint_dir is None:

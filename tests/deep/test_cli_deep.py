@@ -121,7 +121,7 @@ def test_embed_dataset_is_cached(encoder, tmp_path, capsys):
     feats = np.load(out)
     assert feats.shape[0] == 64 and feats.dtype == np.float32
     assert not (tmp_path / "noise.labels.npy").exists()  # noise sets are unlabelled
-    assert len(list((tmp_path / "cache" / "embeddings").glob("uniform-noise-backbone-*"))) == 1
+    assert len(list((tmp_path / "cache" / "embeddings").glob("uniform-noise-backbone-*.npy"))) == 1
     images = load_dataset("uniform-noise", n=64, seed=4).images
     np.testing.assert_allclose(feats, embed_images(load_encoder(encoder), images, device="cpu"),
                                rtol=1e-5, atol=1e-6)

@@ -483,3 +483,11 @@ def test_several_layers_of_a_dataset_and_of_a_torchvision_model(files, tmp_path,
                        "--images", files / "test", "--out", tmp_path / "c.npy")
     assert_error(err, "embed", code, 2, "two outputs would be written to")
     assert not list(tmp_path.glob("c.*"))
+
+
+def test_cli_batch_size_default_is_the_librarys():
+    """The CLI's --batch-size default (kept torch-free) is the library's, chosen by memory."""
+    from gaussood.cli._encoder import EMBED_BATCH_SIZE as CLI_DEFAULT
+    from gaussood.deep.encoders import EMBED_BATCH_SIZE
+
+    assert CLI_DEFAULT == EMBED_BATCH_SIZE == 64

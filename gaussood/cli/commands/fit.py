@@ -8,7 +8,7 @@ import numpy as np
 
 from ...combine import METHODS
 from .._common import load_embeddings, load_npy, refuse_overwriting_inputs
-from .._identity import combined_identity, read_identity
+from .._identity import combined_identity, identity_path, read_identity
 from ..options import add_scorer_flags, scorer_params
 
 HELP = "fit a scorer on ID embeddings"
@@ -49,7 +49,9 @@ def run(args) -> int:
     if len(set(map(str, files))) != len(files):
         parser.error("an --embeddings file is given twice")
     refuse_overwriting_inputs(parser, [("--out", args.out)],
-                              [("--embeddings", f) for f in files] + [("--labels", args.labels)])
+                              [("--embeddings", f) for f in files] + [("--labels", args.labels)]
+                              + [("the encoder identity of --embeddings", identity_path(f))
+                                 for f in files])
     Xs = [load_embeddings(f) for f in files]
     X = Xs[0]
     for path, other in zip(files[1:], Xs[1:]):
