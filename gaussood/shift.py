@@ -247,15 +247,20 @@ def _null_pvalues(rng, draws: int, n: int, law) -> np.ndarray:
     return (1.0 + below) / (m + 1.0)
 
 
-@functools.lru_cache(maxsize=32)
-def _null_statistics(method: str, n: int, law: tuple, draws: int, seed: int) -> np.ndarray:
-    """Sorted null draws of ``method``'s statistic for batches of n (cached)."""
+@functools.lru_cache(maxsize=16)
+def _null_statistics(n: int, law: tuple, draws: int, seed: int) -> dict:
+    """{method: sorted null draws of its statistic} for batches of n (cached; the
+    p-value methods share one set of simulated batches)."""
     rng = np.random.default_rng(seed)
     block = max(1, _CHUNK // (n * (law[2] if law[0] == "gaussian" else 1)))
-    out = [_STATISTICS[method](_null_pvalues(rng, min(block, draws - start), n, law),
-                               _law_m(law)) for start in range(0, draws, block)]
-    out = np.sort(np.concatenate(out))
-    out.flags.writeable = False
+    out = {method: [] for method in _STATISTICS}
+    for start in range(0, draws, block):
+        p = _null_pvalues(rng, min(block, draws - start), n, law)
+        for method, statistic in _STATISTICS.items():
+            out[method].append(statistic(p, _law_m(law)))
+    for method in out:
+        out[method] = np.sort(np.concatenate(out[method]))
+        out[method].flags.writeable = False
     return out
 
 
@@ -284,7 +289,7 @@ def _test_law(p, method, alpha, law, draws, seed, what="") -> ShiftResult:
     elif law == _UNIFORM and method == "fisher":
         pvalue, null = float(stats.chi2.sf(statistic, 2 * n)), f"chi-square({2 * n})"
     else:
-        pvalue = _monte_carlo_pvalue(statistic, _null_statistics(method, n, law, draws, seed))
+        pvalue = _monte_carlo_pvalue(statistic, _null_statistics(n, law, draws, seed)[method])
         null = f"Monte Carlo, {draws} draws, " + (
             "i.i.d. U(0, 1)" if law == _UNIFORM else
             f"exchangeable with m = {m} calibration scores" if m is not None else
