@@ -45,15 +45,15 @@ CONFIG = {
     "seed": 0, "alpha": 0.05, "batch_sizes": [100, 1000], "null_batches": 1000,
     "power_batches": 200, "ood_shares": [0.005, 0.01, 0.02, 0.05, 0.1, 0.2],
     "m_calibration": 8000, "mmd_batches": 20, "mmd_reference": 500,
-    "mmd_permutations": 100, "synthetic_batches": 2000, "synthetic_m": [1000, 8000, 40000],
+    "mmd_permutations": 100, "synthetic_batches": 5000, "synthetic_m": [1000, 8000, 40000],
     "conditional_sets": 10, "conditional_batches": 300, "encoder": "cifar10-cpu.pt",
     "open_set_null": 500, "parametric_n_fit": [8000, 40000], "parametric_d": 64,
     "parametric_refits": 1000, "reference_replicates": 1000, "reference_null": 999,
     "conditional_m_real": 5000, "label": "full",
 }
-REDUCED = {"parametric_refits": 400, "reference_replicates": 200,
-           "label": "reduced (python benchmarks/shift.py --reduced: 400 parametric refits, "
-                    "reference nulls in 200 of the held-out replicates)"}
+REDUCED = {"reference_replicates": 200, "reference_null": 299,
+           "label": "reduced (python benchmarks/shift.py --reduced: Hotelling's permutation "
+                    "null with 299 draws, in 200 of the held-out replicates)"}
 SHIFTS = {  # name -> (kind, strength)
     "jpeg q30": ("jpeg", 30), "jpeg q10": ("jpeg", 10),
     "blur r0.5": ("blur", 0.5), "blur r1.0": ("blur", 1.0),
@@ -227,42 +227,33 @@ def embed_all(cfg, root, pool_idx):
     return emb
 
 
-REF_TESTS = ("hotelling ref", "ks F ref", "fisher F ref", "hc F ref")
-REAL_TESTS = (*TESTS, *REF_TESTS)
+REAL_TESTS = (*TESTS, "hotelling ref")
 
 
 class Setup:
-    """One calibration split: the conformal scorer calibrated on the m held-out rows,
-    Hotelling's F-law reference fit on them, and (when ``with_reference``) the
-    subsampling nulls from the same rows: Hotelling against the train fit, and the F-law
-    scorer's p-values (``shift.Reference``)."""
+    """One calibration split: the conformal scorer (fit on train) calibrated on the m
+    held-out rows, Hotelling's F-law reference fit on them, and (``with_reference``)
+    the same rows as the permutation null of Hotelling against the train fit."""
 
-    def __init__(self, scorer, param, X_cal, with_reference):
+    def __init__(self, scorer, X_cal, with_reference):
         from gaussood import GaussianScorer, shift
 
-        scorer.calibrate(X_cal)
-        self.scorer, self.param = scorer, param
+        self.scorer = scorer.calibrate(X_cal)
         self.f_fit = GaussianScorer("empirical", calibration="chi2").fit(X_cal)
-        self.refs = ((shift.Reference(scorer, X_cal), shift.Reference(param, X_cal))
-                     if with_reference else None)
+        self.ref = shift.Reference(scorer, X_cal) if with_reference else None
 
 
-def run_tests(setup, X, s, s_param, cfg, times, mmd=None):
-    """{test: decision} for one batch (scores ``s`` / ``s_param`` of its rows by the
-    conformal / F-law scorer), every test timed (seconds appended to times)."""
+def run_tests(setup, X, s, cfg, times, mmd=None):
+    """{test: decision} for one batch (``s``: the conformal scorer's scores of its rows),
+    every test timed (seconds appended to times)."""
     from gaussood import shift
 
     out, alpha = {}, cfg["alpha"]
     p = setup.scorer.pvalue_from_scores(s)
     calls = {k: (setup.scorer, {"pvalues": p}) for k in ("ks", "fisher", "hc")}
     calls["hotelling"] = (setup.f_fit, {})
-    if setup.refs is not None:
-        p_param = setup.param.pvalue_from_scores(s_param)
-        calls["hotelling ref"] = (setup.scorer, {"reference": setup.refs[0],
-                                                 "n_null": cfg["reference_null"]})
-        for k in ("ks", "fisher", "hc"):
-            calls[f"{k} F ref"] = (setup.param, {"reference": setup.refs[1],
-                                                 "pvalues": p_param,
+    if setup.ref is not None:
+        calls["hotelling ref"] = (setup.scorer, {"reference": setup.ref,
                                                  "n_null": cfg["reference_null"]})
     for k, (sc, kw) in calls.items():
         t = time.perf_counter()
@@ -276,13 +267,13 @@ def run_tests(setup, X, s, s_param, cfg, times, mmd=None):
     return out
 
 
-def share_replicates(cfg, rng, scorer, param, X_id, S_id, X_ood, S_ood, m, shares,
-                     replicates, *, with_mmd):
+def share_replicates(cfg, rng, scorer, X_id, s_id, X_ood, s_ood, m, shares, replicates, *,
+                     with_mmd):
     """Replicates of a fresh random split of the ID rows (the marginal rate): m rows
     calibrate ``scorer`` (``Setup``), batches take other ID rows and a Binomial(n, share)
     number of OOD rows (every share in the first power_batches replicates, share 0 in
-    all; the reference nulls in the first reference_replicates). ``S_*``: (conformal,
-    F-law) scores of the rows. Returns ({(n, share): {test: alarms}}, {(n, share): {test:
+    all; the reference null in the first reference_replicates). ``s_*``: the scorer's
+    scores of the rows. Returns ({(n, share): {test: alarms}}, {(n, share): {test:
     batches}}, times)."""
     hits = {(n, e): {} for n in cfg["batch_sizes"] for e in shares}
     counts = {(n, e): {} for n in cfg["batch_sizes"] for e in shares}
@@ -290,17 +281,17 @@ def share_replicates(cfg, rng, scorer, param, X_id, S_id, X_ood, S_ood, m, share
     for r in range(replicates):
         perm = rng.permutation(X_id.shape[0])
         cal = perm[:m]
-        setup = Setup(scorer, param, X_id[cal], r < cfg["reference_replicates"])
+        setup = Setup(scorer, X_id[cal], r < cfg["reference_replicates"])
         for n in cfg["batch_sizes"]:
             for e in (shares if r < cfg["power_batches"] else [0.0]):
                 k_ood = rng.binomial(n, e) if e else 0
                 i = perm[m:m + n - k_ood]
                 j = rng.choice(X_ood.shape[0], k_ood, replace=False)
                 X = np.vstack([X_id[i], X_ood[j]])
-                s, s_param = (np.concatenate([a[i], b[j]]) for a, b in zip(S_id, S_ood))
+                s = np.concatenate([s_id[i], s_ood[j]])
                 mmd = (X_id[cal[:cfg["mmd_reference"]]], rng) \
                     if with_mmd and r < cfg["mmd_batches"] else None
-                for k, v in run_tests(setup, X, s, s_param, cfg, times[n], mmd).items():
+                for k, v in run_tests(setup, X, s, cfg, times[n], mmd).items():
                     hits[n, e][k] = hits[n, e].get(k, 0) + v
                     counts[n, e][k] = counts[n, e].get(k, 0) + 1
         if r % 50 == 49:
@@ -325,14 +316,14 @@ def real(cfg, root, rng):
     Xtr, Xte = np.asarray(emb["train"]), np.asarray(emb["test"])
     scorer = GaussianScorer(random_state=cfg["seed"]).fit(Xtr)
     param = GaussianScorer("empirical", calibration="f").fit(Xtr)
-    S_test = (scorer.score_samples(Xte), param.score_samples(Xte))
+    s_test = scorer.score_samples(Xte)
     out = {"embed_seconds": embed_s, "fit": f"GaussianScorer() on {Xtr.shape[0]} x "
            f"{Xtr.shape[1]} train embeddings, calibration {scorer.calibration_} "
-           f"(m = {scorer.calibration_scores_.shape[0]}); F-law scorer: GaussianScorer("
+           f"(m = {scorer.calibration_scores_.shape[0]}); 'F law': GaussianScorer("
            "'empirical', calibration='f') on the same rows", "as_fitted": []}
     alpha, B = cfg["alpha"], cfg["null_batches"]
     # (a) as fitted: cross-conformal on train, F law, Hotelling against the train fit
-    p_conf, p_f = scorer.pvalue_from_scores(S_test[0]), param.pvalue_from_scores(S_test[1])
+    p_conf, p_f = scorer.pvalue_from_scores(s_test), param.pvalue(Xte)
     for n in cfg["batch_sizes"]:
         rej = {}
         for _ in range(B):
@@ -350,10 +341,10 @@ def real(cfg, root, rng):
     # power_batches replicates also carry the Fashion-MNIST share cells (same split)
     held = copy.deepcopy(scorer)
     fashion = np.asarray(emb["fashion"])
-    S_fashion = (scorer.score_samples(fashion), param.score_samples(fashion))
     shares = [0.0] + list(cfg["ood_shares"])
-    hits, counts, times = share_replicates(cfg, rng, held, param, Xte, S_test, fashion,
-                                           S_fashion, m, shares, B, with_mmd=True)
+    hits, counts, times = share_replicates(cfg, rng, held, Xte, s_test, fashion,
+                                           scorer.score_samples(fashion), m, shares, B,
+                                           with_mmd=True)
     out["held_out"] = [{"n": n, **rates(hits[n, 0.0], counts[n, 0.0])}
                        for n in cfg["batch_sizes"]]
     for row in out["held_out"]:
@@ -362,39 +353,38 @@ def real(cfg, root, rng):
                      **rates(hits[n, e], counts[n, e])}
                     for n in cfg["batch_sizes"] for e in shares[1:]]
     # covariate shift: the seed's split (its 2,000 batch rows were shifted and embedded)
-    setup = Setup(held, param, Xte[cal_idx], True)
+    setup = Setup(held, Xte[cal_idx], True)
     mmd_ref = Xte[split[:cfg["mmd_reference"]]]   # split is unsorted: random rows
     for n in cfg["batch_sizes"]:
         for name in SHIFTS:
             Xs = np.asarray(emb[name])
-            Ss = (held.score_samples(Xs), param.score_samples(Xs))
+            ss = held.score_samples(Xs)
             hit, cnt = {}, {}
             for b in range(cfg["power_batches"]):
                 idx = rng.choice(Xs.shape[0], n, replace=False)
                 mmd = (mmd_ref, rng) if b < cfg["mmd_batches"] else None
-                for k, v in run_tests(setup, Xs[idx], Ss[0][idx], Ss[1][idx], cfg, times[n],
-                                      mmd).items():
+                for k, v in run_tests(setup, Xs[idx], ss[idx], cfg, times[n], mmd).items():
                     hit[k], cnt[k] = hit.get(k, 0) + v, cnt.get(k, 0) + 1
             out["power"].append({"n": n, "setting": name, **rates(hit, cnt)})
             log(f"power n={n} {name}: {out['power'][-1]}")
     out["ms_per_batch"] = {n: {k: 1000 * float(np.median(v)) for k, v in times[n].items()}
                            for n in cfg["batch_sizes"]}
-    out["conditional"] = real_conditional(cfg, rng, held, param, Xte, S_test)
+    out["conditional"] = real_conditional(cfg, rng, held, Xte, s_test)
     return out
 
 
-def real_conditional(cfg, rng, scorer, param, X, S):
+def real_conditional(cfg, rng, scorer, X, s):
     """One fixed split per set (the rate one deployment sees): m_cond calibration /
     reference rows, batches of the smallest size drawn from the other rows."""
     n, m = min(cfg["batch_sizes"]), cfg["conditional_m_real"]
     rates_ = {}
     for _ in range(cfg["conditional_sets"]):
         perm = rng.permutation(X.shape[0])
-        setup = Setup(scorer, param, X[perm[:m]], True)
+        setup = Setup(scorer, X[perm[:m]], True)
         pool, hits = perm[m:], {}
         for _ in range(cfg["conditional_batches"]):
             i = rng.choice(pool, n, replace=False)
-            for k, v in run_tests(setup, X[i], S[0][i], S[1][i], cfg, {}).items():
+            for k, v in run_tests(setup, X[i], s[i], cfg, {}).items():
                 hits[k] = hits.get(k, 0) + v
         for k, v in hits.items():
             rates_.setdefault(k, []).append(v / cfg["conditional_batches"])
@@ -424,150 +414,18 @@ def open_set(cfg, root, rng):
                                   ("ood", "test", range(6, 10)))}
     embed_s = time.perf_counter() - t
     scorer = GaussianScorer(random_state=cfg["seed"]).fit(emb["train"])
-    param = GaussianScorer("empirical", calibration="f").fit(emb["train"])
     Xid, Xood = emb["id"], emb["ood"]
-    S_id = (scorer.score_samples(Xid), param.score_samples(Xid))
-    S_ood = (scorer.score_samples(Xood), param.score_samples(Xood))
     m = 4000
     shares = [0.0, 0.02, 0.05, 0.1, 0.2]
-    hits, counts, _ = share_replicates(cfg, rng, scorer, param, Xid, S_id, Xood, S_ood, m,
-                                       shares, cfg["open_set_null"], with_mmd=False)
+    hits, counts, _ = share_replicates(cfg, rng, scorer, Xid, scorer.score_samples(Xid), Xood,
+                                       scorer.score_samples(Xood), m, shares,
+                                       cfg["open_set_null"], with_mmd=False)
     rows = [{"n": n, "ood_share": e, **rates(hits[n, e], counts[n, e])}
             for n in cfg["batch_sizes"] for e in shares]
     for row in rows:
         log(f"open set: {row}")
     return {"embed_seconds": embed_s, "m_calibration": m, "rows": rows,
             "fit": f"GaussianScorer() on {emb['train'].shape[0]} train rows of classes 0-5"}
-
-
-NAMES = {"ks": "KS", "fisher": "Fisher", "hc": "HC", "hotelling": "Hotelling F",
-         "hotelling ref": "Hotelling ref", "ks F ref": "KS F ref",
-         "fisher F ref": "Fisher F ref", "hc F ref": "HC F ref", "mmd": "MMD",
-         "ks naive": "KS naive", "fisher naive": "Fisher naive", "hc naive": "HC naive"}
-
-
-def pct(x):
-    return "-" if x is None else f"{100 * x:.1f}"
-
-
-def spread(v):
-    return f"{pct(min(v))} / {pct(float(np.median(v)))} / {pct(max(v))}"
-
-
-def table(rows, lead, keys, fmt=pct):
-    """Markdown table: the ``lead`` columns as given, ``keys`` through ``fmt``."""
-    L = ["| " + " | ".join([*lead, *(NAMES.get(k, k) for k in keys)]) + " |",
-         "|---" * (len(lead) + len(keys)) + "|"]
-    for r in rows:
-        L.append("| " + " | ".join([*(str(r[c]) for c in lead),
-                                    *(fmt(r[k]) if k in r else "-" for k in keys)]) + " |")
-    return L
-
-
-def open_set_markdown(res) -> str:
-    o = res["open_set"]
-    L = ["# Batch shift detection, open set: CIFAR-10 classes 6-9 among classes 0-5", "",
-         f"Encoder benchmarks/checkpoints/cifar10-cpu-c0to5.pt (backbone); {o['fit']}. "
-         f"Per replicate, {o['m_calibration']} random ID test rows (classes 0-5) calibrate "
-         "the scorer, fit Hotelling's F-law reference and form the reference nulls; the "
-         "batch takes other ID test rows and a Binomial(n, share) number of classes 6-9 "
-         f"test rows. alpha = {res['config']['alpha']:g}; wall time "
-         f"{res['wall_seconds'] / 60:.1f} min. Rejection rate in % (share 0: false "
-         "alarms); batches per cell in the JSON.", ""]
-    for r in o["rows"]:
-        r["share"] = f"{100 * r['ood_share']:g}%"
-    return "\n".join(L + table(o["rows"], ("n", "share"), REAL_TESTS))
-
-
-def markdown(res) -> str:
-    cfg, syn, real_ = res["config"], res["synthetic"], res["real"]
-    L = [f"# Batch shift detection (gaussood.shift), alpha = {cfg['alpha']:g}", "",
-         f"Configuration: {cfg['label']}. Wall time {res['wall_seconds'] / 60:.1f} min on "
-         f"one core ({res['environment'].get('cpu', 'cpu')}); seed {cfg['seed']}. Rates "
-         "in %. Binomial sd of a rate near 5%: 0.5 points at 2,000 batches, 0.7 at 1,000, "
-         "1.3 at 300, 1.5 at 200. 'Marginal': a fresh fit / calibration set per batch "
-         "(what the p-values guarantee). 'Conditional': one fit / calibration set, many "
-         "batches (the rate one deployment sees): min / median / max over the sets.", "",
-         "## 1. Synthetic", "", "Conformal p-values, marginal. 'naive': the same "
-         "p-values tested as independent U(0, 1) draws.", ""]
-    L += table(syn["marginal"], ("m", "n", "batches"),
-               ("ks", "fisher", "hc", "ks naive", "fisher naive", "hc naive"))
-    L += ["", "Conformal p-values, conditional.", ""]
-    L += table(syn["conditional"], ("m", "n", "sets", "batches_per_set"),
-               ("ks", "fisher", "hc"), spread)
-    par = syn["parametric"]
-    L += ["", f"Parametric GaussianScorer('empirical', calibration='f') on Gaussian rows "
-          f"(d = {cfg['parametric_d']}): the p-value tests with the null that models the "
-          "fit's estimation error, 'naive' without it, Hotelling's F law. Marginal: a "
-          "fresh fit per repetition.", ""]
-    keys = ("ks", "fisher", "hc", "hotelling", "ks naive", "fisher naive", "hc naive")
-    L += table([r for r in par if r["guarantee"] == "marginal"], ("n_fit", "n", "refits"), keys)
-    L += ["", "Parametric, conditional (one fit, many batches).", ""]
-    L += table([r for r in par if r["guarantee"] == "conditional"],
-               ("n_fit", "n", "fits", "batches_per_fit"), keys, spread)
-    L += ["", f"## 2. CIFAR-10 ID test batches ({cfg['encoder']}, backbone 256-d)", "",
-          real_["fit"] + ".", "", "(a) As fitted: calibration from the train split, ID "
-          "batches from the test split (a mismatch: the encoder was trained on the fit "
-          "rows).", ""]
-    keys = [k for k in real_["as_fitted"][0] if k not in ("n", "batches")]
-    L += table(real_["as_fitted"], ("n", "batches"), keys)
-    L += ["", f"(b) Held out, marginal: per replicate, {cfg['m_calibration']} random test "
-          "rows calibrate the conformal scorer (split conformal), fit 'Hotelling F' (F "
-          "law) and are the reference rows of the 'ref' tests (Hotelling against the "
-          "train fit; the F-law scorer's p-values); the batch comes from the other rows. "
-          "Batches per test in the JSON.", ""]
-    L += table(real_["held_out"], ("n",), (*REAL_TESTS, "mmd"))
-    c = real_["conditional"]
-    L += ["", f"(c) Held out, conditional: {c['sets']} fixed splits of {c['m']} "
-          f"calibration / reference rows, {c['batches_per_set']} batches of {c['n']} "
-          f"each from the other {c['pool']} rows (batches of 1,000 would overlap too "
-          "much on 10,000 test rows).", ""]
-    L += table([c], ("m", "n"), REAL_TESTS, spread)
-    L += ["", "## 3. Power (held-out calibration; rejection rate in %)", "",
-          f"{cfg['power_batches']} batches per cell ({cfg['mmd_batches']} for the MMD peer: "
-          f"RBF, median heuristic, {cfg['mmd_permutations']} permutations, "
-          f"{cfg['mmd_reference']} reference rows).", ""]
-    for n in cfg["batch_sizes"]:
-        L += [f"Batches of {n}:", ""]
-        L += table([r for r in real_["power"] if r["n"] == n], ("setting",),
-                   (*REAL_TESTS, "mmd")) + [""]
-    L += ["Median time per batch (ms; 'ref' with its null draws cached):", ""]
-    L += table([{"n": n, **t} for n, t in real_["ms_per_batch"].items()], ("n",),
-               (*REAL_TESTS, "mmd"), lambda x: f"{x:.2f}")
-    return "\n".join(L)
-
-
-def figure(res, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cfg, power = res["config"], res["real"]["power"]
-    keys = ("ks", "fisher", "hc", "hotelling", "hotelling ref", "mmd")
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for ax, n in zip(axes[:2], cfg["batch_sizes"]):
-        rows = [r for r in power if r["n"] == n and r["setting"].startswith("Fashion")]
-        x = [100 * e for e in cfg["ood_shares"]]
-        for k in keys:
-            ax.plot(x, [100 * r[k] for r in rows], marker="o", label=NAMES[k])
-        ax.set_xscale("log")
-        ax.axhline(100 * cfg["alpha"], color="gray", lw=0.8, ls="--")
-        ax.set(title=f"Fashion-MNIST rows in CIFAR-10 batches of {n}",
-               xlabel="OOD share of the batch (%)", ylabel="alarms (%)")
-        ax.legend(fontsize=7)
-    names = list(SHIFTS)
-    width = 0.14
-    for i, k in enumerate(keys):
-        vals = [100 * next(r[k] for r in power if r["n"] == max(cfg["batch_sizes"])
-                           and r["setting"] == s) for s in names]
-        axes[2].bar(np.arange(len(names)) + (i - 2.5) * width, vals, width, label=NAMES[k])
-    axes[2].set_xticks(np.arange(len(names)), names, rotation=45, ha="right", fontsize=7)
-    axes[2].set(title=f"covariate shift, batches of {max(cfg['batch_sizes'])}",
-                ylabel="alarms (%)")
-    axes[2].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def main(argv=None) -> int:
@@ -583,6 +441,8 @@ def main(argv=None) -> int:
                     help="only the open-set part (cifar10-cpu-c0to5.pt, classes 6-9 as OOD); "
                          "writes shift_open_set.*")
     args = ap.parse_args(argv)
+    from shift_report import figure, markdown, open_set_markdown
+
     cfg = dict(CONFIG)
     if args.reduced:
         cfg.update(REDUCED)

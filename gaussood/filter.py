@@ -311,9 +311,9 @@ class OODFilter(TransformerMixin, BaseEstimator):
         (None when ``action="drop"`` kept no row of it) and the list of ``ShiftResult``
         of the windows that ended in it (usually empty). A batch is skipped only when it
         has nothing to yield on both counts; an incomplete last window is not tested.
-        ``shift_reference``: held-out ID embeddings (or a ``gaussood.shift.Reference``)
-        whose random windows give the null law (``shift.test(..., reference=)``; advised
-        for "hotelling" on real embeddings).
+        ``shift_reference`` (``shift_method="hotelling"``): held-out ID embeddings (or a
+        ``gaussood.shift.Reference``) whose random windows give the null law
+        (``shift.test(..., reference=)``; advised on real embeddings).
         """
         import torch
         from tqdm.auto import tqdm
@@ -328,6 +328,9 @@ class OODFilter(TransformerMixin, BaseEstimator):
             shift._check_alpha(shift_alpha)
             check_is_fitted(self, "scorer_")
             pending_Z, pending_p = [], []
+            if shift_reference is not None and shift_method != "hotelling":
+                raise ValueError("shift_reference is for shift_method='hotelling'; got "
+                                 f"{shift_method!r}.")
             if shift_reference is not None and not isinstance(shift_reference,
                                                               shift.Reference):
                 shift_reference = shift.Reference(self.scorer_, shift_reference)

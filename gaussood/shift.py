@@ -48,11 +48,11 @@ points.
   p-values are treated as independent U(0, 1), ignoring the fit's estimation error.
 - "hotelling": the exact F(d, n_fit + n - d - 1) law when fit and batch rows are
   Gaussian with one covariance; a central-limit approximation otherwise.
-- ``reference=R`` (held-out ID rows that neither fitted nor calibrated the scorer):
-  the null of any method is the law of its statistic over random batches of n rows
-  of R (a subsampling null, ``(1 + #{T_b >= T}) / (B + 1)``). It needs no Gaussian
-  law, so it is the one for Hotelling or parametric p-values on real embeddings, and
-  it absorbs a difference between the fit rows and the monitored source.
+- "hotelling" with ``reference=R`` (held-out ID rows the scorer was not fitted on):
+  the null is the law of T^2 over random batches of n rows of R (subsampling). It
+  needs no Gaussian law, so it is the one for real embeddings, and it absorbs a
+  difference between the fit rows and the monitored source. For the p-value tests,
+  held-out rows go to ``scorer.calibrate(R)`` (conformal, exact) instead.
 
 Monte Carlo p-values ``(1 + #{T_b >= T}) / (B + 1)`` are valid at every B; the draws
 are seeded (``random_state``) and cached, so a stream of windows pays for them once.
@@ -65,7 +65,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import linalg, stats
+from scipy import linalg, sparse, special, stats
 
 METHODS = ("ks", "fisher", "hc", "hotelling")
 _CONFORMAL = ("conformal", "cv+")
@@ -219,10 +219,12 @@ def _gaussian_pvalues(rng, draws: int, n: int, law) -> np.ndarray:
     for start in range(0, draws, block):
         b = min(block, draws - start)
         weights = n_fit / np.stack([wishart_eigenvalues(rng, n_fit - 1, d) for _ in range(b)])
-        z = rng.standard_normal((b, n, d)) - rng.standard_normal((b, 1, d)) / math.sqrt(n_fit)
-        d2 = np.einsum("bnd,bd->bn", z * z, weights)
-        out[start:start + b] = (stats.chi2.sf(d2, d) if kind == "chi2"
-                                else stats.f.sf(d2 / scale, d, dfd))
+        z = rng.standard_normal((b, n, d), dtype=np.float32)   # float32: twice as fast
+        z -= (rng.standard_normal((b, 1, d)) / math.sqrt(n_fit)).astype(np.float32)
+        np.square(z, out=z)
+        d2 = np.matmul(z, weights.astype(np.float32)[:, :, None])[:, :, 0].astype(np.float64)
+        out[start:start + b] = (special.chdtrc(d, d2) if kind == "chi2"
+                                else special.fdtrc(d, dfd, d2 / scale))
     return out
 
 
@@ -428,77 +430,79 @@ def hotelling_two_sample(n_ref: int, mean_ref, scatter_ref, X) -> tuple[float, f
 
 # ------------------------------------------------------ reference-batch null
 class Reference:
-    """Held-out in-distribution rows as the null of ``test`` (``reference=``).
+    """Held-out in-distribution rows as the null of Hotelling's test (``reference=``).
 
-    The null law of a method's statistic becomes its law over random batches of n of
-    these rows (without replacement within a batch): no Gaussian law and no
-    exchangeability with the fit rows is assumed, only that the rows come from the
-    monitored source and that the scorer was neither fitted nor calibrated on them.
-    Build it after the scorer's last ``fit`` / ``calibrate``: it keeps the rows' per-row
-    values (whitened rows, p-values) and the null draws, so a stream pays for them once.
+    A permutation test of the batch against these rows with Hotelling's statistic: the
+    batch's n rows are pooled with the m reference rows, and the null law of T^2 is its
+    law over random n-subsets of the pool, ``(1 + #{T_b >= T}) / (B + 1)``. Given the
+    fit, the pooled rows are exchangeable under no shift (reference rows from the
+    monitored source, not used in the fit), so the batch is a uniformly random
+    n-subset of the pool and the p-value is exact, whatever the rows' law, m, n and B.
+    The statistic is T^2 with the fit covariance (not pooled with the batch).
+
+    Only for "hotelling": for the p-value tests, calibrate the scorer on the held-out
+    rows instead (``scorer.calibrate(rows)``), which makes their null exact.
+
+    Built once (after the scorer's last ``fit``), it keeps the whitened rows and B
+    random n-subsets of them; a batch's pseudo-batches are drawn by swapping a
+    hypergeometric number of those rows for random batch rows (same law as drawing
+    from the pool, a tenth of the work at m = 8 n).
 
     Parameters
     ----------
-    scorer : fitted gaussood scorer
-    rows : array of shape (n_ref, d)
-        Need n_ref >= 2 n for batches of n (5 n or more advised: the null's own
-        sampling error shrinks with n / n_ref).
+    scorer : fitted GaussianScorer
+    rows : array of shape (m, d)
+        At least n rows for batches of n (the more, the more power: at m = n half of a
+        pseudo-batch is made of batch rows).
     """
 
     def __init__(self, scorer, rows):
         _check_scorer(scorer)
-        self.scorer = scorer
-        self.rows = _check_batch(rows, int(scorer.n_features_in_), "reference")
-        self._values, self._nulls = {}, {}
+        n_fit, mean, scatter, _ = reference_moments(scorer)
+        self.scorer, self.n_fit = scorer, n_fit
+        factor = _cholesky(scatter / max(n_fit - 1, 1))[0]
+        self._whiten = lambda Y: linalg.solve_triangular(
+            factor, (_in_space(scorer, Y) - mean).T, lower=True, check_finite=False).T
+        self.rows = self._whiten(_check_batch(rows, int(scorer.n_features_in_), "reference"))
+        self._subsets = {}
 
-    def _prepared(self, method):
-        """(per-row values of the reference rows, statistic of a stack of batches)."""
-        if method == "hotelling":
-            if "whiten" not in self._values:
-                n_fit, mean, scatter, _ = reference_moments(self.scorer)
-                factor = _cholesky(scatter / max(n_fit - 1, 1))[0]
-                self._values["whiten"] = lambda Y: linalg.solve_triangular(
-                    factor, (_in_space(self.scorer, Y) - mean).T, lower=True,
-                    check_finite=False).T
-                self._values["n_fit"] = n_fit
-                self._values["hotelling"] = self._values["whiten"](self.rows)
-            n_fit = self._values["n_fit"]
-            return self._values["hotelling"], lambda W: n_fit * W.shape[1] / (
-                n_fit + W.shape[1]) * np.einsum("bd,bd->b", W.mean(axis=1), W.mean(axis=1))
-        if "pvalues" not in self._values:
-            self._values["pvalues"] = np.asarray(
-                self.scorer.score_pvalue_decision(self.rows).pvalue, dtype=np.float64)
-        m = calibration_size(self.scorer)
-        return self._values["pvalues"], lambda P: _STATISTICS[method](np.sort(P, axis=1), m)
+    def _statistic(self, sums, n):
+        """T^2 with the fit covariance from the sums of n whitened rows, shape (b, d)."""
+        return self.n_fit / (n * (self.n_fit + n)) * np.einsum("bd,bd->b", sums, sums)
 
-    def test(self, X, method, alpha, pvalues=None, n_null=4999, random_state=0):
-        """``test(self.scorer, X, method, alpha, reference=self)`` on a checked batch."""
-        n = X.shape[0]
-        if self.rows.shape[0] < 2 * n:
-            raise ValueError(f"reference has {self.rows.shape[0]} rows; a null from random "
-                             f"batches of {n} rows needs at least 2 n = {2 * n}.")
-        values, statistic = self._prepared(method)
-        if method == "hotelling":
-            observed = statistic(self._values["whiten"](X)[None])
-        else:
-            p = self.scorer.score_pvalue_decision(X).pvalue if pvalues is None else pvalues
-            observed = statistic(_check_pvalues(p)[None])
-        key = (method, n, n_null, random_state)
-        if key not in self._nulls:
+    def test(self, X, alpha, n_null=4999, random_state=0):
+        """``test(self.scorer, X, "hotelling", alpha, reference=self)`` on a checked batch."""
+        n, m = X.shape[0], self.rows.shape[0]
+        if m < n:
+            raise ValueError(f"reference has {m} rows; batches of {n} rows need at least "
+                             f"{n} (5 n or more advised).")
+        W = self._whiten(X)
+        observed = float(self._statistic(W.sum(axis=0)[None], n)[0])
+        key = (n, n_null, random_state)
+        if key not in self._subsets:   # B random n-subsets of the rows, in random order
             rng = np.random.default_rng(random_state)
-            m, width = values.shape[0], int(np.prod(values.shape[1:], dtype=np.int64))
-            block, out = max(1, _CHUNK // (n * width)), []
-            for start in range(0, n_null, block):
-                idx = np.argpartition(rng.random((min(block, n_null - start), m)), n - 1,
-                                      axis=1)[:, :n]
-                out.append(statistic(values[idx]))
-            self._nulls[key] = np.sort(np.concatenate(out))
-        pvalue = _monte_carlo_pvalue(float(observed[0]), self._nulls[key])
-        null = ("T^2 with the fit covariance; " if method == "hotelling" else "") + (
-            f"null: random batches of {n} of the {self.rows.shape[0]} reference rows, "
-            f"{n_null} draws")
-        return ShiftResult(float(observed[0]), pvalue, bool(pvalue <= alpha), method, n,
-                           alpha, null)
+            idx = np.concatenate([np.argsort(rng.random((min(64, n_null - i), m)), axis=1)
+                                  [:, :n].astype(np.int32) for i in range(0, n_null, 64)])
+            sums = np.concatenate([self.rows[idx[i:i + 64]].sum(axis=1)
+                                   for i in range(0, n_null, 64)])
+            self._subsets[key] = (idx, sums)
+        idx, sums = self._subsets[key]
+        rng = np.random.default_rng([random_state, 1])
+        k = rng.hypergeometric(n, m, n, size=n_null)     # batch rows in each pseudo-batch
+        null = np.empty(n_null)
+        for lo in range(0, n_null, 64):   # 64 draws at a time: small gathers
+            kc = k[lo:lo + 64]
+            take = np.arange(n)[None, :] < kc[:, None]   # the first k of each subset go
+            segments = sparse.csr_matrix(   # row j sums the j-th draw's k rows
+                (np.ones(kc.sum()), np.arange(kc.sum()), np.concatenate([[0], np.cumsum(kc)])),
+                shape=(kc.size, kc.sum()))
+            swapped = np.argsort(rng.random((kc.size, n)), axis=1)[take]  # random batch rows
+            null[lo:lo + 64] = self._statistic(sums[lo:lo + 64] + segments @ (
+                W[swapped] - self.rows[idx[lo:lo + 64][take]]), n)
+        pvalue = _monte_carlo_pvalue(observed, np.sort(null))
+        return ShiftResult(observed, pvalue, bool(pvalue <= alpha), "hotelling", n, alpha,
+                           f"permutation, T^2 with the fit covariance; the batch pooled with "
+                           f"{m} reference rows, {n_null} draws")
 
 
 # ---------------------------------------------------------------- entry point
@@ -522,12 +526,11 @@ def test(scorer, X_batch, method: str = "ks", alpha: float = 0.05, *, pvalues=No
         ``scorer.pvalue(X_batch)`` when already computed (``OODFilter.stream`` passes
         its own); not used by "hotelling".
     reference : array of shape (n_ref, d) or Reference, optional
-        Held-out in-distribution rows from the monitored source that the scorer was
-        neither fitted nor calibrated on, n_ref >= 2 n (5 n or more advised); a
+        "hotelling" only: held-out in-distribution rows from the monitored source that
+        the scorer was not fitted on, n_ref >= 2 n (5 n or more advised); a
         ``Reference`` of them keeps its work between calls. The null law is then that
-        of the statistic over random batches of n of these rows, instead of a Gaussian
-        or exchangeability law: use it for "hotelling" or parametric p-values on real
-        (non-Gaussian) embeddings.
+        of the statistic over random batches of n of these rows instead of the F law:
+        use it on real (non-Gaussian) embeddings.
     n_null, random_state
         Monte Carlo null draws and their seed.
 
@@ -556,12 +559,16 @@ def test(scorer, X_batch, method: str = "ks", alpha: float = 0.05, *, pvalues=No
         raise ValueError(f"pvalues must have shape ({X.shape[0]},), one per row of X_batch; "
                          f"got {np.shape(pvalues)}.")
     if reference is not None:
+        if method != "hotelling":
+            raise ValueError(f"reference is for method 'hotelling'; for {method!r}, calibrate "
+                             "the scorer on the held-out rows (scorer.calibrate(rows)): the "
+                             "conformal null is then exact.")
         if not isinstance(reference, Reference):
             reference = Reference(scorer, reference)
         elif reference.scorer is not scorer:
             raise ValueError("reference was built for another scorer: build "
                              "shift.Reference(scorer, rows) for this one.")
-        return reference.test(X, method, alpha, pvalues, draws, int(random_state))
+        return reference.test(X, alpha, draws, int(random_state))
     if method == "hotelling":
         n_ref, mean, scatter, k = reference_moments(scorer)
         t2, pvalue, dfd = hotelling_two_sample(n_ref, mean, scatter, _in_space(scorer, X))
