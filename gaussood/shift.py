@@ -470,7 +470,7 @@ class Reference:
         """T^2 with the fit covariance from the sums of n whitened rows, shape (b, d)."""
         return self.n_fit / (n * (self.n_fit + n)) * np.einsum("bd,bd->b", sums, sums)
 
-    def test(self, X, alpha, n_null=4999, random_state=0):
+    def _test(self, X, alpha, n_null=4999, random_state=0):
         """``test(self.scorer, X, "hotelling", alpha, reference=self)`` on a checked batch."""
         n, m = X.shape[0], self.rows.shape[0]
         if m < n:
@@ -568,7 +568,7 @@ def test(scorer, X_batch, method: str = "ks", alpha: float = 0.05, *, pvalues=No
         elif reference.scorer is not scorer:
             raise ValueError("reference was built for another scorer: build "
                              "shift.Reference(scorer, rows) for this one.")
-        return reference.test(X, alpha, draws, int(random_state))
+        return reference._test(X, alpha, draws, int(random_state))
     if method == "hotelling":
         n_ref, mean, scatter, k = reference_moments(scorer)
         t2, pvalue, dfd = hotelling_two_sample(n_ref, mean, scatter, _in_space(scorer, X))
