@@ -312,7 +312,7 @@ class OODFilter(TransformerMixin, BaseEstimator):
         of the windows that ended in it (usually empty). A batch is skipped only when it
         has nothing to yield on both counts; an incomplete last window is not tested.
         ``shift_reference`` (``shift_method="hotelling"``): held-out ID embeddings (or a
-        ``gaussood.shift.Reference``) whose random windows give the null law
+        ``gaussood.shift.Reference``), pooled with each window for a permutation null
         (``shift.test(..., reference=)``; advised on real embeddings).
         """
         import torch
