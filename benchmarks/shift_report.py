@@ -15,7 +15,7 @@ def pct(x):
 
 
 def spread(v):
-    return f"{pct(min(v))} / {pct(float(np.median(v)))} / {pct(max(v))}"
+    return f"{pct(min(v))} / {pct(float(np.mean(v)))} / {pct(max(v))}"
 
 
 def table(rows, lead, keys, fmt=pct):
@@ -51,7 +51,7 @@ def markdown(res) -> str:
          "in %. Binomial sd of a rate near 5%: 0.5 points at 2,000 batches, 0.7 at 1,000, "
          "1.3 at 300, 1.5 at 200. 'Marginal': a fresh fit / calibration set per batch "
          "(what the p-values guarantee). 'Conditional': one fit / calibration set, many "
-         "batches (the rate one deployment sees): min / median / max over the sets.", "",
+         "batches (the rate one deployment sees): min / mean / max over the sets.", "",
          "## 1. Synthetic", "", "Conformal p-values, marginal. 'naive': the same "
          "p-values tested as independent U(0, 1) draws.", ""]
     L += table(syn["marginal"], ("m", "n", "batches"),
