@@ -49,7 +49,8 @@ CONFIG = {
     "conditional_sets": 10, "conditional_batches": 300, "encoder": "cifar10-cpu.pt",
     "open_set_null": 500, "parametric_n_fit": [8000, 40000], "parametric_d": 64,
     "parametric_refits": 1000, "reference_replicates": 1000, "reference_null": 999,
-    "conditional_m_real": 5000, "label": "full",
+    "conditional_m_real": 5000, "batches_per_fit": 4, "null_batches_per_split": 20,
+    "label": "full",
 }
 REDUCED = {"reference_null": 299,
            "label": "reduced (python benchmarks/shift.py --reduced: Hotelling's permutation "
@@ -143,25 +144,27 @@ def parametric_batch(scorer, X, cfg):
 
 def parametric(cfg, rng, n_fit):
     """GaussianScorer("empirical", calibration="f") on Gaussian rows, d = 64. Marginal:
-    a fresh fit per repetition (one batch of each size per fit). Conditional: a few
-    fits, many batches each; the spread of the fits' rates."""
+    a fresh fit per repetition (batches_per_fit batches of each size per fit).
+    Conditional: a few fits, many batches each; the spread of the fits' rates."""
     from gaussood import GaussianScorer
 
     d = cfg["parametric_d"]
     scale = 1.0 / np.sqrt(1.0 + np.arange(d))
     rows = []
     rej = {n: dict.fromkeys(PARAM_KEYS, 0) for n in cfg["batch_sizes"]}
-    refits = cfg["parametric_refits"]
+    refits, per_fit = cfg["parametric_refits"], cfg["batches_per_fit"]
     for _ in range(refits):
         scorer = GaussianScorer("empirical", calibration="f").fit(
             rng.normal(size=(n_fit, d)) * scale)
         for n in cfg["batch_sizes"]:
-            for k, v in parametric_batch(scorer, rng.normal(size=(n, d)) * scale, cfg).items():
-                rej[n][k] += v
+            for _ in range(per_fit):
+                for k, v in parametric_batch(scorer, rng.normal(size=(n, d)) * scale,
+                                             cfg).items():
+                    rej[n][k] += v
     for n in cfg["batch_sizes"]:
         rows.append({"guarantee": "marginal", "n_fit": n_fit, "d": d, "n": n,
-                     "refits": refits, "batches": refits,
-                     **{k: v / refits for k, v in rej[n].items()}})
+                     "refits": refits, "batches": refits * per_fit,
+                     **{k: v / (refits * per_fit) for k, v in rej[n].items()}})
         log(f"synthetic parametric {rows[-1]}")
     rates = {n: {k: [] for k in PARAM_KEYS} for n in cfg["batch_sizes"]}
     B = cfg["conditional_batches"]
@@ -271,8 +274,9 @@ def share_replicates(cfg, rng, scorer, X_id, s_id, X_ood, s_ood, m, shares, repl
                      with_mmd):
     """Replicates of a fresh random split of the ID rows (the marginal rate): m rows
     calibrate ``scorer`` (``Setup``), batches take other ID rows and a Binomial(n, share)
-    number of OOD rows (every share in the first power_batches replicates, share 0 in
-    all; the reference null in the first reference_replicates). ``s_*``: the scorer's
+    number of OOD rows (every share in the first power_batches replicates; share 0 in
+    all, as up to null_batches_per_split disjoint batches of the split's other rows; the
+    reference null in the first reference_replicates). ``s_*``: the scorer's
     scores of the rows. Returns ({(n, share): {test: alarms}}, {(n, share): {test:
     batches}}, times)."""
     hits = {(n, e): {} for n in cfg["batch_sizes"] for e in shares}
@@ -283,14 +287,17 @@ def share_replicates(cfg, rng, scorer, X_id, s_id, X_ood, s_ood, m, shares, repl
         cal = perm[:m]
         setup = Setup(scorer, X_id[cal], r < cfg["reference_replicates"])
         for n in cfg["batch_sizes"]:
-            for e in (shares if r < cfg["power_batches"] else [0.0]):
+            cells = [(0.0, b) for b in range(min(cfg["null_batches_per_split"],
+                                                 (X_id.shape[0] - m) // n))]
+            cells += [(e, 0) for e in shares if e and r < cfg["power_batches"]]
+            for e, b in cells:
                 k_ood = rng.binomial(n, e) if e else 0
-                i = perm[m:m + n - k_ood]
+                i = perm[m + b * n:m + (b + 1) * n - k_ood]
                 j = rng.choice(X_ood.shape[0], k_ood, replace=False)
                 X = np.vstack([X_id[i], X_ood[j]])
                 s = np.concatenate([s_id[i], s_ood[j]])
                 mmd = (X_id[cal[:cfg["mmd_reference"]]], rng) \
-                    if with_mmd and r < cfg["mmd_batches"] else None
+                    if with_mmd and r < cfg["mmd_batches"] and b == 0 else None
                 for k, v in run_tests(setup, X, s, cfg, times[n], mmd).items():
                     hits[n, e][k] = hits[n, e].get(k, 0) + v
                     counts[n, e][k] = counts[n, e].get(k, 0) + 1
@@ -450,7 +457,8 @@ def main(argv=None) -> int:
         cfg.update(null_batches=40, power_batches=20, mmd_batches=3, synthetic_batches=40,
                    conditional_sets=2, conditional_batches=20, synthetic_m=[1000],
                    open_set_null=30, parametric_refits=20, reference_replicates=20,
-                   parametric_n_fit=[8000], label="quick (a smoke run)")
+                   parametric_n_fit=[8000], batches_per_fit=1, null_batches_per_split=2,
+                   label="quick (a smoke run)")
     start = time.perf_counter()
     rng = np.random.default_rng(cfg["seed"])
     res = {"config": cfg, "environment": environment()}

@@ -63,7 +63,8 @@ def markdown(res) -> str:
     L += ["", f"Parametric GaussianScorer('empirical', calibration='f') on Gaussian rows "
           f"(d = {cfg['parametric_d']}): the p-value tests with the null that models the "
           "fit's estimation error, 'naive' without it, Hotelling's F law. Marginal: a "
-          "fresh fit per repetition.", ""]
+          "fresh fit per repetition, "
+          f"{cfg['batches_per_fit']} batches of each size per fit.", ""]
     keys = ("ks", "fisher", "hc", "hotelling", "ks naive", "fisher naive", "hc naive")
     L += table([r for r in par if r["guarantee"] == "marginal"], ("n_fit", "n", "refits"), keys)
     L += ["", "Parametric, conditional (one fit, many batches).", ""]
@@ -78,8 +79,10 @@ def markdown(res) -> str:
     L += ["", f"(b) Held out, marginal: per replicate, {cfg['m_calibration']} random test "
           "rows calibrate the conformal scorer (split conformal), fit 'Hotelling F' (F "
           "law) and are the reference rows of 'Hotelling ref' (permutation null, against "
-          "the train fit); the batch comes from the other rows. Batches per test in the "
-          "JSON.", ""]
+          "the train fit); the batches are up to "
+          f"{cfg['null_batches_per_split']} disjoint batches of the other rows (they share "
+          "the split, so the sd exceeds the binomial one). Batches per test in the JSON.",
+          ""]
     L += table(real_["held_out"], ("n",), (*REAL_TESTS, "mmd"))
     c = real_["conditional"]
     L += ["", f"(c) Held out, conditional: {c['sets']} fixed splits of {c['m']} "
