@@ -49,10 +49,10 @@ points.
 - "hotelling": the exact F(d, n_fit + n - d - 1) law when fit and batch rows are
   Gaussian with one covariance; a central-limit approximation otherwise.
 - "hotelling" with ``reference=R`` (held-out ID rows the scorer was not fitted on):
-  the null is the law of T^2 over random batches of n rows of R (subsampling). It
-  needs no Gaussian law, so it is the one for real embeddings, and it absorbs a
-  difference between the fit rows and the monitored source. For the p-value tests,
-  held-out rows go to ``scorer.calibrate(R)`` (conformal, exact) instead.
+  a permutation test: T^2 over random n-subsets of the batch pooled with R, exact
+  given the fit for any row law (``Reference``). It is the one for real embeddings,
+  and it absorbs a difference between the fit rows and the monitored source. For the
+  p-value tests, held-out rows go to ``scorer.calibrate(R)`` (conformal, exact).
 
 Monte Carlo p-values ``(1 + #{T_b >= T}) / (B + 1)`` are valid at every B; the draws
 are seeded (``random_state``) and cached, so a stream of windows pays for them once.
