@@ -1,30 +1,26 @@
-"""Batch shift detection (gaussood.shift): false-alarm rate and power, with a permutation
-MMD as the reference peer.
+"""Batch shift detection (gaussood.shift): false-alarm rate (marginal and conditional)
+and power, with a permutation MMD as the reference peer.
 
-Result: benchmarks/results/shift.md (one core; hardware, versions and wall time in
-shift.json; about 12 min with the embeddings cached); docs/shift.md discusses it.
+Result: benchmarks/results/shift.md (one core; configuration, hardware, versions and wall
+time in shift.json); docs/shift.md discusses it.
 
-Sections
-1. Synthetic scores: the false-alarm rate of every uniformity test on conformal
-   p-values (m = 1,000 / 8,000 / 40,000 calibration scores, a fresh calibration set per
-   batch: the marginal guarantee), beside the naive independent-uniform null; the spread
-   of the rate across fixed calibration sets; a parametric GaussianScorer (exact F law)
-   on Gaussian rows with every test, Hotelling included.
-2. CIFAR-10 with benchmarks/checkpoints/cifar10-cpu.pt (backbone, 256-d), scorer fit on
-   the 50,000 train embeddings. False alarms of ID test batches (a) as fitted (cross-
-   conformal calibration on train, the F law), (b) held out: each replicate splits the
-   10,000 test rows at random into 8,000 calibration rows (``calibrate``; Hotelling's
-   reference is a GaussianScorer fit on them) and 2,000 batch rows.
+1. Synthetic: conformal p-values (m = 1,000 / 8,000 / 40,000) with a fresh calibration
+   set per batch (marginal) and a few fixed sets (conditional); a parametric
+   GaussianScorer on Gaussian rows, refit per repetition (marginal) and fixed
+   (conditional), every test, the naive independent-uniform null beside.
+2. CIFAR-10 (benchmarks/checkpoints/cifar10-cpu.pt, backbone 256-d), scorers fit on the
+   50,000 train embeddings. (a) As fitted; (b) held out: per replicate a random split
+   of the 10,000 test rows into 8,000 calibration / reference rows and 2,000 batch
+   rows; (c) a few fixed splits (conditional).
 3. Power: a share of Fashion-MNIST rows (JPEG q75) in ID batches (the held-out
-   replicates' splits), and covariate shifts of the 2,000 batch images of the seed's
-   split (JPEG quality, blur, brightness, noise; re-encoded at JPEG q75 but the JPEG
-   rows). Hotelling's reference: a GaussianScorer fit on the calibration rows.
-4. ``--open-set`` (a separate run, shift_open_set.*): benchmarks/checkpoints/
-   cifar10-cpu-c0to5.pt, ID = CIFAR-10 classes 0-5, a share of classes 6-9 test rows
-   in ID batches (4,000 calibration rows per replicate; no MMD).
+   replicates' splits), and covariate shifts of the seed split's 2,000 batch images
+   (JPEG quality, blur, brightness, noise; re-encoded at JPEG q75 but the JPEG rows).
+4. ``--open-set`` (a separate run, shift_open_set.*): cifar10-cpu-c0to5.pt, ID =
+   classes 0-5, a share of classes 6-9 in ID batches (4,000 calibration rows; no MMD).
 
-Run: ``python benchmarks/shift.py`` (``--quick``: fewer batches). Embeddings are cached
-under ~/.cache/gaussood/cache/embeddings (gaussood.deep.extract_embeddings).
+Run: ``taskset -c 0 python benchmarks/shift.py`` (``--reduced``: 299 permutation draws
+for Hotelling's reference null instead of 999; ``--quick``: a smoke run). Embeddings are cached under
+~/.cache/gaussood/cache/embeddings (gaussood.deep.extract_embeddings).
 """
 
 from __future__ import annotations
@@ -49,10 +45,16 @@ CONFIG = {
     "seed": 0, "alpha": 0.05, "batch_sizes": [100, 1000], "null_batches": 1000,
     "power_batches": 200, "ood_shares": [0.005, 0.01, 0.02, 0.05, 0.1, 0.2],
     "m_calibration": 8000, "mmd_batches": 20, "mmd_reference": 500,
-    "mmd_permutations": 100, "synthetic_batches": 2000, "synthetic_m": [1000, 8000, 40000],
+    "mmd_permutations": 100, "synthetic_batches": 5000, "synthetic_m": [1000, 8000, 40000],
     "conditional_sets": 10, "conditional_batches": 300, "encoder": "cifar10-cpu.pt",
-    "open_set_null": 500,
+    "open_set_null": 500, "parametric_n_fit": [8000, 40000], "parametric_d": 64,
+    "parametric_refits": 1000, "reference_replicates": 1000, "reference_null": 999,
+    "conditional_m_real": 5000, "batches_per_fit": 4, "null_batches_per_split": 20,
+    "label": "full",
 }
+REDUCED = {"reference_null": 299,
+           "label": "reduced (python benchmarks/shift.py --reduced: Hotelling's permutation "
+                    "null with 299 draws instead of 999)"}
 SHIFTS = {  # name -> (kind, strength)
     "jpeg q30": ("jpeg", 30), "jpeg q10": ("jpeg", 10),
     "blur r0.5": ("blur", 0.5), "blur r1.0": ("blur", 1.0),
@@ -86,57 +88,103 @@ def mmd_test(X, Y, permutations, rng):
 
 # ------------------------------------------------------------ 1. synthetic
 def synthetic(cfg, rng):
-    from gaussood import GaussianScorer, shift
+    from gaussood import shift
 
     out = {"marginal": [], "conditional": [], "parametric": []}
-    B, alpha = cfg["synthetic_batches"], cfg["alpha"]
+    B, alpha, keys = cfg["synthetic_batches"], cfg["alpha"], ("ks", "fisher", "hc")
+
+    def pvalues(cal, n):   # conformal p-values of n fresh N(0, 1) scores
+        return (1.0 + np.searchsorted(cal, rng.normal(size=n), "right")) / (cal.size + 1.0)
+
     for m in cfg["synthetic_m"]:
         for n in cfg["batch_sizes"]:
-            rej = {k: 0 for k in ("ks", "fisher", "hc", "ks naive", "fisher naive")}
+            rej = dict.fromkeys((*keys, *(k + " naive" for k in keys)), 0)
             for _ in range(B):   # a fresh calibration set per batch: the marginal rate
-                cal = np.sort(rng.normal(size=m))
-                p = (1.0 + np.searchsorted(cal, rng.normal(size=n), "right")) / (m + 1.0)
-                for method in ("ks", "fisher", "hc"):
-                    rej[method] += shift.test_pvalues(p, method, alpha,
-                                                      calibration_size=m).shift
-                    if method != "hc":
-                        rej[method + " naive"] += shift.test_pvalues(p, method, alpha).shift
+                p = pvalues(np.sort(rng.normal(size=m)), n)
+                for k in keys:
+                    rej[k] += shift.test_pvalues(p, k, alpha, calibration_size=m).shift
+                    rej[k + " naive"] += shift.test_pvalues(p, k, alpha).shift
             out["marginal"].append({"m": m, "n": n, "batches": B,
                                     **{k: v / B for k, v in rej.items()}})
-            log(f"synthetic marginal m={m} n={n}: {out['marginal'][-1]}")
-    n = max(cfg["batch_sizes"])
-    for m in cfg["synthetic_m"]:   # one calibration set, many batches: the conditional rate
-        rates = {k: [] for k in ("ks", "fisher", "hc")}
+            log(f"synthetic marginal: {out['marginal'][-1]}")
+        n = max(cfg["batch_sizes"])   # one calibration set, many batches: conditional
+        rates_ = {k: [] for k in keys}
         for _ in range(cfg["conditional_sets"]):
-            cal = np.sort(rng.normal(size=m))
-            hits = {k: 0 for k in rates}
+            cal, hits = np.sort(rng.normal(size=m)), dict.fromkeys(keys, 0)
             for _ in range(cfg["conditional_batches"]):
-                p = (1.0 + np.searchsorted(cal, rng.normal(size=n), "right")) / (m + 1.0)
-                for k in rates:
+                p = pvalues(cal, n)
+                for k in keys:
                     hits[k] += shift.test_pvalues(p, k, alpha, calibration_size=m).shift
-            for k in rates:
-                rates[k].append(hits[k] / cfg["conditional_batches"])
+            for k in keys:
+                rates_[k].append(hits[k] / cfg["conditional_batches"])
         out["conditional"].append({"m": m, "n": n, "sets": cfg["conditional_sets"],
                                    "batches_per_set": cfg["conditional_batches"],
-                                   **{k: sorted(v) for k, v in rates.items()}})
-        log(f"synthetic conditional m={m}: {out['conditional'][-1]}")
-    for n_fit in (8000, 40000):   # parametric: exact F law on Gaussian rows, d = 64
-        d = 64
-        scale = 1.0 / np.sqrt(1.0 + np.arange(d))
+                                   **{k: sorted(v) for k, v in rates_.items()}})
+        log(f"synthetic conditional: {out['conditional'][-1]}")
+    for n_fit in cfg["parametric_n_fit"]:
+        out["parametric"] += parametric(cfg, rng, n_fit)
+    return out
+
+
+PARAM_KEYS = ("ks", "fisher", "hc", "hotelling", "ks naive", "fisher naive", "hc naive")
+
+
+def parametric_batch(scorer, X, cfg):
+    """{test: alarm} for one batch against a parametric (F law) GaussianScorer: the
+    p-value tests with the null that models the fit's estimation error (shift.test),
+    the same p-values as independent uniforms ("naive"), Hotelling's F law."""
+    from gaussood import shift
+
+    p = scorer.pvalue(X)
+    out = {k: shift.test(scorer, X, k, cfg["alpha"], pvalues=p).shift for k in TESTS}
+    for k in ("ks", "fisher", "hc"):
+        out[k + " naive"] = shift.test_pvalues(p, k, cfg["alpha"]).shift
+    return out
+
+
+def parametric(cfg, rng, n_fit):
+    """GaussianScorer("empirical", calibration="f") on Gaussian rows, d = 64. Marginal:
+    a fresh fit per repetition (batches_per_fit batches of each size per fit).
+    Conditional: a few fits, many batches each; the spread of the fits' rates."""
+    from gaussood import GaussianScorer
+
+    d = cfg["parametric_d"]
+    scale = 1.0 / np.sqrt(1.0 + np.arange(d))
+    rows = []
+    rej = {n: dict.fromkeys(PARAM_KEYS, 0) for n in cfg["batch_sizes"]}
+    refits, per_fit = cfg["parametric_refits"], cfg["batches_per_fit"]
+    for _ in range(refits):
         scorer = GaussianScorer("empirical", calibration="f").fit(
             rng.normal(size=(n_fit, d)) * scale)
         for n in cfg["batch_sizes"]:
-            rej = {k: 0 for k in TESTS}
-            for _ in range(cfg["null_batches"]):
-                X = rng.normal(size=(n, d)) * scale
-                p = scorer.pvalue(X)
-                for k in TESTS:
-                    rej[k] += shift.test(scorer, X, k, alpha, pvalues=p).shift
-            out["parametric"].append({"n_fit": n_fit, "d": d, "n": n,
-                                      "batches": cfg["null_batches"],
-                                      **{k: v / cfg["null_batches"] for k, v in rej.items()}})
-            log(f"synthetic parametric n_fit={n_fit} n={n}: {out['parametric'][-1]}")
-    return out
+            for _ in range(per_fit):
+                for k, v in parametric_batch(scorer, rng.normal(size=(n, d)) * scale,
+                                             cfg).items():
+                    rej[n][k] += v
+    for n in cfg["batch_sizes"]:
+        rows.append({"guarantee": "marginal", "n_fit": n_fit, "d": d, "n": n,
+                     "refits": refits, "batches": refits * per_fit,
+                     **{k: v / (refits * per_fit) for k, v in rej[n].items()}})
+        log(f"synthetic parametric {rows[-1]}")
+    rates = {n: {k: [] for k in PARAM_KEYS} for n in cfg["batch_sizes"]}
+    B = cfg["conditional_batches"]
+    for _ in range(cfg["conditional_sets"]):
+        scorer = GaussianScorer("empirical", calibration="f").fit(
+            rng.normal(size=(n_fit, d)) * scale)
+        for n in cfg["batch_sizes"]:
+            hits = dict.fromkeys(PARAM_KEYS, 0)
+            for _ in range(B):
+                for k, v in parametric_batch(scorer, rng.normal(size=(n, d)) * scale,
+                                             cfg).items():
+                    hits[k] += v
+            for k in PARAM_KEYS:
+                rates[n][k].append(hits[k] / B)
+    for n in cfg["batch_sizes"]:
+        rows.append({"guarantee": "conditional", "n_fit": n_fit, "d": d, "n": n,
+                     "fits": cfg["conditional_sets"], "batches_per_fit": B,
+                     **{k: sorted(v) for k, v in rates[n].items()}})
+        log(f"synthetic parametric {rows[-1]}")
+    return rows
 
 
 # ------------------------------------------------------------------ 2. data
@@ -182,56 +230,85 @@ def embed_all(cfg, root, pool_idx):
     return emb
 
 
-def run_tests(scorer, ref, X, p, cfg, times, mmd=None):
-    """{test: decision} for one batch, every test timed (seconds appended to times)."""
+REAL_TESTS = (*TESTS, "hotelling ref")
+
+
+class Setup:
+    """One calibration split: the conformal scorer (fit on train) calibrated on the m
+    held-out rows, Hotelling's F-law reference fit on them, and (``with_reference``)
+    the same rows as the permutation null of Hotelling against the train fit."""
+
+    def __init__(self, scorer, X_cal, with_reference):
+        from gaussood import GaussianScorer, shift
+
+        self.scorer = scorer.calibrate(X_cal)
+        self.f_fit = GaussianScorer("empirical", calibration="chi2").fit(X_cal)
+        self.ref = shift.Reference(scorer, X_cal) if with_reference else None
+
+
+def run_tests(setup, X, s, cfg, times, mmd=None):
+    """{test: decision} for one batch (``s``: the conformal scorer's scores of its rows),
+    every test timed (seconds appended to times)."""
     from gaussood import shift
 
-    out = {}
-    for k in TESTS:
+    out, alpha = {}, cfg["alpha"]
+    p = setup.scorer.pvalue_from_scores(s)
+    calls = {k: (setup.scorer, {"pvalues": p}) for k in ("ks", "fisher", "hc")}
+    calls["hotelling"] = (setup.f_fit, {})
+    if setup.ref is not None:
+        calls["hotelling ref"] = (setup.scorer, {"reference": setup.ref,
+                                                 "n_null": cfg["reference_null"]})
+    for k, (sc, kw) in calls.items():
         t = time.perf_counter()
-        if k == "hotelling":
-            out[k] = shift.test(ref, X, k, cfg["alpha"]).shift
-        else:
-            out[k] = shift.test(scorer, X, k, cfg["alpha"], pvalues=p).shift
+        out[k] = shift.test(sc, X, k.split()[0], alpha, **kw).shift
         times.setdefault(k, []).append(time.perf_counter() - t)
     if mmd is not None:
         Y, rng = mmd
         t = time.perf_counter()
-        out["mmd"] = mmd_test(X, Y, cfg["mmd_permutations"], rng)[1] <= cfg["alpha"]
+        out["mmd"] = mmd_test(X, Y, cfg["mmd_permutations"], rng)[1] <= alpha
         times.setdefault("mmd", []).append(time.perf_counter() - t)
     return out
 
 
 def share_replicates(cfg, rng, scorer, X_id, s_id, X_ood, s_ood, m, shares, replicates, *,
                      with_mmd):
-    """Replicates of a fresh random split of the ID rows: m calibrate ``scorer`` (and fit
-    Hotelling's reference), batches take other ID rows and a Binomial(n, share) number of
-    OOD rows (every share in the first power_batches replicates, share 0 in all).
-    Returns ({(n, share): {test: alarms}}, {(n, share): [batches, MMD batches]}, times)."""
-    from gaussood import GaussianScorer
-
+    """Replicates of a fresh random split of the ID rows (the marginal rate): m rows
+    calibrate ``scorer`` (``Setup``), batches take other ID rows and a Binomial(n, share)
+    number of OOD rows (every share in the first power_batches replicates; share 0 in
+    all, as up to null_batches_per_split disjoint batches of the split's other rows; the
+    reference null in the first reference_replicates). ``s_*``: the scorer's
+    scores of the rows. Returns ({(n, share): {test: alarms}}, {(n, share): {test:
+    batches}}, times)."""
     hits = {(n, e): {} for n in cfg["batch_sizes"] for e in shares}
-    counts = {(n, e): [0, 0] for n in cfg["batch_sizes"] for e in shares}
+    counts = {(n, e): {} for n in cfg["batch_sizes"] for e in shares}
     times = {n: {} for n in cfg["batch_sizes"]}
     for r in range(replicates):
         perm = rng.permutation(X_id.shape[0])
         cal = perm[:m]
-        scorer.calibrate(X_id[cal])
-        ref = GaussianScorer("empirical", calibration="chi2").fit(X_id[cal])
+        setup = Setup(scorer, X_id[cal], r < cfg["reference_replicates"])
         for n in cfg["batch_sizes"]:
-            for e in (shares if r < cfg["power_batches"] else [0.0]):
+            cells = [(0.0, b) for b in range(min(cfg["null_batches_per_split"],
+                                                 (X_id.shape[0] - m) // n))]
+            cells += [(e, 0) for e in shares if e and r < cfg["power_batches"]]
+            for e, b in cells:
                 k_ood = rng.binomial(n, e) if e else 0
-                i = perm[m:m + n - k_ood]
+                i = perm[m + b * n:m + (b + 1) * n - k_ood]
                 j = rng.choice(X_ood.shape[0], k_ood, replace=False)
                 X = np.vstack([X_id[i], X_ood[j]])
-                p = scorer.pvalue_from_scores(np.concatenate([s_id[i], s_ood[j]]))
+                s = np.concatenate([s_id[i], s_ood[j]])
                 mmd = (X_id[cal[:cfg["mmd_reference"]]], rng) \
-                    if with_mmd and r < cfg["mmd_batches"] else None
-                for k, v in run_tests(scorer, ref, X, p, cfg, times[n], mmd).items():
+                    if with_mmd and r < cfg["mmd_batches"] and b == 0 else None
+                for k, v in run_tests(setup, X, s, cfg, times[n], mmd).items():
                     hits[n, e][k] = hits[n, e].get(k, 0) + v
-                counts[n, e][0] += 1
-                counts[n, e][1] += mmd is not None
+                    counts[n, e][k] = counts[n, e].get(k, 0) + 1
+        if r % 50 == 49:
+            log(f"replicate {r + 1} of {replicates}")
     return hits, counts, times
+
+
+def rates(hits, counts):
+    return {**{k: v / counts[k] for k, v in hits.items()},
+            "batches": {k: counts[k] for k in hits}}
 
 
 def real(cfg, root, rng):
@@ -249,7 +326,8 @@ def real(cfg, root, rng):
     s_test = scorer.score_samples(Xte)
     out = {"embed_seconds": embed_s, "fit": f"GaussianScorer() on {Xtr.shape[0]} x "
            f"{Xtr.shape[1]} train embeddings, calibration {scorer.calibration_} "
-           f"(m = {scorer.calibration_scores_.shape[0]})", "as_fitted": [], "held_out": []}
+           f"(m = {scorer.calibration_scores_.shape[0]}); 'F law': GaussianScorer("
+           "'empirical', calibration='f') on the same rows", "as_fitted": []}
     alpha, B = cfg["alpha"], cfg["null_batches"]
     # (a) as fitted: cross-conformal on train, F law, Hotelling against the train fit
     p_conf, p_f = scorer.pvalue_from_scores(s_test), param.pvalue(Xte)
@@ -270,47 +348,58 @@ def real(cfg, root, rng):
     # power_batches replicates also carry the Fashion-MNIST share cells (same split)
     held = copy.deepcopy(scorer)
     fashion = np.asarray(emb["fashion"])
-    s_fashion = scorer.score_samples(fashion)
     shares = [0.0] + list(cfg["ood_shares"])
-    hits, counts, times = share_replicates(cfg, rng, held, Xte, s_test, fashion, s_fashion, m,
-                                           shares, B, with_mmd=True)
-    for n in cfg["batch_sizes"]:
-        b, bm = counts[n, 0.0]
-        out["held_out"].append({"n": n, "batches": b, "mmd_batches": bm,
-                                **{k: v / (bm if k == "mmd" else b)
-                                   for k, v in hits[n, 0.0].items()}})
-        log(f"held out n={n}: {out['held_out'][-1]}")
-    out["power"] = []
-    for n in cfg["batch_sizes"]:
-        for e in shares[1:]:
-            b, bm = counts[n, e]
-            out["power"].append({"n": n, "setting": f"Fashion-MNIST {100 * e:g}%",
-                                 "batches": b, "mmd_batches": bm,
-                                 **{k: v / (bm if k == "mmd" else b)
-                                    for k, v in hits[n, e].items()}})
-            log(f"power n={n}: {out['power'][-1]}")
+    hits, counts, times = share_replicates(cfg, rng, held, Xte, s_test, fashion,
+                                           scorer.score_samples(fashion), m, shares, B,
+                                           with_mmd=True)
+    out["held_out"] = [{"n": n, **rates(hits[n, 0.0], counts[n, 0.0])}
+                       for n in cfg["batch_sizes"]]
+    for row in out["held_out"]:
+        log(f"held out: {row}")
+    out["power"] = [{"n": n, "setting": f"Fashion-MNIST {100 * e:g}%",
+                     **rates(hits[n, e], counts[n, e])}
+                    for n in cfg["batch_sizes"] for e in shares[1:]]
     # covariate shift: the seed's split (its 2,000 batch rows were shifted and embedded)
-    held.calibrate(Xte[cal_idx])
-    ref = GaussianScorer("empirical", calibration="chi2").fit(Xte[cal_idx])
+    setup = Setup(held, Xte[cal_idx], True)
     mmd_ref = Xte[split[:cfg["mmd_reference"]]]   # split is unsorted: random rows
     for n in cfg["batch_sizes"]:
         for name in SHIFTS:
             Xs = np.asarray(emb[name])
-            ps = held.pvalue(Xs)
-            hit = {}
+            ss = held.score_samples(Xs)
+            hit, cnt = {}, {}
             for b in range(cfg["power_batches"]):
                 idx = rng.choice(Xs.shape[0], n, replace=False)
                 mmd = (mmd_ref, rng) if b < cfg["mmd_batches"] else None
-                for k, v in run_tests(held, ref, Xs[idx], ps[idx], cfg, times[n], mmd).items():
-                    hit[k] = hit.get(k, 0) + v
-            out["power"].append({"n": n, "setting": name, "batches": cfg["power_batches"],
-                                 "mmd_batches": cfg["mmd_batches"],
-                                 **{k: v / (cfg["mmd_batches"] if k == "mmd" else
-                                            cfg["power_batches"]) for k, v in hit.items()}})
-            log(f"power n={n}: {out['power'][-1]}")
+                for k, v in run_tests(setup, Xs[idx], ss[idx], cfg, times[n], mmd).items():
+                    hit[k], cnt[k] = hit.get(k, 0) + v, cnt.get(k, 0) + 1
+            out["power"].append({"n": n, "setting": name, **rates(hit, cnt)})
+            log(f"power n={n} {name}: {out['power'][-1]}")
     out["ms_per_batch"] = {n: {k: 1000 * float(np.median(v)) for k, v in times[n].items()}
                            for n in cfg["batch_sizes"]}
+    out["conditional"] = real_conditional(cfg, rng, held, Xte, s_test)
     return out
+
+
+def real_conditional(cfg, rng, scorer, X, s):
+    """One fixed split per set (the rate one deployment sees): m_cond calibration /
+    reference rows, batches of the smallest size drawn from the other rows."""
+    n, m = min(cfg["batch_sizes"]), cfg["conditional_m_real"]
+    rates_ = {}
+    for _ in range(cfg["conditional_sets"]):
+        perm = rng.permutation(X.shape[0])
+        setup = Setup(scorer, X[perm[:m]], True)
+        pool, hits = perm[m:], {}
+        for _ in range(cfg["conditional_batches"]):
+            i = rng.choice(pool, n, replace=False)
+            for k, v in run_tests(setup, X[i], s[i], cfg, {}).items():
+                hits[k] = hits.get(k, 0) + v
+        for k, v in hits.items():
+            rates_.setdefault(k, []).append(v / cfg["conditional_batches"])
+    row = {"n": n, "m": m, "pool": X.shape[0] - m, "sets": cfg["conditional_sets"],
+           "batches_per_set": cfg["conditional_batches"],
+           **{k: sorted(v) for k, v in rates_.items()}}
+    log(f"real conditional: {row}")
+    return row
 
 
 # ------------------------------------------------------------- open set
@@ -333,133 +422,17 @@ def open_set(cfg, root, rng):
     embed_s = time.perf_counter() - t
     scorer = GaussianScorer(random_state=cfg["seed"]).fit(emb["train"])
     Xid, Xood = emb["id"], emb["ood"]
-    s_id, s_ood = scorer.score_samples(Xid), scorer.score_samples(Xood)
     m = 4000
     shares = [0.0, 0.02, 0.05, 0.1, 0.2]
-    hits, counts, _ = share_replicates(cfg, rng, scorer, Xid, s_id, Xood, s_ood, m, shares,
+    hits, counts, _ = share_replicates(cfg, rng, scorer, Xid, scorer.score_samples(Xid), Xood,
+                                       scorer.score_samples(Xood), m, shares,
                                        cfg["open_set_null"], with_mmd=False)
-    rows = [{"n": n, "ood_share": e, "batches": counts[n, e][0],
-             **{k: v / counts[n, e][0] for k, v in hits[n, e].items()}}
+    rows = [{"n": n, "ood_share": e, **rates(hits[n, e], counts[n, e])}
             for n in cfg["batch_sizes"] for e in shares]
     for row in rows:
         log(f"open set: {row}")
     return {"embed_seconds": embed_s, "m_calibration": m, "rows": rows,
             "fit": f"GaussianScorer() on {emb['train'].shape[0]} train rows of classes 0-5"}
-
-
-def open_set_markdown(res) -> str:
-    o = res["open_set"]
-    L = ["# Batch shift detection, open set: CIFAR-10 classes 6-9 among classes 0-5", "",
-         f"Encoder benchmarks/checkpoints/cifar10-cpu-c0to5.pt (backbone); {o['fit']}. "
-         f"Per replicate, {o['m_calibration']} random ID test rows (classes 0-5) calibrate "
-         "the scorer and fit Hotelling's reference; the batch takes other ID test rows and "
-         f"a Binomial(n, share) number of classes 6-9 test rows. alpha = "
-         f"{res['config']['alpha']:g}; wall time {res['wall_seconds'] / 60:.1f} min. "
-         "Rejection rate in % (share 0: false alarms).", "",
-         "| n | classes 6-9 share | batches | KS | Fisher | HC | Hotelling |",
-         "|---|---|---|---|---|---|---|"]
-    for r in o["rows"]:
-        L.append(f"| {r['n']} | {100 * r['ood_share']:g}% | {r['batches']} | "
-                 + " | ".join(pct(r[k]) for k in TESTS) + " |")
-    return "\n".join(L)
-
-
-# -------------------------------------------------------------- reporting
-def pct(x):
-    return f"{100 * x:.1f}"
-
-
-def markdown(res) -> str:
-    cfg, syn, real_ = res["config"], res["synthetic"], res["real"]
-    L = [f"# Batch shift detection (gaussood.shift), alpha = {cfg['alpha']:g}", "",
-         f"Wall time {res['wall_seconds'] / 60:.1f} min on one core "
-         f"({res['environment'].get('cpu', 'cpu')}); seed {cfg['seed']}. Rates in %. "
-         "Binomial sd of a rate near 5%: 0.5 points at 2,000 batches, 0.7 at 1,000.", "",
-         "## 1. Synthetic: false alarms of the uniformity tests on conformal p-values",
-         "", "A fresh calibration set of m scores per batch (the marginal guarantee). "
-         "'naive': the same p-values tested as independent U(0, 1) draws.", "",
-         "| m | n | KS | Fisher | HC | KS naive | Fisher naive |", "|---|---|---|---|---|---|---|"]
-    for r in syn["marginal"]:
-        L.append(f"| {r['m']} | {r['n']} | {pct(r['ks'])} | {pct(r['fisher'])} | "
-                 f"{pct(r['hc'])} | {pct(r['ks naive'])} | {pct(r['fisher naive'])} |")
-    L += ["", "One fixed calibration set, many batches (the rate a deployment sees): "
-          "min / median / max over the sets.", "",
-          "| m | n | sets x batches | KS | Fisher | HC |", "|---|---|---|---|---|---|"]
-    for r in syn["conditional"]:
-        cell = [f"{pct(min(r[k]))} / {pct(float(np.median(r[k])))} / {pct(max(r[k]))}"
-                for k in ("ks", "fisher", "hc")]
-        L.append(f"| {r['m']} | {r['n']} | {r['sets']} x {r['batches_per_set']} | "
-                 + " | ".join(cell) + " |")
-    L += ["", "Parametric GaussianScorer (empirical covariance, exact F law) on Gaussian "
-          "rows, one fit:", "", "| n_fit | d | n | KS | Fisher | HC | Hotelling |",
-          "|---|---|---|---|---|---|---|"]
-    for r in syn["parametric"]:
-        L.append(f"| {r['n_fit']} | {r['d']} | {r['n']} | " +
-                 " | ".join(pct(r[k]) for k in TESTS) + " |")
-    L += ["", f"## 2. CIFAR-10 ID test batches ({cfg['encoder']}, backbone 256-d)", "",
-          real_["fit"] + ".", "", "(a) As fitted: calibration from the train split, ID "
-          "batches from the test split.", ""]
-    keys = [k for k in real_["as_fitted"][0] if k not in ("n", "batches")]
-    L += ["| n | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
-    for r in real_["as_fitted"]:
-        L.append(f"| {r['n']} | " + " | ".join(pct(r[k]) for k in keys) + " |")
-    L += ["", f"(b) Held out: per replicate, {cfg['m_calibration']} random test rows "
-          "calibrate (split conformal; Hotelling's reference is a GaussianScorer fit on "
-          "them), the batch comes from the other rows.", "",
-          "| n | batches | KS | Fisher | HC | Hotelling | MMD (batches) |",
-          "|---|---|---|---|---|---|---|"]
-    for r in real_["held_out"]:
-        L.append(f"| {r['n']} | {r['batches']} | " + " | ".join(pct(r[k]) for k in TESTS)
-                 + f" | {pct(r['mmd'])} ({r['mmd_batches']}) |")
-    L += ["", "## 3. Power (held-out calibration; rejection rate in %)", "",
-          f"{cfg['power_batches']} batches per cell ({cfg['mmd_batches']} for the MMD peer: "
-          f"RBF, median heuristic, {cfg['mmd_permutations']} permutations, "
-          f"{cfg['mmd_reference']} reference rows).", ""]
-    for n in cfg["batch_sizes"]:
-        L += [f"Batches of {n}:", "", "| setting | KS | Fisher | HC | Hotelling | MMD |",
-              "|---|---|---|---|---|---|"]
-        for r in real_["power"]:
-            if r["n"] == n:
-                L.append(f"| {r['setting']} | " + " | ".join(
-                    pct(r[k]) for k in (*TESTS, "mmd")) + " |")
-        L.append("")
-    L += ["Median time per batch (ms):", "", "| n | " + " | ".join((*TESTS, "mmd")) + " |",
-          "|---|---|---|---|---|---|"]
-    for n, t in real_["ms_per_batch"].items():
-        L.append(f"| {n} | " + " | ".join(f"{t[k]:.2f}" for k in (*TESTS, "mmd")) + " |")
-    return "\n".join(L)
-
-
-def figure(res, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cfg, power = res["config"], res["real"]["power"]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for ax, n in zip(axes[:2], cfg["batch_sizes"]):
-        rows = [r for r in power if r["n"] == n and r["setting"].startswith("Fashion")]
-        x = [100 * e for e in cfg["ood_shares"]]
-        for k in (*TESTS, "mmd"):
-            ax.plot(x, [100 * r[k] for r in rows], marker="o", label=k)
-        ax.set_xscale("log")
-        ax.axhline(100 * cfg["alpha"], color="gray", lw=0.8, ls="--")
-        ax.set(title=f"Fashion-MNIST rows in CIFAR-10 batches of {n}",
-               xlabel="OOD share of the batch (%)", ylabel="alarms (%)")
-        ax.legend(fontsize=7)
-    names = list(SHIFTS)
-    width = 0.16
-    for i, k in enumerate((*TESTS, "mmd")):
-        vals = [100 * next(r[k] for r in power if r["n"] == max(cfg["batch_sizes"])
-                           and r["setting"] == s) for s in names]
-        axes[2].bar(np.arange(len(names)) + (i - 2) * width, vals, width, label=k)
-    axes[2].set_xticks(np.arange(len(names)), names, rotation=45, ha="right", fontsize=7)
-    axes[2].set(title=f"covariate shift, batches of {max(cfg['batch_sizes'])}",
-                ylabel="alarms (%)")
-    axes[2].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def main(argv=None) -> int:
@@ -468,16 +441,24 @@ def main(argv=None) -> int:
                                                      str(REPO.parent / "shared" / "data")),
                     help="data folder with the CIFAR-10 archive")
     ap.add_argument("--quick", action="store_true", help="few batches (a smoke run)")
+    ap.add_argument("--reduced", action="store_true",
+                    help="fewer permutation draws for Hotelling's reference null (REDUCED)")
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
     ap.add_argument("--open-set", action="store_true",
                     help="only the open-set part (cifar10-cpu-c0to5.pt, classes 6-9 as OOD); "
                          "writes shift_open_set.*")
     args = ap.parse_args(argv)
+    from shift_report import figure, markdown, open_set_markdown
+
     cfg = dict(CONFIG)
+    if args.reduced:
+        cfg.update(REDUCED)
     if args.quick:
         cfg.update(null_batches=40, power_batches=20, mmd_batches=3, synthetic_batches=40,
                    conditional_sets=2, conditional_batches=20, synthetic_m=[1000],
-                   open_set_null=30)
+                   open_set_null=30, parametric_refits=20, reference_replicates=20,
+                   parametric_n_fit=[8000], batches_per_fit=1, null_batches_per_split=2,
+                   label="quick (a smoke run)")
     start = time.perf_counter()
     rng = np.random.default_rng(cfg["seed"])
     res = {"config": cfg, "environment": environment()}

@@ -42,6 +42,7 @@ SECTIONS = [
                               "mahalanobis_beta_ks", "effective_rank"],
      "Gaussianity diagnostics", "theory.md#the-diagnostics-gaussooddiagnosticsdiagnose"),
     ("gaussood.shift", ["test", "test_pvalues", "ShiftResult", "METHODS", "calibration_size",
+                        "Reference", "pvalue_law", "wishart_eigenvalues",
                         "hotelling_two_sample", "reference_moments"],
      "batch shift detection with a known false-alarm rate", "shift.md"),
     ("gaussood.dask", None, "fit and score on Dask arrays (needs the dask extra)", "scale.md"),

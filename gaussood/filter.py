@@ -351,7 +351,7 @@ class OODFilter(TransformerMixin, BaseEstimator):
                                torch.from_numpy(result.pvalue))
 
     def stream(self, loader, *, image_index: int = 0, window: int | None = None,
-               shift_method: str = "ks", shift_alpha: float = 0.05):
+               shift_method: str = "ks", shift_alpha: float = 0.05, shift_reference=None):
         """Filter a stream of batches (e.g. a DataLoader), batch by batch.
 
         Yields each batch with flagged rows removed (``action="drop"``; empty
@@ -366,6 +366,9 @@ class OODFilter(TransformerMixin, BaseEstimator):
         (None when ``action="drop"`` kept no row of it) and the list of ``ShiftResult``
         of the windows that ended in it (usually empty). A batch is skipped only when it
         has nothing to yield on both counts; an incomplete last window is not tested.
+        ``shift_reference`` (``shift_method="hotelling"``): held-out ID embeddings (or a
+        ``gaussood.shift.Reference``), pooled with each window for a permutation null
+        (``shift.test(..., reference=)``; advised on real embeddings).
         """
         import torch
         from tqdm.auto import tqdm
@@ -380,6 +383,12 @@ class OODFilter(TransformerMixin, BaseEstimator):
             shift._check_alpha(shift_alpha)
             check_is_fitted(self, "scorer_")
             pending_Z, pending_p = [], []
+            if shift_reference is not None and shift_method != "hotelling":
+                raise ValueError("shift_reference is for shift_method='hotelling'; got "
+                                 f"{shift_method!r}.")
+            if shift_reference is not None and not isinstance(shift_reference,
+                                                              shift.Reference):
+                shift_reference = shift.Reference(self.scorer_, shift_reference)
         total = len(loader) if hasattr(loader, "__len__") else None
         for batch in tqdm(loader, total=total, desc="stream", unit="batch", leave=False,
                           disable=not self.progress):
@@ -395,7 +404,7 @@ class OODFilter(TransformerMixin, BaseEstimator):
                 pending_Z.append(Z)
                 pending_p.append(result.pvalue)
                 windows = self._full_windows(pending_Z, pending_p, window, shift_method,
-                                             shift_alpha)
+                                             shift_alpha, shift_reference)
             if result.keep.size == 0 and (window is None or not windows):
                 continue
             items = [batch] if pil_list or not isinstance(batch, (tuple, list)) else list(batch)
@@ -411,7 +420,7 @@ class OODFilter(TransformerMixin, BaseEstimator):
             out = items[0] if bare and len(items) == 1 else items
             yield out if window is None else (out, windows)
 
-    def _full_windows(self, pending_Z, pending_p, window, method, alpha) -> list:
+    def _full_windows(self, pending_Z, pending_p, window, method, alpha, reference) -> list:
         """Shift results of the complete windows at the head of the pending rows (the
         lists are consumed in place; the incomplete tail stays)."""
         from . import shift
@@ -421,7 +430,8 @@ class OODFilter(TransformerMixin, BaseEstimator):
         Z, p = np.concatenate(pending_Z), np.concatenate(pending_p)
         done = (len(p) // window) * window
         results = [shift.test(self.scorer_, Z[i:i + window], method, alpha,
-                              pvalues=p[i:i + window]) for i in range(0, done, window)]
+                              pvalues=p[i:i + window], reference=reference)
+                   for i in range(0, done, window)]
         pending_Z[:], pending_p[:] = [Z[done:]], [p[done:]]
         return results
 

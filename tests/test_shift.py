@@ -92,13 +92,112 @@ def test_parametric_scorer_rate_and_power():
     d = 8
     scorer = GaussianScorer("empirical", calibration="f").fit(rng.normal(size=(20000, d)))
     batches = 300
-    flagged = sum(shift.test(scorer, rng.normal(size=(100, d)), "ks").shift
+    flagged = sum(shift.test(scorer, rng.normal(size=(100, d)), "ks", n_null=999).shift
                   for _ in range(batches))
     low, high = rate_bounds(batches)
     assert low <= flagged <= high
     batch = rng.normal(size=(1000, d))
     batch[:30] += 2.5
     assert shift.test(scorer, batch, "hc").shift
+
+
+def test_parametric_null_models_the_fits_estimation_error():
+    """A fresh Gaussian fit per batch on few rows (n_fit = 40, d = 5): the rows of a
+    batch share its error, so treating their F p-values as independent uniforms flags
+    far too many ID batches (KS, Fisher); the null that simulates the fit (shift.test)
+    gives uniform test p-values for every method, and its law is named."""
+    rng = np.random.default_rng(13)
+    batches, methods = 300, ("ks", "fisher", "hc")
+    out, naive = {k: [] for k in methods}, dict.fromkeys(methods, 0)
+    for _ in range(batches):
+        scorer = GaussianScorer("empirical", calibration="f").fit(   # affine invariance:
+            rng.normal(size=(40, 5)) * 2.0 + 1.0)                     # any mean and scale
+        X = rng.normal(size=(100, 5)) * 2.0 + 1.0
+        p = scorer.pvalue(X)
+        for k in methods:
+            result = shift.test(scorer, X, k, pvalues=p, n_null=999)
+            out[k].append(result.pvalue)
+            naive[k] += shift.test_pvalues(p, k).shift
+    assert "n_fit = 40" in result.null
+    low, high = rate_bounds(batches)
+    for k in methods:
+        assert stats.kstest(out[k], "uniform").pvalue > 1e-3
+        assert low <= np.sum(np.array(out[k]) <= ALPHA) <= high
+    assert naive["ks"] > high and naive["fisher"] > high
+
+
+def test_wishart_eigenvalues_have_the_wishart_law():
+    """Bidiagonal draws against closed forms: the trace of Wishart(k, I_d) is
+    chi-square(k d), log det is a sum of log chi-square(k - i); the largest eigenvalue
+    against direct draws of G^T G."""
+    from scipy.special import digamma
+
+    rng = np.random.default_rng(14)
+    k, d = 12, 4
+    lam = np.array([shift.wishart_eigenvalues(rng, k, d) for _ in range(4000)])
+    assert stats.kstest(lam.sum(1), stats.chi2(k * d).cdf).pvalue > 1e-3
+    expected = sum(digamma((k - i) / 2) + np.log(2) for i in range(d))
+    assert np.log(lam).sum(1).mean() == pytest.approx(expected, abs=0.05)   # sd ~0.015
+    direct = [np.linalg.eigvalsh((G := rng.normal(size=(k, d))).T @ G)[-1]
+              for _ in range(4000)]
+    assert stats.ks_2samp(lam[:, -1], direct).pvalue > 1e-3
+
+
+# ------------------------------------------------------------------ reference
+def heavy(rng, n, d):
+    """Rows with a random scale (a Gaussian scale mixture): heavy-tailed, not Gaussian."""
+    return rng.normal(size=(n, d)) * rng.gamma(0.6, 1.0, size=(n, 1))
+
+
+def test_reference_null_keeps_alpha_where_the_f_law_fails():
+    """Heavy-tailed rows, batches of 20 in d = 16: Hotelling's F law flags too many ID
+    batches; with held-out reference rows (fresh per batch, 20 n of them) the rate is
+    alpha and the test p-values are uniform."""
+    rng = np.random.default_rng(15)
+    d, batches = 16, 400
+    scorer = GaussianScorer(random_state=0).fit(heavy(rng, 20000, d))
+    f_law, ref = [], []
+    for _ in range(batches):
+        X = heavy(rng, 20, d)
+        f_law.append(shift.test(scorer, X, "hotelling").pvalue)
+        ref.append(shift.test(scorer, X, "hotelling", reference=heavy(rng, 400, d),
+                              n_null=999).pvalue)
+    low, high = rate_bounds(batches)
+    assert np.sum(np.array(f_law) <= ALPHA) > high
+    assert low <= np.sum(np.array(ref) <= ALPHA) <= high
+    assert stats.kstest(ref, "uniform").pvalue > 1e-3
+
+
+def test_reference_is_checked():
+    rng = np.random.default_rng(16)
+    scorer = GaussianScorer(random_state=0).fit(rng.normal(size=(500, 4)))
+    other = GaussianScorer(random_state=0).fit(rng.normal(size=(500, 4)))
+    X = rng.normal(size=(50, 4))
+    with pytest.raises(ValueError, match="reference has 3 features"):
+        shift.test(scorer, X, "hotelling", reference=rng.normal(size=(200, 3)))
+    with pytest.raises(ValueError, match="reference has 40 rows; batches of 50 rows need"):
+        shift.test(scorer, X, "hotelling", reference=rng.normal(size=(40, 4)))
+    with pytest.raises(ValueError, match="reference was built for another scorer"):
+        shift.test(scorer, X, "hotelling",
+                   reference=shift.Reference(other, rng.normal(size=(200, 4))))
+    with pytest.raises(ValueError, match="reference is for method 'hotelling'"):
+        shift.test(scorer, X, "ks", reference=rng.normal(size=(200, 4)))
+    result = shift.test(scorer, X, "hotelling", reference=rng.normal(size=(200, 4)))
+    assert "pooled with 200 reference rows" in result.null
+
+
+def test_hotelling_in_the_normalised_space():
+    """normalize="l2": the fit moments live in the L2 space, so the batch goes there too
+    (raw rows were compared with L2 moments before)."""
+    rng = np.random.default_rng(17)
+    A = rng.normal(size=(3000, 5)) + 3.0
+    scorer = GaussianScorer(normalize="l2").fit(A)
+    B = A[:60] * 2.0           # the same directions: no shift in the L2 space
+    l2 = lambda Y: Y / np.linalg.norm(Y, axis=1, keepdims=True)   # noqa: E731
+    t2, p = direct_hotelling(l2(A), l2(B))
+    result = shift.test(scorer, B, "hotelling")
+    assert result.statistic == pytest.approx(t2, rel=1e-9)
+    assert result.pvalue == pytest.approx(p, rel=1e-7)
 
 
 # -------------------------------------------------------------------- Hotelling
@@ -244,5 +343,13 @@ def test_stream_window_alarms():
     assert [w.shift for w in windows] == [False] * 3 + [True] * 3
     direct = shift.test(filt.scorer_, rows[:200], "fisher")
     assert windows[0].pvalue == pytest.approx(direct.pvalue)
+    held = rng.normal(size=(1000, 8))
+    out = list(filt.stream(loader, window=200, shift_method="hotelling", shift_reference=held))
+    windows = [w for _, ws in out for w in ws]
+    assert [w.shift for w in windows] == [False] * 3 + [True] * 3
+    direct = shift.test(filt.scorer_, rows[:200], "hotelling", reference=held)
+    assert windows[0].pvalue == direct.pvalue and "reference rows" in windows[0].null
+    with pytest.raises(ValueError, match="shift_reference is for shift_method='hotelling'"):
+        next(filt.stream(loader, window=200, shift_reference=held))
     with pytest.raises(ValueError, match="window must be"):
         next(filt.stream(loader, window=0))
