@@ -320,6 +320,40 @@ def test_cli_bad_input_exits_2(files, capsys, extra, match):
     assert err.startswith("gaussood shift: error: ")
 
 
+def test_cli_reference_is_the_python_permutation_test(files, capsys):
+    """--reference HELD.npy: Hotelling's permutation null, as shift.test(reference=)."""
+    import gaussood
+    from gaussood import shift
+
+    rng = np.random.default_rng(21)
+    np.save(files / "held.npy", rng.normal(size=(600, 6)))
+    base = ["shift", "--scorer", str(files / "g.npz"), "--method", "hotelling",
+            "--reference", str(files / "held.npy"), "--embeddings"]
+    assert main(base + [str(files / "id.npy")]) == 0
+    out = capsys.readouterr().out
+    expected = shift.test(gaussood.load(files / "g.npz"), np.load(files / "id.npy"),
+                          "hotelling", 0.05, reference=np.load(files / "held.npy"))
+    assert f"p-value {expected.pvalue:.4g}" in out and f"null: {expected.null}" in out
+    assert main(base + [str(files / "shifted.npy")]) == 1
+    assert "SHIFT at alpha 0.05" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--embeddings", "id.npy", "--reference", "id.npy", "--method", "ks"],
+     "--reference goes with --method hotelling"),
+    (["--embeddings", "id.npy", "--reference", "narrow.npy", "--method", "hotelling"],
+     "--reference"),
+    (["--embeddings", "id.npy", "--encoder", "enc.pt"], "apply to --images only"),
+    ([], "give exactly one of --embeddings"),
+])
+def test_cli_reference_and_images_usage_exits_2(files, capsys, extra, match):
+    extra = [str(files / a) if a.endswith((".npy", ".pt")) else a for a in extra]
+    code = main(["shift", "--scorer", str(files / "g.npz"), *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and match in err, err
+    assert "Traceback" not in err
+
+
 # ---------------------------------------------------------------- stream window
 def test_stream_window_alarms():
     torch = pytest.importorskip("torch")

@@ -491,3 +491,24 @@ def test_cli_batch_size_default_is_the_librarys():
     from gaussood.deep.encoders import EMBED_BATCH_SIZE
 
     assert CLI_DEFAULT == EMBED_BATCH_SIZE == 64
+
+
+def test_shift_on_images_equals_shift_on_their_embeddings(files, tmp_path, capsys):
+    """'shift --images DIR --encoder E' embeds with the scorer's encoder (identity checked)
+    and tests the batch as 'shift --embeddings' of the same images does."""
+    enc = ["--encoder", files / "enc.pt", *CPU]
+    assert run(capsys, "embed", *enc, "--images", files / "fit", "--out",
+               tmp_path / "fit.npy")[0] == 0
+    assert run(capsys, "fit", "--embeddings", tmp_path / "fit.npy", "--scorer", "gaussian",
+               "--out", tmp_path / "g.npz")[0] == 0
+    assert run(capsys, "embed", *enc, "--images", files / "test", "--out",
+               tmp_path / "t.npy")[0] == 0
+    code_e, out_e, err = run(capsys, "shift", "--scorer", tmp_path / "g.npz", "--embeddings",
+                             tmp_path / "t.npy")
+    assert code_e in (0, 1), err
+    code_i, out_i, err = run(capsys, "shift", "--scorer", tmp_path / "g.npz", "--images",
+                             files / "test", *enc)
+    assert (code_i, out_i) == (code_e, out_e), err
+    code, _, err = run(capsys, "shift", "--scorer", tmp_path / "g.npz", "--images",
+                       files / "test", "--encoder", files / "other.pt", *CPU)
+    assert_error(err, "shift", code, 2, "another encoder")
