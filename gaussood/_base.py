@@ -231,6 +231,9 @@ class BaseScorer(OutlierMixin, BaseEstimator):
         return _space.to_space(X, self._normalize(), getattr(self, _space.CENTER, None),
                                l2=not self._l2_inside)
 
+    def _fused_space(self) -> bool:  # True: _score_chunk gets raw rows, normalises itself
+        return False
+
     def _fit_checked(self, X, y, threshold, out_of_fold, moments_cache):
         """Fit on validated ``X``; the out-of-fold scores if ``out_of_fold``, else None."""
         rule, alpha = threshold
@@ -405,7 +408,8 @@ class BaseScorer(OutlierMixin, BaseEstimator):
         n = X.shape[0]
         ranked = self._cvplus() and (pvalue or (decision and self.threshold_rule_ == "alpha"))
         models = [self] + ([self._fold_model(s) for s in self.fold_states_] if ranked else [])
-        caches = [model._scoring_cache(X.dtype) for model in models]
+        fused = not in_space and self._fused_space()   # the scorer normalises itself
+        caches = [{**model._scoring_cache(X.dtype), _space.FUSED_L2: fused} for model in models]
         if ranked:  # each fold model's score is ranked among its own fold's scores
             floors = cvplus_floors(self.calibration_scores_, self.calibration_fold_,
                                    len(models) - 1)
@@ -414,7 +418,7 @@ class BaseScorer(OutlierMixin, BaseEstimator):
         step = self._scoring_step(n)
         for start in range(0, n, step):
             chunk = X[start:start + step]
-            if not in_space:
+            if not (in_space or fused):
                 chunk = self._to_space(chunk)
             for k, (model, cache) in enumerate(zip(models, caches)):
                 with np.errstate(over="ignore", invalid="ignore"):  # checked just below

@@ -31,6 +31,18 @@ def space_of(normalize) -> str | None:
     return normalize
 
 
+# a scoring cache with this key set gets raw rows and applies normalize="l2" itself
+FUSED_L2 = "fused_l2"
+
+
+def inverse_norms(X: np.ndarray) -> np.ndarray:
+    """1 / |x| of each row in X's dtype (0 for a zero row, which then stays zero)."""
+    sq = np.einsum("ij,ij->i", X, X)
+    inv = np.zeros_like(sq)
+    np.divide(1.0, np.sqrt(sq), out=inv, where=sq > 0)
+    return inv
+
+
 def l2_rows(X: np.ndarray) -> np.ndarray:
     """Rows divided by their Euclidean norm, in X's dtype (zero rows stay zero).
 
