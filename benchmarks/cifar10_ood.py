@@ -70,9 +70,10 @@ def parse_args(argv):
     p.add_argument("--download", action="store_true",
                    help="let torchvision download missing SVHN / CIFAR-100 / MNIST")
     p.add_argument("--layer", default="backbone", choices=["backbone", "head"])
-    p.add_argument("--views", default=None, choices=["flip", "rot4"],
+    p.add_argument("--views", default=None, choices=["flip", "flip-crop", "rot4"],
                    help="test-time views (TTA): features averaged over each image and its "
-                        "mirror (flip) or its 4 quarter turns (rot4), for every set")
+                        "mirror (flip), also a small centre crop and its mirror "
+                        "(flip-crop), or its 4 quarter turns (rot4), for every set")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--n-fit", type=int, default=40_000, help="ID train images per seed")
     p.add_argument("--n-eval", type=int, default=5_000,

@@ -117,7 +117,7 @@ def evaluate(encoder, id_fit, id_test, ood: Mapping[str, Any], *,
     alpha : float
         Target false-alarm rate, reported beside each scorer's false alarms.
     layer : {"backbone", "head"}
-    views : None, "flip" or "rot4"
+    views : None, "flip", "flip-crop" or "rot4"
         Test-time views of the encoder (``gaussood.deep.embed_images``), for every set.
     id_labels : array, optional
         Labels of ``id_fit`` given as an array (an ImageSet carries its own).

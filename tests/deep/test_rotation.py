@@ -180,3 +180,27 @@ def test_flip_views_average_the_image_and_its_mirror():
                        rtol=1e-4, atol=1e-7)  # mirror-invariant by construction
     assert make_encoder(model, views="flip").identity()["views"] == "flip"
     assert make_encoder(model).identity() != make_encoder(model, views="flip").identity()
+
+
+def test_flip_crop_views_average_four_deterministic_views():
+    """views="flip-crop": the mean features of the image, its mirror, its small centre
+    crop (1/16 border cut, resized back) and that crop's mirror; in the identity."""
+    import torch.nn.functional as F
+
+    from gaussood.deep import embed_images, make_encoder
+    from gaussood.deep.models import Encoder
+
+    torch.manual_seed(0)
+    model = Encoder("small").eval()
+    images = np.random.default_rng(2).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    enc = make_encoder(model, views="flip-crop", device="cpu")
+    prep = enc._prep(images, torch.device("cpu"))   # the preprocessed (4, 3, 32, 32) batch
+    crop = F.interpolate(prep[..., 2:30, 2:30], size=(32, 32), mode="bilinear",
+                         align_corners=False)
+    with torch.no_grad():
+        want = sum(model.backbone(v).double() for v in
+                   (prep, prep.flip(-1), crop, crop.flip(-1))) / 4
+    np.testing.assert_allclose(enc.embed(images, progress=False), want.numpy(),
+                               rtol=1e-4, atol=1e-6)
+    assert enc.identity()["views"] == "flip-crop"
+    assert enc.identity() != make_encoder(model, views="flip").identity()
