@@ -85,10 +85,6 @@ def _encoder_file(encoder) -> Path:
     return path
 
 
-def draw(rng, n_total, n):
-    return np.sort(rng.permutation(n_total)[:min(n, n_total)])
-
-
 # ------------------------------------------------------------------ evaluate
 def evaluate(encoder, id_fit, id_test, ood: Mapping[str, Any], *,
              scorers: Mapping[str, Any] | None = None, seeds=(0,), n_fit: int | None = None,
