@@ -76,6 +76,12 @@ def markdown(res) -> str:
           "rows).", ""]
     keys = [k for k in real_["as_fitted"][0] if k not in ("n", "batches")]
     L += table(real_["as_fitted"], ("n", "batches"), keys)
+    if real_.get("law_misfit") is not None:
+        L += ["", f"The F-law fit's law_misfit_ (KS distance of its train rows' exact "
+              f"in-sample p-values from uniform; 0 up to noise for Gaussian rows): "
+              f"{real_['law_misfit']:.3f}. fit and shift.test warn about it. Its per-row "
+              f"p-values flag {100 * real_['f_law_row_rate']:.1f}% of the test rows at "
+              f"alpha = {cfg['alpha']}."]
     L += ["", f"(b) Held out, marginal: per replicate, {cfg['m_calibration']} random test "
           "rows calibrate the conformal scorer (split conformal), fit 'Hotelling F' (F "
           "law) and are the reference rows of 'Hotelling ref' (permutation null, against "

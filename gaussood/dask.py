@@ -88,6 +88,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from . import _law_check
 from ._base import atomic_update
 from ._registry import registered_scorers, scorer_class
 from ._dask_moments import (SPLIT_EVERY, _calibration_rows, _merge, _split_moments, _tree,
@@ -374,6 +375,11 @@ def fit(scorer, X, y=None, *, calibration_rows: int = CALIBRATION_ROWS,
             scorer.offset_ = float(np.percentile(scores, 100.0 * scorer.contamination))
         else:
             scorer.offset_ = scorer._alpha_offset(alpha)
+        if gaussian and calibration in ("f", "chi2"):  # as in memory: GaussianScorer.fit
+            rows = _law_check.check_rows(n)
+            codes = None if labels is None else np.searchsorted(
+                classes, np.asarray(labels[rows].compute()))
+            _law_check.record(scorer, np.asarray(X[rows].compute()), codes, stacklevel=3)
     return scorer
 
 

@@ -11,7 +11,7 @@ from sklearn.cluster import KMeans
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 
-from . import _space
+from . import _law_check, _space
 from ._base import BaseScorer
 from ._conformal import CVPLUS_MIN_FEATURE_RATIO
 from ._moments import compute_moments, fold_moments, merge_component, merge_moments
@@ -149,6 +149,10 @@ class GaussianScorer(BaseScorer):
     whitener_ : ndarray (d, d)          W with W^T covariance_ W = I (from ``eigh``).
     structure_ : str                    "single", "class" or "cluster".
     n_samples_fit_ : int                samples behind the fit.
+    law_misfit_ : float                 with calibration "f" or "chi2" (one component
+        or classes): Kolmogorov-Smirnov distance of the fit rows' exact in-sample
+        p-values from uniform, 0 for Gaussian rows up to sampling noise; ``fit`` warns
+        when it rejects the Gaussian law (``gaussood._law_check``). Absent otherwise.
     background_location_ : ndarray (d,)      with ``relative``: mean of all rows.
     background_whitener_ : ndarray (d, d)    with ``relative``: whitener of the
         background covariance (of all rows around their mean, same estimator).
@@ -239,7 +243,13 @@ class GaussianScorer(BaseScorer):
 
     def _fit_checked(self, X, y, threshold, out_of_fold, moments_cache):
         self._check_fit_cost(X, y, out_of_fold)
-        return super()._fit_checked(X, y, threshold, out_of_fold, moments_cache)
+        scores = super()._fit_checked(X, y, threshold, out_of_fold, moments_cache)
+        if self.calibration_ in ("f", "chi2") and self.structure_ != "cluster":
+            rows = _law_check.check_rows(X.shape[0])
+            codes = None if y is None else np.unique(check_labels(y, X.shape[0]),
+                                                     return_inverse=True)[1][rows]
+            _law_check.record(self, X[rows], codes)
+        return scores
 
     def _check_fit_cost(self, X, y, out_of_fold):
         """Warn before a fit that is large for this machine (``fit_cost``: over a minute,
@@ -428,6 +438,7 @@ class GaussianScorer(BaseScorer):
         """
         fitted = hasattr(self, "moment_count_")
         with self._fit_scope() as (rule, alpha):
+            self.__dict__.pop("law_misfit_", None)   # a check of rows no longer all here
             self._check_space()
             X = check_features(self, X, reset=not fitted, ensure_min_samples=1)
             if not fitted:  # "center-l2" streams around the first batch's mean (kept)
@@ -478,6 +489,7 @@ class GaussianScorer(BaseScorer):
         if structure == "single" and k != 1:
             state.fail(f"structure_ is 'single' but there are {k} components")
         n = state.integer("n_samples_fit_", low=k + 1)
+        state.number("law_misfit_", low=0.0, high=1.0, optional=True)
         if self.relative:
             if structure == "single":
                 state.fail("relative is True but structure_ is 'single'")

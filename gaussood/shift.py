@@ -46,6 +46,8 @@ points.
   statistics (mean ~ N(0, I / n_fit), scatter eigenvalues of a Wishart(n_fit - 1, I)
   drawn as a bidiagonal, Dumitriu & Edelman 2002). Other parametric scorers: the
   p-values are treated as independent U(0, 1), ignoring the fit's estimation error.
+  Both assume Gaussian rows: ``test`` warns when the fit rows rejected the law
+  (``GaussianScorer.law_misfit_``; real embeddings do: use conformal calibration).
 - "hotelling": the exact F(d, n_fit + n - d - 1) law when fit and batch rows are
   Gaussian with one covariance; a central-limit approximation otherwise.
 - "hotelling" with ``reference=R`` (held-out ID rows the scorer was not fitted on):
@@ -66,6 +68,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import linalg, sparse, special, stats
+
+from . import _law_check
 
 METHODS = ("ks", "fisher", "hc", "hotelling")
 _CONFORMAL = ("conformal", "cv+")
@@ -577,6 +581,8 @@ def test(scorer, X_batch, method: str = "ks", alpha: float = 0.05, *, pvalues=No
     if pvalues is None:
         pvalues = scorer.score_pvalue_decision(X).pvalue
     law = pvalue_law(scorer)
+    if law[0] != "conformal":
+        _law_check.warn_batch_test(scorer)
     what = "" if law != _UNIFORM or calibration_size(scorer) is not None else \
         " (the fit's estimation error is not modelled)"
     if law[0] == "conformal":
