@@ -17,7 +17,7 @@ process); nothing else should run meanwhile, since minutes are part of the resul
 ``--throughput`` measures views/s per backbone and crop side with 1 and 2 threads
 (timed steps, nothing else running), which turns views into idle-core minutes.
 
-    python benchmarks/cpu_recipe.py --arms all --jobs 2      # the study (~50 min, 2 cores)
+    python benchmarks/cpu_recipe.py --arms all --jobs 2      # every arm (~70 min, 2 cores)
     python benchmarks/cpu_recipe.py --throughput             # views/s table (~3 min)
     python benchmarks/cpu_recipe.py --report                 # results/cpu_recipe.{md,json}
     python benchmarks/cpu_recipe.py --arms end16,end24,end32-16 --jobs 1   # end phase
