@@ -7,14 +7,20 @@ features at 32 px; bank 10,000 train images, 2,000 test queries) after every epo
 Arms differ from the ``base`` arm in one setting each: backbone (small convnet,
 ResNet-8, ResNet-20, airbench-style), progressive resolution (16 px for 75% of the
 steps, then 32 px) against 32 px throughout, multi-crop (two extra 16 px crops),
-temperature, batch size. ``--jobs 2`` runs two arms at a time (one per core, each its
-own process); nothing else should run meanwhile, since minutes are part of the result.
+temperature, batch size. The end-phase arms (issue 20 item 3) keep the best arm's recipe
+(small convnet, temperature 0.2) and change only how training ends: at 16 px (``end16``),
+at 24 px (``end24``), at 32 px (``small-prog-t02`` itself, ``end32`` in the report), or a
+short 16 px phase after the 32 px one (``end32-16``); each has a seed-1 twin. Every arm
+also records the OOD-proxy monitor (``TrainConfig.proxy_monitor``, gaussood.deep.monitor)
+after each epoch. ``--jobs 2`` runs two arms at a time (one per core, each its own
+process); nothing else should run meanwhile, since minutes are part of the result.
 ``--throughput`` measures views/s per backbone and crop side with 1 and 2 threads
 (timed steps, nothing else running), which turns views into idle-core minutes.
 
-    python benchmarks/cpu_recipe.py --arms all --jobs 2      # the study (~50 min, 2 cores)
+    python benchmarks/cpu_recipe.py --arms all --jobs 2      # every arm (~70 min, 2 cores)
     python benchmarks/cpu_recipe.py --throughput             # views/s table (~3 min)
     python benchmarks/cpu_recipe.py --report                 # results/cpu_recipe.{md,json}
+    python benchmarks/cpu_recipe.py --arms end16,end24,end32-16 --jobs 1   # end phase
 
 Each arm writes ``results/cpu_recipe/<arm>.json`` (history, config, environment) and
 checkpoints under ``~/.cache/gaussood/runs/recipe-<arm>`` (an interrupted study resumes).
@@ -37,6 +43,8 @@ sys.path.insert(0, str(HERE))
 from _common import environment, write_results  # noqa: E402
 
 OUT = HERE / "results" / "cpu_recipe"
+RESULTS = HERE / "results"          # full-budget training records: <name>.json ...
+CHECKPOINTS = HERE / "checkpoints"  # ... or, without the results file, checkpoints/<name>.json
 PROGRESSIVE = "16:0.75,32"
 
 # name -> (changes from the base TrainConfig, what the arm tests)
@@ -55,6 +63,31 @@ ARMS = {
     "small-32-s1": ({"model": "small", "resolution": "32", "seed": 1}, "baseline, seed 1"),
     "small-prog-t02-s1": ({"model": "small", "resolution": PROGRESSIVE, "temperature": 0.2,
                            "seed": 1}, "best arm (temperature 0.2), seed 1"),
+}
+
+# End of training (issue 20 item 3), on the best arm's recipe at equal views: phase label
+# -> (resolution, what it tests, arm of seed 0, arm of seed 1). Ending at 32 px is the
+# best arm itself; the others are new arms named after the label (and "-s1").
+END_PHASES = {
+    "end16": ("16", "end phase: 16 px throughout", "end16", "end16-s1"),
+    "end24": ("16:0.75,24", "end phase: 24 px after 16 px", "end24", "end24-s1"),
+    "end32": (PROGRESSIVE, "end phase: 32 px (the best arm)", "small-prog-t02",
+              "small-prog-t02-s1"),
+    "end32-16": ("16:0.65,32:0.25,16", "end phase: a short 16 px phase after 32 px",
+                 "end32-16", "end32-16-s1"),
+}
+BEST = {"model": "small", "temperature": 0.2}  # the best arm's recipe, less its resolution
+END_ARMS = {arm: ({**BEST, "resolution": res, "seed": seed}, tests + (", seed 1" if seed else ""))
+            for res, tests, *arms in END_PHASES.values()
+            for arm, seed in zip(arms, (0, 1)) if arm not in ARMS}  # the new arms
+ARMS.update(END_ARMS)
+
+# Full-budget runs of the shipped recipe (benchmarks/train_encoder.py records): name -> what
+FULL_RUNS = {
+    "cifar10-cpu": "shipped: best recipe, 240-min budget (17,359 steps), all classes",
+    "cifar10-cpu-reg": "the same steps + the paper's regulariser (norm 0.005, entropy 0.01)",
+    "cifar10-cpu-c0to5": "shipped open-set: classes 0-5, 8,680 steps",
+    "cifar10-cpu-c0to5-rot": "open-set + rotation-prediction head",
 }
 
 
@@ -114,15 +147,15 @@ def throughput(models, sizes, threads, steps: int) -> list[dict]:
     return rows
 
 
-def idle_minutes(rec: dict, tp: dict | None) -> float | None:
-    """Training minutes on an idle core: each phase's views over its measured views/s."""
+def idle_minutes(cfg: dict, views: float, tp: dict | None) -> float | None:
+    """Training minutes of ``views`` on an idle core under the TrainConfig fields ``cfg``:
+    each phase's views over its measured views/s (None without a throughput row)."""
     from gaussood.deep.train import parse_resolution
 
-    cfg = rec["config"]
     if tp is None or cfg["small_crops"] or cfg["batch_size"] != 256:
         return None
     rate = {(r["model"], r["side"]): r["views_per_s"] for r in tp["rows"] if r["threads"] == 1}
-    views, begin, minutes = rec["history"][-1]["views"], 0.0, 0.0
+    begin, minutes = 0.0, 0.0
     for side, end in parse_resolution(cfg["resolution"]):
         if (cfg["model"], side) not in rate:
             return None
@@ -130,7 +163,37 @@ def idle_minutes(rec: dict, tp: dict | None) -> float | None:
     return minutes
 
 
+def _pct(x, digits: int = 2) -> str:
+    return "-" if x is None else f"{100 * x:.{digits}f}"
+
+
+def final_proxy(history: list) -> dict:
+    """The last OOD-proxy AUROCs of a training history (name -> AUROC, and "mean"); empty
+    for histories written before the monitor existed, or with it off."""
+    return next((h["proxy_auroc"] for h in reversed(history) if h.get("proxy_auroc")), {})
+
+
+def full_run(name: str) -> dict | None:
+    """One full-budget run's row from its training record: ``RESULTS/<name>.json``
+    (provenance, history, full protocol), else ``CHECKPOINTS/<name>.json`` (provenance
+    only); None when neither exists (the run has not finished)."""
+    for path in (RESULTS / f"{name}.json", CHECKPOINTS / f"{name}.json"):
+        if path.is_file():
+            rec = json.loads(path.read_text())
+            prov = rec.get("provenance", rec)
+            full = rec.get("full_protocol", {})
+            return {"record": f"{path.parent.name}/{path.name}", "steps": prov["total_steps"],
+                    "views": prov.get("views"), "knn_full": prov.get("knn_top1"),
+                    "bank": full.get("bank"), "queries": full.get("queries"),
+                    "knn_monitor": prov.get("knn_top1_monitor"),
+                    "proxy": final_proxy(rec.get("history", [])),
+                    "train_minutes": prov["train_seconds"] / 60}
+    return None
+
+
 def report() -> None:
+    from gaussood.deep.monitor import PROXIES
+
     arms = {p.stem: json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))
             if p.stem != "throughput"}
     tp_path = OUT / "throughput.json"
@@ -140,19 +203,77 @@ def report() -> None:
              "k-NN top-1 (k=200, T=0.1) on backbone features at 32 px, bank 10,000 train / "
              "2,000 test images: with 2,000 queries one accuracy has a binomial standard error "
              "of about 1.1 points, so differences under ~2 points are noise (the two seeds of "
-             "an arm show the seed-to-seed spread). 'measured min' is training time in the arm, "
-             "which shared the 2 cores with another arm and with other work (not comparable "
-             "across arms); 'idle-core min' converts the views with the throughput table below "
-             "(one thread, batch 256; '-' where it has no row: multi-crop, batch 512).", "",
-             "| arm | tests | views (M) | k-NN per epoch (%) | final k-NN (%) | measured min | "
-             "idle-core min |", "|---|---|---|---|---|---|---|"]
+             "an arm show the seed-to-seed spread). OOD-proxy AUROC (%, final epoch; "
+             "gaussood.deep.monitor): the 2,000 held-out test images against proxies made from "
+             "them alone (Gaussian noise, pixel-permuted, 4x4 jigsaw, rotated), one Gaussian "
+             "fitted on the L2 backbone features of the 10,000-image bank; no OOD dataset is "
+             "involved. '-': arm run before the monitor existed. 'measured min' is training "
+             "time in the arm, 'wall min' the whole training call (monitors and checkpoints "
+             "included); both shared the 2 cores with another arm and with other work (not "
+             "comparable across arms); 'idle-core min' converts the views with the throughput "
+             "table below (one thread, batch 256; '-' where it has no row: multi-crop, "
+             "batch 512).", "",
+             "| arm | tests | seed | views (M) | k-NN per epoch (%) | final k-NN (%) | "
+             "proxy AUROC mean (%) | " + " | ".join(PROXIES) + " | measured min | wall min | "
+             "idle-core min |", "|---" * (10 + len(PROXIES)) + "|"]
     for name, rec in arms.items():
         h = rec["history"]
         curve = " / ".join(f"{100 * r['knn_top1']:.2f}" for r in h if r["knn_top1"] is not None)
-        idle = idle_minutes(rec, tp)
-        lines.append(f"| {name} | {rec['tests']} | {h[-1]['views'] / 1e6:.2f} | {curve} | "
-                     f"{100 * h[-1]['knn_top1']:.2f} | {h[-1]['elapsed'] / 60:.1f} | "
+        proxy = final_proxy(h)
+        idle = idle_minutes(rec["config"], h[-1]["views"], tp)
+        wall = rec.get("wall_seconds_this_call")
+        lines.append(f"| {name} | {rec['tests']} | {rec['config']['seed']} | "
+                     f"{h[-1]['views'] / 1e6:.2f} | {curve} | {_pct(h[-1]['knn_top1'])} | "
+                     + " | ".join(_pct(proxy.get(k), 1) for k in ("mean", *PROXIES))
+                     + f" | {h[-1]['elapsed'] / 60:.1f} | "
+                     f"{'-' if wall is None else f'{wall / 60:.1f}'} | "
                      f"{'-' if idle is None else f'{idle:.1f}'} |")
+    lines += ["", "End of training (issue 20 item 3): the best arm's recipe (small convnet, "
+              "temperature 0.2, the views above), only the crop side at the end differs. "
+              f"'not run' until `--arms {','.join(END_ARMS)}` has run; idle-core min from "
+              "the throughput table, also for arms not run yet.", "",
+              "| end phase | resolution | arms | final k-NN, seed 0 / 1 (%) | mean k-NN (%) | "
+              "proxy AUROC mean, seed 0 / 1 (%) | idle-core min (one arm) |", "|---|---|---|---|---|---|---|"]
+    ref = next((arms[a] for *_, a0, a1 in END_PHASES.values() for a in (a0, a1) if a in arms),
+               None)  # equal views: any end-phase arm run gives the views of all of them
+    views = None if ref is None else ref["history"][-1]["views"]
+    epochs = None if ref is None else ref["config"]["epochs"]
+    for label, (res, _, *names) in END_PHASES.items():
+        recs = [arms.get(n) for n in names]
+        knn = [r["history"][-1]["knn_top1"] if r else None for r in recs]
+        done = [k for k in knn if k is not None]
+        idle = None if views is None else idle_minutes(
+            dataclasses.asdict(arm_config(names[0], epochs)), views, tp)
+        lines.append(f"| {label} | `{res}` | {' / '.join(names)} | "
+                     + " / ".join("not run" if r is None else _pct(k) for r, k in zip(recs, knn))
+                     + f" | {_pct(sum(done) / len(done)) if done else '-'} | "
+                     + " / ".join("-" if r is None else _pct(final_proxy(r['history'])
+                                                            .get('mean'), 1) for r in recs)
+                     + f" | {'-' if idle is None else f'{idle:.1f}'} |")
+    full = {name: full_run(name) for name in FULL_RUNS}
+    lines += ["", "Full-budget runs (benchmarks/train_encoder.py; one thread, shared 2-core "
+              "machine): k-NN full protocol = every train image in the bank, every test image "
+              "queried (bank / queries in parentheses); monitor = 10,000 / 2,000 as above, "
+              "final epoch; proxy AUROC as above, final epoch, from the run's history ('-': "
+              "trained before the monitor existed; rotation-trained runs have no rotated "
+              "proxy). Training min = optimiser steps only, summed over resumed sessions.", "",
+              "| run | what | steps | views (M) | k-NN full protocol (%) | final monitor k-NN (%) "
+              "| proxy AUROC mean (per proxy) (%) | training min | record |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for name, row in full.items():
+        if row is None:
+            continue
+        per = " / ".join(f"{k} {_pct(v, 1)}" for k, v in row["proxy"].items() if k != "mean")
+        proxy = "-" if not row["proxy"] else f"{_pct(row['proxy'].get('mean'), 1)} ({per})"
+        size = "" if row["bank"] is None else f" ({row['bank']} / {row['queries']})"
+        views = "-" if row["views"] is None else f"{row['views'] / 1e6:.2f}"
+        lines.append(f"| {name} | {FULL_RUNS[name]} | {row['steps']} | {views} | "
+                     f"{_pct(row['knn_full'])}{size} | {_pct(row['knn_monitor'])} | {proxy} | "
+                     f"{row['train_minutes']:.0f} | {row['record']} |")
+    missing = [name for name, row in full.items() if row is None]
+    if missing:
+        lines += ["", "Not recorded yet (no results/ or checkpoints/ record): "
+                  + ", ".join(missing) + "."]
     if tp:
         lines += ["", f"Throughput ({tp['steps']} timed steps of batch 256 per cell after one "
                   "untimed step; views/s of a whole training step; forward MFLOP per image at "
@@ -167,8 +288,9 @@ def report() -> None:
                 two = "-" if two is None else f"{two['views_per_s']:.0f}"
                 lines.append(f"| {m} | {s} | {r['forward_mflop']:.0f} | "
                              f"{r['views_per_s']:.0f} | {two} |")
-    write_results("cpu_recipe", {"arms": arms, "throughput": tp, "environment": environment()},
-                  "\n".join(lines))
+    write_results("cpu_recipe", {"arms": arms, "throughput": tp, "full_budget": full,
+                                 "environment": environment()},
+                  "\n".join(lines), RESULTS)
 
 
 def main(argv=None) -> None:
