@@ -191,6 +191,24 @@ def full_run(name: str) -> dict | None:
     return None
 
 
+BENCH = OUT / "bench"   # cifar10_ood.py on an arm's encoder: bench/<arm>.json
+BENCH_METHODS = ("Gaussian views: raw + L2 + relative L2 (Fisher; default)",
+                 "Gaussian (class-conditional, L2)", "kNN (k=50, cosine)")
+
+
+def bench_cells(arm: str) -> list[str]:
+    """[Fashion-MNIST AUROC of BENCH_METHODS..., far-OOD mean of the default] (%), from
+    ``cifar10_ood.py --settings cifar10 --encoder <the arm's last.pt>``; '-' when not run."""
+    path = BENCH / f"{arm}.json"
+    if not path.is_file():
+        return ["-"] * (len(BENCH_METHODS) + 1)
+    summary = json.loads(path.read_text())["settings"]["cifar10"]["summary"]
+    cells = [_pct(summary[m]["sets"]["fashion-mnist"]["auroc"]["mean"]) if m in summary
+             else "-" for m in BENCH_METHODS]
+    sets = summary[BENCH_METHODS[0]]["sets"]
+    return cells + [_pct(sum(v["auroc"]["mean"] for v in sets.values()) / len(sets))]
+
+
 def report() -> None:
     from gaussood.deep.monitor import PROXIES
 
@@ -232,8 +250,14 @@ def report() -> None:
               "temperature 0.2, the views above), only the crop side at the end differs. "
               f"'not run' until `--arms {','.join(END_ARMS)}` has run; idle-core min from "
               "the throughput table, also for arms not run yet.", "",
+              "Bench columns: `python benchmarks/cifar10_ood.py --settings cifar10 --encoder "
+              "~/.cache/gaussood/runs/recipe-<arm>/last.pt --name <arm> --results-dir "
+              "benchmarks/results/cpu_recipe/bench` on the seed-0 arm (AUROC %, mean of the "
+              "bench's 3 seeds; 2-epoch encoders, so far below the shipped one).", "",
               "| end phase | resolution | arms | final k-NN, seed 0 / 1 (%) | mean k-NN (%) | "
-              "proxy AUROC mean, seed 0 / 1 (%) | idle-core min (one arm) |", "|---|---|---|---|---|---|---|"]
+              "proxy AUROC mean, seed 0 / 1 (%) | idle-core min (one arm) | Fashion-MNIST: "
+              "default | Fashion-MNIST: class-cond. L2 | Fashion-MNIST: cosine kNN | far mean: "
+              "default |", "|---" * 11 + "|"]
     ref = next((arms[a] for *_, a0, a1 in END_PHASES.values() for a in (a0, a1) if a in arms),
                None)  # equal views: any end-phase arm run gives the views of all of them
     views = None if ref is None else ref["history"][-1]["views"]
@@ -249,7 +273,8 @@ def report() -> None:
                      + f" | {_pct(sum(done) / len(done)) if done else '-'} | "
                      + " / ".join("-" if r is None else _pct(final_proxy(r['history'])
                                                             .get('mean'), 1) for r in recs)
-                     + f" | {'-' if idle is None else f'{idle:.1f}'} |")
+                     + f" | {'-' if idle is None else f'{idle:.1f}'} | "
+                     + " | ".join(bench_cells(names[0])) + " |")
     full = {name: full_run(name) for name in FULL_RUNS}
     lines += ["", "Full-budget runs (benchmarks/train_encoder.py; one thread, shared 2-core "
               "machine): k-NN full protocol = every train image in the bank, every test image "

@@ -169,3 +169,15 @@ def test_report_full_run_with_proxy(recipe, tmp_path, monkeypatch):
     assert row["proxy"] == proxy  # the last recorded one, not a later epoch without it
     assert (row["steps"], row["bank"], row["record"]) == (17359, 50000, f"{tmp_path.name}/"
                                                           "cifar10-cpu-reg.json")
+
+
+def test_bench_cells_read_an_arm_bench(recipe, tmp_path, monkeypatch):
+    monkeypatch.setattr(recipe, "BENCH", tmp_path)
+    assert recipe.bench_cells("end16") == ["-"] * 4
+    auroc = {"fashion-mnist": 0.9, "uniform-noise": 0.8, "gaussian-noise": 0.7}
+    summary = {m: {"sets": {k: {"auroc": {"mean": v + 0.01 * i}} for k, v in auroc.items()}}
+               for i, m in enumerate(recipe.BENCH_METHODS[:2])}
+    (tmp_path / "end16.json").write_text(json.dumps(
+        {"settings": {"cifar10": {"summary": summary}}}))
+    # a method missing from the bench file (here cosine k-NN) gives "-"
+    assert recipe.bench_cells("end16") == ["90.00", "91.00", "-", "80.00"]
