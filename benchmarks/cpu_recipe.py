@@ -98,6 +98,14 @@ def arm_config(name: str, epochs: int):
     return dataclasses.replace(TrainConfig(), epochs=epochs, knn_every=1, **changes)
 
 
+STUDY_EPOCHS = 2   # the study's budget; an arm run at another budget is named <arm>-e<epochs>
+
+
+def run_name(name: str, epochs: int) -> str:
+    """Name of an arm's record, log and checkpoint folder at ``epochs``."""
+    return name if epochs == STUDY_EPOCHS else f"{name}-e{epochs}"
+
+
 def run_arm(name: str, epochs: int, root: str | None) -> None:
     import torch
 
@@ -109,13 +117,14 @@ def run_arm(name: str, epochs: int, root: str | None) -> None:
     test = load_dataset("cifar10", "test", root=root)
     start = time.perf_counter()
     result = train_encoder(train, config, eval_set=test, device="cpu",
-                           checkpoint_dir=Path.home() / ".cache/gaussood/runs" / f"recipe-{name}")
+                           checkpoint_dir=Path.home() / ".cache/gaussood/runs"
+                           / f"recipe-{run_name(name, epochs)}")
     OUT.mkdir(parents=True, exist_ok=True)
     record = {"arm": name, "tests": ARMS[name][1], "config": dataclasses.asdict(config),
               "history": result.history, "wall_seconds_this_call": time.perf_counter() - start,
               "data": {"train": train.source, "test": test.source},
               "environment": environment()}
-    (OUT / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    (OUT / f"{run_name(name, epochs)}.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
 def throughput(models, sizes, threads, steps: int) -> list[dict]:
@@ -209,6 +218,51 @@ def bench_cells(arm: str) -> list[str]:
     return cells + [_pct(sum(v["auroc"]["mean"] for v in sets.values()) / len(sets))]
 
 
+def end_phase_lines(arms: dict, tp: dict | None) -> list[str]:
+    """The end-of-training tables: one per budget (the study's 2 epochs, and any other
+    ``--epochs`` the end-phase arms ran at, records ``<arm>-e<epochs>``)."""
+    budgets = {STUDY_EPOCHS} | {rec["config"]["epochs"] for name, rec in arms.items()
+                                for *_, a0, a1 in END_PHASES.values()
+                                for a in (a0, a1) if name.startswith(f"{a}-e")}
+    lines = ["", "End of training (issue 20 item 3): the best arm's recipe (small convnet, "
+             "temperature 0.2), only the crop side at the end differs, equal views within a "
+             f"table. 'not run' until `--arms {','.join(END_ARMS)}` has run (add `--epochs "
+             "E` for another budget); idle-core min from the throughput table, also for "
+             "arms not run yet.", "",
+             "Bench columns: `python benchmarks/cifar10_ood.py --settings cifar10 --encoder "
+             "~/.cache/gaussood/runs/recipe-<arm>/last.pt --name <arm> --results-dir "
+             "benchmarks/results/cpu_recipe/bench` on the seed-0 arm (AUROC %, mean of the "
+             "bench's 3 seeds; short runs, so far below the shipped encoder)."]
+    for epochs in sorted(budgets):
+        runs = {label: [run_name(n, epochs) for n in names]
+                for label, (_, _, *names) in END_PHASES.items()}
+        ref = next((arms[n] for names in runs.values() for n in names if n in arms), None)
+        if ref is None and epochs != STUDY_EPOCHS:
+            continue
+        views = None if ref is None else ref["history"][-1]["views"]
+        lines += ["", f"{epochs} epochs per arm"
+                  + ("" if views is None else f" ({views / 1e6:.2f} M views)") + ":", "",
+                  "| end phase | resolution | arms | final k-NN, seed 0 / 1 (%) | mean k-NN "
+                  "(%) | proxy AUROC mean, seed 0 / 1 (%) | idle-core min (one arm) | "
+                  "Fashion-MNIST: default | Fashion-MNIST: class-cond. L2 | Fashion-MNIST: "
+                  "cosine kNN | far mean: default |", "|---" * 11 + "|"]
+        for label, (res, _, *names) in END_PHASES.items():
+            recs = [arms.get(n) for n in runs[label]]
+            knn = [r["history"][-1]["knn_top1"] if r else None for r in recs]
+            done = [k for k in knn if k is not None]
+            idle = None if views is None else idle_minutes(
+                dataclasses.asdict(arm_config(names[0], epochs)), views, tp)
+            lines.append(
+                f"| {label} | `{res}` | {' / '.join(runs[label])} | "
+                + " / ".join("not run" if r is None else _pct(k) for r, k in zip(recs, knn))
+                + f" | {_pct(sum(done) / len(done)) if done else '-'} | "
+                + " / ".join("-" if r is None else _pct(final_proxy(r["history"]).get("mean"), 1)
+                             for r in recs)
+                + f" | {'-' if idle is None else f'{idle:.1f}'} | "
+                + " | ".join(bench_cells(runs[label][0])) + " |")
+    return lines
+
+
 def report() -> None:
     from gaussood.deep.monitor import PROXIES
 
@@ -246,35 +300,7 @@ def report() -> None:
                      + f" | {h[-1]['elapsed'] / 60:.1f} | "
                      f"{'-' if wall is None else f'{wall / 60:.1f}'} | "
                      f"{'-' if idle is None else f'{idle:.1f}'} |")
-    lines += ["", "End of training (issue 20 item 3): the best arm's recipe (small convnet, "
-              "temperature 0.2, the views above), only the crop side at the end differs. "
-              f"'not run' until `--arms {','.join(END_ARMS)}` has run; idle-core min from "
-              "the throughput table, also for arms not run yet.", "",
-              "Bench columns: `python benchmarks/cifar10_ood.py --settings cifar10 --encoder "
-              "~/.cache/gaussood/runs/recipe-<arm>/last.pt --name <arm> --results-dir "
-              "benchmarks/results/cpu_recipe/bench` on the seed-0 arm (AUROC %, mean of the "
-              "bench's 3 seeds; 2-epoch encoders, so far below the shipped one).", "",
-              "| end phase | resolution | arms | final k-NN, seed 0 / 1 (%) | mean k-NN (%) | "
-              "proxy AUROC mean, seed 0 / 1 (%) | idle-core min (one arm) | Fashion-MNIST: "
-              "default | Fashion-MNIST: class-cond. L2 | Fashion-MNIST: cosine kNN | far mean: "
-              "default |", "|---" * 11 + "|"]
-    ref = next((arms[a] for *_, a0, a1 in END_PHASES.values() for a in (a0, a1) if a in arms),
-               None)  # equal views: any end-phase arm run gives the views of all of them
-    views = None if ref is None else ref["history"][-1]["views"]
-    epochs = None if ref is None else ref["config"]["epochs"]
-    for label, (res, _, *names) in END_PHASES.items():
-        recs = [arms.get(n) for n in names]
-        knn = [r["history"][-1]["knn_top1"] if r else None for r in recs]
-        done = [k for k in knn if k is not None]
-        idle = None if views is None else idle_minutes(
-            dataclasses.asdict(arm_config(names[0], epochs)), views, tp)
-        lines.append(f"| {label} | `{res}` | {' / '.join(names)} | "
-                     + " / ".join("not run" if r is None else _pct(k) for r, k in zip(recs, knn))
-                     + f" | {_pct(sum(done) / len(done)) if done else '-'} | "
-                     + " / ".join("-" if r is None else _pct(final_proxy(r['history'])
-                                                            .get('mean'), 1) for r in recs)
-                     + f" | {'-' if idle is None else f'{idle:.1f}'} | "
-                     + " | ".join(bench_cells(names[0])) + " |")
+    lines += end_phase_lines(arms, tp)
     full = {name: full_run(name) for name in FULL_RUNS}
     lines += ["", "Full-budget runs (benchmarks/train_encoder.py; one thread, shared 2-core "
               "machine): k-NN full protocol = every train image in the bank, every test image "
@@ -322,7 +348,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arms", default=None, help=f"comma list or 'all' ({', '.join(ARMS)})")
     parser.add_argument("--arm", default=None, help=argparse.SUPPRESS)  # one arm, in-process
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=STUDY_EPOCHS,
+                        help=f"views per arm in epochs (records of a budget other than "
+                        f"{STUDY_EPOCHS} are named <arm>-e<epochs>)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--root", default=None, help="data root with the CIFAR-10 archive")
     parser.add_argument("--throughput", action="store_true")
@@ -352,7 +380,7 @@ def main(argv=None) -> None:
         logs.mkdir(parents=True, exist_ok=True)
 
         def one(name):
-            with open(logs / f"{name}.log", "w") as log:
+            with open(logs / f"{run_name(name, args.epochs)}.log", "w") as log:
                 return name, subprocess.run(cmd + ["--arm", name], stdout=log,
                                             stderr=subprocess.STDOUT).returncode
         with ThreadPoolExecutor(args.jobs) as pool:

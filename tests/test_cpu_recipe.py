@@ -181,3 +181,22 @@ def test_bench_cells_read_an_arm_bench(recipe, tmp_path, monkeypatch):
         {"settings": {"cifar10": {"summary": summary}}}))
     # a method missing from the bench file (here cosine k-NN) gives "-"
     assert recipe.bench_cells("end16") == ["90.00", "91.00", "-", "80.00"]
+
+
+def test_end_phase_tables_per_budget(recipe, tmp_path, monkeypatch):
+    out, results = tmp_path / "arms", tmp_path / "results"
+    out.mkdir()
+    results.mkdir()
+    monkeypatch.setattr(recipe, "OUT", out)
+    monkeypatch.setattr(recipe, "RESULTS", results)
+    monkeypatch.setattr(recipe, "CHECKPOINTS", tmp_path / "none")
+    assert recipe.run_name("end16", 2) == "end16"
+    assert recipe.run_name("end16-s1", 8) == "end16-s1-e8"
+    rec = _arm_record(recipe, "end16", [0.50, 0.55], None, views=798_720)
+    rec["config"]["epochs"] = 8
+    (out / "end16-e8.json").write_text(json.dumps(rec))
+    recipe.report()
+    md = (results / "cpu_recipe.md").read_text()
+    assert "2 epochs per arm:" in md and "8 epochs per arm (0.80 M views):" in md
+    assert "| end16 | `16` | end16-e8 / end16-s1-e8 | 55.00 / not run | 55.00 |" in md
+    assert "| end16 | `16` | end16 / end16-s1 | not run / not run | - |" in md
