@@ -20,7 +20,9 @@ time in shift.json); docs/shift.md discusses it.
 
 Run: ``taskset -c 0 python benchmarks/shift.py`` (``--reduced``: 299 permutation draws
 for Hotelling's reference null instead of 999; ``--quick``: a smoke run). Embeddings are cached under
-~/.cache/gaussood/cache/embeddings (gaussood.deep.extract_embeddings).
+~/.cache/gaussood/cache/embeddings (gaussood.deep.extract_embeddings). ``--export DIR``
+only writes part 2's embeddings and the seed split as .npy files for
+benchmarks/shift_alibi.py (alibi-detect's MMD and KS detectors, run in their own venv).
 """
 
 from __future__ import annotations
@@ -314,12 +316,45 @@ def rates(hits, counts):
             "batches": {k: counts[k] for k in hits}}
 
 
+def seed_split(cfg, n_test=10000):
+    """The seed's permutation of the CIFAR-10 test rows: its first m_calibration rows
+    calibrate, the other (sorted) rows are the pool the covariate shifts are made from."""
+    split = np.random.default_rng(cfg["seed"]).permutation(n_test)
+    return split, np.sort(split[:cfg["m_calibration"]]), np.sort(split[cfg["m_calibration"]:])
+
+
+def export_name(name):
+    """File stem of an exported embedding ('jpeg q30' -> 'jpeg_q30')."""
+    return name.replace(" ", "_")
+
+
+def export(cfg, root, folder):
+    """Write the real-data part's embeddings as .npy files in ``folder`` for a peer run
+    in another environment (benchmarks/shift_alibi.py): ``test`` (CIFAR-10 test rows),
+    ``fashion``, one per SHIFTS entry (the shifted pool rows, ``export_name``), ``split``
+    (``seed_split``'s permutation) and ``export.json`` (the configuration and the files)."""
+    import json
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    split, _, pool_idx = seed_split(cfg)
+    emb = embed_all(cfg, root, pool_idx)
+    files = {name: export_name(name) + ".npy" for name in ("test", "fashion", *SHIFTS)}
+    for name, file in files.items():
+        np.save(folder / file, np.asarray(emb[name]))
+    np.save(folder / "split.npy", split)
+    (folder / "export.json").write_text(json.dumps(
+        {"config": cfg, "files": files, "split": "split.npy", "shifts": list(SHIFTS)},
+        indent=2) + "\n")
+    log(f"exported {len(files)} embedding arrays and the split to {folder}")
+    return files
+
+
 def real(cfg, root, rng):
     from gaussood import GaussianScorer, shift
 
     n_test, m = 10000, cfg["m_calibration"]
-    split = np.random.default_rng(cfg["seed"]).permutation(n_test)
-    cal_idx, pool_idx = np.sort(split[:m]), np.sort(split[m:])
+    split, cal_idx, pool_idx = seed_split(cfg, n_test)
     t = time.perf_counter()
     emb = embed_all(cfg, root, pool_idx)
     embed_s = time.perf_counter() - t
@@ -449,6 +484,9 @@ def main(argv=None) -> int:
     ap.add_argument("--reduced", action="store_true",
                     help="fewer permutation draws for Hotelling's reference null (REDUCED)")
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
+    ap.add_argument("--export", type=Path, metavar="DIR",
+                    help="only write the real-data embeddings and the seed split as .npy "
+                         "files in DIR (for benchmarks/shift_alibi.py) and stop")
     ap.add_argument("--open-set", action="store_true",
                     help="only the open-set part (cifar10-cpu-c0to5.pt, classes 6-9 as OOD); "
                          "writes shift_open_set.*")
@@ -464,6 +502,9 @@ def main(argv=None) -> int:
                    open_set_null=30, parametric_refits=20, reference_replicates=20,
                    parametric_n_fit=[8000], batches_per_fit=1, null_batches_per_split=2,
                    label="quick (a smoke run)")
+    if args.export:
+        export(cfg, args.root, args.export)
+        return 0
     start = time.perf_counter()
     rng = np.random.default_rng(cfg["seed"])
     res = {"config": cfg, "environment": environment()}

@@ -387,3 +387,44 @@ def test_stream_window_alarms():
         next(filt.stream(loader, window=200, shift_reference=held))
     with pytest.raises(ValueError, match="window must be"):
         next(filt.stream(loader, window=0))
+
+
+# ------------------------------------------------------------------ benchmark export
+def test_benchmark_export_round_trip(tmp_path, monkeypatch):
+    """benchmarks/shift.py --export writes the embeddings shift_alibi.py reads back: the
+    seed split, the test and Fashion-MNIST rows, one array per covariate shift of the
+    split's pool rows (embed_all replaced by a tiny fake)."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    monkeypatch.setattr(sys, "path", [str(Path(__file__).resolve().parents[1] / "benchmarks"),
+                                      *sys.path])   # restored after the test
+    try:
+        bshift = importlib.import_module("shift")
+        alibi = importlib.import_module("shift_alibi")
+    finally:
+        sys.modules.pop("shift", None)   # a top-level 'shift' is not gaussood.shift
+
+    def fake_embed_all(cfg, root, pool_idx):
+        rng = np.random.default_rng(1)
+        emb = {"train": rng.normal(size=(50, 4)), "test": rng.normal(size=(10000, 4)),
+               "fashion": rng.normal(size=(30, 4))}
+        emb.update({name: rng.normal(size=(pool_idx.size, 4)) for name in bshift.SHIFTS})
+        fake_embed_all.emb, fake_embed_all.pool = emb, pool_idx
+        return emb
+
+    monkeypatch.setattr(bshift, "embed_all", fake_embed_all)
+    assert bshift.main(["--export", str(tmp_path), "--root", str(tmp_path)]) == 0
+    meta, emb, split = alibi.load(tmp_path)
+    m = bshift.CONFIG["m_calibration"]
+    expected = np.random.default_rng(bshift.CONFIG["seed"]).permutation(10000)
+    np.testing.assert_array_equal(split, expected)
+    np.testing.assert_array_equal(fake_embed_all.pool, np.sort(expected[m:]))
+    assert meta["config"]["m_calibration"] == m and meta["shifts"] == list(bshift.SHIFTS)
+    assert sorted(emb) == sorted(["test", "fashion", *bshift.SHIFTS])
+    assert meta["files"]["jpeg q30"] == "jpeg_q30.npy"
+    for name, X in emb.items():
+        np.testing.assert_array_equal(X, fake_embed_all.emb[name])
+    with pytest.raises(SystemExit, match="shift.py --export"):
+        alibi.load(tmp_path / "missing")
