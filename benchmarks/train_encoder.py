@@ -166,7 +166,8 @@ def main(argv=None):
                     f"{h['views_per_s']:,.0f} |")
     proxy_names = next((" / ".join(h["proxy_auroc"]) for h in result.history
                         if h.get("proxy_auroc")), "off")
-    objective = "Supervised (cross-entropy)" if config.objective == "supervised" else "Contrastive"
+    objective = {"supervised": "Supervised (cross-entropy)",
+                 "supcon": "Supervised contrastive (SupCon)"}.get(config.objective, "Contrastive")
     table = "\n".join([
         f"{objective} training of `{config.model}` on {train.source}; device {device}; "
         f"batch {config.batch_size}, seed {config.seed}, resolution schedule "
@@ -179,7 +180,7 @@ def main(argv=None):
         f"train images, queries = all {len(test)} test images); "
         f"{100 * final['knn_top1']:.2f}% on the monitor protocol of the table below.",
         "", f"| epoch | views (M) | crop px | training minutes (cumulative) | "
-        f"{'cross-entropy' if config.objective == 'supervised' else 'InfoNCE'} loss | "
+        f"{ {'supervised': 'cross-entropy', 'supcon': 'SupCon'}.get(config.objective, 'InfoNCE')} loss | "
         f"k-NN top-1 (%), {provenance['knn_monitor_protocol']} | OOD-proxy AUROC (%), "
         f"{proxy_names}: held-out ID vs proxies made from ID images, Gaussian on L2 "
         f"backbone features (gaussood.deep.monitor) | views/s |",

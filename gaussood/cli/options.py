@@ -286,7 +286,8 @@ def add_quiet_flag(p) -> None:
 # get their name as help. String fields with a registry get its names as choices.
 TRAIN_HELP = {
     "model": "encoder architecture",
-    "objective": "contrastive InfoNCE, or the cross-entropy baseline (needs labels)",
+    "objective": "contrastive InfoNCE; supcon: InfoNCE with same-class positives (needs labels); "
+                 "supervised: the cross-entropy baseline (needs labels)",
     "epochs": "training epochs",
     "batch_size": "images per step",
     "lr": "default: 0.06 * batch_size / 128",
@@ -306,7 +307,7 @@ def _train_choices() -> dict:
     from ..deep.models import MODELS
     from ..deep.rotation import ROTATIONS
 
-    return {"model": list(MODELS), "objective": ["infonce", "supervised"],
+    return {"model": list(MODELS), "objective": ["infonce", "supervised", "supcon"],
             "rotation": list(ROTATIONS)}
 
 

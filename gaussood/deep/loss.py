@@ -180,3 +180,53 @@ class InfoNCELoss(torch.nn.Module):
             # and the estimate would measure (and reward) pair distances, not spread
             loss = loss - self.entropy_weight * 0.5 * (knn_entropy(z1) + knn_entropy(z2))
         return loss
+
+
+class SupConLoss(InfoNCELoss):
+    """Supervised contrastive loss (SupCon, the "L_out" form): InfoNCE whose positives
+    are every other view of the same class.
+
+    Khosla, Teterwak, Wang, Sarna, Tian, Isola, Maschinot, Liu & Krishnan, "Supervised
+    Contrastive Learning" (NeurIPS 2020). With z = [z1; z2] L2-normalised (2N rows),
+    s_ik = z_i . z_k and P(i) = {p != i : y_p = y_i} (the other view of i is always in it),
+
+        l_i = -1/|P(i)| sum_{p in P(i)} log( exp(s_ip / t) / sum_{k != i} exp(s_ik / t) ),
+        loss = mean_i l_i  over the 2N anchors,
+
+    plus the same norm and entropy terms as ``InfoNCELoss``. With all labels distinct
+    it is exactly ``InfoNCELoss``. The encoder stays a contrastive one (an L2-normalised
+    projection trained with a softmax over the batch), so the paper's shell-and-Gaussian
+    account applies as for InfoNCE; the labels only decide which pairs attract.
+    https://arxiv.org/abs/2004.11362
+
+    Examples
+    --------
+    >>> import torch
+    >>> z1, z2 = torch.randn(6, 8), torch.randn(6, 8)
+    >>> distinct = SupConLoss(0.2)(z1, z2, torch.arange(6))
+    >>> bool(torch.isclose(distinct, InfoNCELoss(0.2)(z1, z2)))
+    True
+    """
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor,  # type: ignore[override]
+                labels: torch.Tensor) -> torch.Tensor:
+        """Loss of (z1, z2), both (N, D), with class labels (N,) of the N samples -> scalar."""
+        n = self._check_pair(z1, z2)
+        if (not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.shape[0] != n
+                or labels.dtype.is_floating_point or labels.dtype == torch.bool):
+            raise ValueError(f"labels must be an integer tensor of shape ({n},), got "
+                             f"{getattr(labels, 'dtype', type(labels).__name__)} "
+                             f"{tuple(getattr(labels, 'shape', ()))}")
+        z = torch.cat([z1, z2], dim=0)
+        zn = F.normalize(z, dim=1)
+        y = labels.to(z.device).repeat(2)
+        logits = zn @ zn.T / self.temperature
+        self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+        log_prob = torch.log_softmax(logits.masked_fill(self_mask, float("-inf")), dim=1)
+        positive = (y[:, None] == y[None, :]) & ~self_mask
+        loss = -(log_prob.masked_fill(~positive, 0.0).sum(dim=1) / positive.sum(dim=1)).mean()
+        if self.norm_weight > 0:
+            loss = loss + norm_penalty(z, self.norm_weight)
+        if self.entropy_weight > 0:
+            loss = loss - self.entropy_weight * 0.5 * (knn_entropy(z1) + knn_entropy(z2))
+        return loss

@@ -79,7 +79,9 @@ class _Step:
                                     other_rotations(r[:m], gen)))
         h, z = self._embed(torch.cat(views), features=True)
         z1, z2, extra = z[:n], z[n:2 * n], z[2 * n:]
-        if self.labels is not None:
+        if self.labels is not None and self.config.objective == "supcon":
+            loss = self.criterion(z1, z2, self.labels[index])
+        elif self.labels is not None:
             loss = self.criterion(torch.cat([z1, z2]), self.labels[index].repeat(2))
         elif self.config.small_crops:
             m = self.config.small_crops

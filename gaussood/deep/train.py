@@ -54,7 +54,7 @@ from .checkpoint import (
 )
 from ..provenance import data_fingerprint  # noqa: F401 - re-exported (the one definition)
 from .embed import embed_images, pick_device
-from .loss import InfoNCELoss
+from .loss import InfoNCELoss, SupConLoss
 from .models import Encoder
 from .monitor import ood_proxies, proxy_auroc
 from .rotation import check_rotation_config, rotation_head
@@ -85,7 +85,9 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False
     objective: str = "infonce"       # or "supervised": cross-entropy on the labels, same
-                                     # architecture, head output = one logit per class
+                                     # architecture, head output = one logit per class;
+                                     # or "supcon": InfoNCE whose positives are the other
+                                     # views of the same class (SupConLoss)
     budget_minutes: float | None = None  # train for this many minutes (replaces epochs)
     checkpoint_minutes: float = 10.0     # wall clock between checkpoints (mid-epoch too)
     resolution: str = "32"           # crop side per phase, e.g. "16:0.75,32" (see above)
@@ -375,8 +377,9 @@ def _validate(train_set, config: TrainConfig, snapshots: bool, checkpoint_dir,
     if config.steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.steps_per_epoch)
     parse_resolution(config.resolution)
-    if config.objective not in ("infonce", "supervised"):
-        raise ValueError(f"objective must be 'infonce' or 'supervised'; got {config.objective!r}.")
+    if config.objective not in ("infonce", "supervised", "supcon"):
+        raise ValueError(f"objective must be 'infonce', 'supervised' or 'supcon'; got "
+                         f"{config.objective!r}.")
     if config.budget_minutes is not None and not config.budget_minutes > 0:
         raise ValueError(f"budget_minutes must be > 0; got {config.budget_minutes!r}.")
     if config.steps is not None and not 1 <= config.steps <= MAX_STEPS:
@@ -385,11 +388,17 @@ def _validate(train_set, config: TrainConfig, snapshots: bool, checkpoint_dir,
         raise ValueError("checkpoint_minutes must be > 0, knn_every >= 1, small_crops >= 0.")
     if snapshots and checkpoint_dir is None:
         raise ValueError("snapshots=True needs a checkpoint_dir.")
-    if config.objective == "supervised":
+    if config.objective in ("supervised", "supcon"):
         if config.small_crops:
             raise ValueError("small_crops applies to objective='infonce' only.")
-        if train_set.labels is None or train_set.labels.min() < 0:
-            raise ValueError("objective='supervised' needs a labelled training set.")
+        if train_set.labels is None or not len(train_set) or train_set.labels.min() < 0:
+            raise ValueError(f"objective={config.objective!r} needs a labelled training set.")
+    if config.objective == "supcon":
+        if config.rotation != "none":
+            raise ValueError("rotation applies to objective='infonce' only.")
+        if world > 1:
+            raise ValueError("objective='supcon' runs in one process (its positives are not "
+                             "gathered across ranks); use nproc=1.")
     check_rotation_config(config, world)
     return steps_per_epoch
 
@@ -407,6 +416,7 @@ def _train(train_set, config: TrainConfig, *, eval_set, checkpoint_dir, device, 
     proj_dim, labels = config.proj_dim, None
     if supervised:
         proj_dim = int(train_set.labels.max()) + 1
+    if config.objective in ("supervised", "supcon"):
         labels = torch.from_numpy(train_set.labels.astype(np.int64)).to(device)
     fingerprint = data_fingerprint(train_set)
 
@@ -420,7 +430,8 @@ def _train(train_set, config: TrainConfig, *, eval_set, checkpoint_dir, device, 
     optimizer = torch.optim.SGD(params, lr=config.learning_rate(),
                                 momentum=config.momentum, weight_decay=config.weight_decay,
                                 nesterov=True)
-    loss_class = distributed.GatheredInfoNCELoss if world > 1 else InfoNCELoss
+    loss_class = (SupConLoss if config.objective == "supcon"
+                  else distributed.GatheredInfoNCELoss if world > 1 else InfoNCELoss)
     criterion = (torch.nn.CrossEntropyLoss() if supervised
                  else loss_class(config.temperature, norm_weight=config.norm_weight,
                                  entropy_weight=config.entropy_weight))

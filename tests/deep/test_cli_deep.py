@@ -84,6 +84,10 @@ def test_train_errors(tmp_path, capsys):
                        "--objective", "supervised", "--out", out)
     assert_one_line_error(err, "train", code, 1)
     assert "labelled" in err
+    code, _, err = run(capsys, "train", "--dataset", "uniform-noise", "--n", 64, *SMOKE,
+                       "--objective", "supcon", "--out", out)
+    assert_one_line_error(err, "train", code, 1)
+    assert "objective='supcon' needs a labelled" in err
     code, _, err = run(capsys, "train", "--dataset", "no-such-set", *SMOKE, "--out", out)
     assert_one_line_error(err, "train", code, 1)
     assert "unknown dataset" in err

@@ -1,0 +1,127 @@
+"""The supervised contrastive objective: SupConLoss against a naive loop (values and
+gradients), its reduction to InfoNCE, bad input, and short training runs."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from gaussood.deep import ImageSet, TrainConfig, embed_images, train_encoder  # noqa: E402
+from gaussood.deep.loss import InfoNCELoss, SupConLoss  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+def naive_supcon(z1, z2, y, t):
+    """Khosla et al. (2020), eq. 2, looped: for each anchor i of [z1; z2], the mean over
+    its positives p (same label, p != i) of -log(exp(s_ip / t) / sum_{k != i} exp(s_ik / t))."""
+    rows = [r / r.norm() for r in torch.cat([z1, z2])]
+    labels = list(y.tolist()) * 2
+    total = 0.0
+    for i, a in enumerate(rows):
+        den = sum(torch.exp(a @ k / t) for j, k in enumerate(rows) if j != i)
+        pos = [p for p in range(len(rows)) if p != i and labels[p] == labels[i]]
+        total = total + sum(-torch.log(torch.exp(a @ rows[p] / t) / den) for p in pos) / len(pos)
+    return total / len(rows)
+
+
+@pytest.mark.parametrize("labels, d, t", [([0, 1], 3, 0.5), ([0, 0, 1, 1], 5, 0.1),
+                                          ([2, 0, 2, 2, 1], 4, 1.0), ([0, 0, 0], 2, 0.07),
+                                          ([3, 1, 4, 1, 5, 9, 2, 6], 6, 0.2)])
+def test_equals_naive_loop_values_and_gradients(labels, d, t):
+    g = torch.Generator().manual_seed(len(labels) * 10 + d)
+    y = torch.tensor(labels)
+    z1 = torch.randn(len(labels), d, generator=g, dtype=torch.float64, requires_grad=True)
+    z2 = torch.randn(len(labels), d, generator=g, dtype=torch.float64, requires_grad=True)
+    got = SupConLoss(t)(z1, z2, y)
+    want = naive_supcon(z1, z2, y, t)
+    assert got.item() == pytest.approx(want.item(), rel=1e-10)
+    g_got = torch.autograd.grad(got, (z1, z2))
+    g_want = torch.autograd.grad(want, (z1, z2))
+    for a, b in zip(g_got, g_want):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_distinct_labels_give_infonce_and_shared_labels_change_it():
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g)
+    loss = SupConLoss(0.2, norm_weight=0.01)
+    torch.testing.assert_close(loss(z1, z2, torch.arange(6)),
+                               InfoNCELoss(0.2, norm_weight=0.01)(z1, z2))
+    assert not torch.isclose(loss(z1, z2, torch.tensor([0, 0, 1, 1, 2, 2])),
+                             loss(z1, z2, torch.arange(6)))
+
+
+def test_one_class_with_identical_rows_is_log_2n_minus_1():
+    # every row the same: each of the 2N - 1 keys has probability 1 / (2N - 1), and
+    # all of them are positives
+    z = torch.ones(4, 5)
+    assert SupConLoss(0.3)(z, z, torch.zeros(4, dtype=torch.long)).item() == pytest.approx(
+        math.log(7), rel=1e-6)
+
+
+@pytest.mark.parametrize("labels, match", [(torch.zeros(3, dtype=torch.long), r"shape \(4,\)"),
+                                           (torch.zeros(4), "integer"),
+                                           (torch.zeros(4, dtype=torch.bool), "integer"),
+                                           ([0, 0, 1, 1], "integer")])
+def test_bad_labels_are_rejected(labels, match):
+    z = torch.randn(4, 3)
+    with pytest.raises(ValueError, match=match):
+        SupConLoss(0.5)(z, z, labels)
+
+
+def tiny_set(n=96, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 3
+    images = rng.integers(0, 60, size=(n, 32, 32, 3)).astype(np.uint8)
+    images[labels == 1] += 150
+    images[labels == 2, :, :16] += 120
+    return ImageSet(images=images, labels=labels.astype(np.int64), name="tiny",
+                    classes=["dark", "bright", "half"], source=f"synthetic test images, n={n}")
+
+
+BASE = dict(model="small", epochs=2, batch_size=32, steps_per_epoch=2, knn_bank=64,
+            knn_queries=32, knn_k=10, seed=3, objective="supcon", temperature=0.2)
+
+
+def test_training_runs_resumes_exactly_and_embeds(tmp_path):
+    train, test = tiny_set(), tiny_set(seed=1)
+    config = TrainConfig(**BASE)
+    full = train_encoder(train, config, eval_set=test, checkpoint_dir=tmp_path / "a",
+                         progress=False)
+    first = train_encoder(train, config, eval_set=test, checkpoint_dir=tmp_path / "b",
+                          progress=False, stop_after_steps=1)
+    assert first.history == [] or first.history[-1]["step"] == 1
+    resumed = train_encoder(train, config, eval_set=test, checkpoint_dir=tmp_path / "b",
+                            progress=False)
+    assert full.model.head[-1].out_features == 128  # a projection, not one logit per class
+    a, b = (torch.cat([p.detach().flatten() for p in m.state_dict().values()
+                       if p.is_floating_point()]) for m in (full.model, resumed.model))
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    for h in full.history:
+        assert np.isfinite(h["loss"]) and 0.0 <= h["knn_top1"] <= 1.0
+    feats = embed_images(full.model, test.images[:8])
+    assert feats.shape == (8, full.model.feature_dim) and np.isfinite(feats).all()
+
+
+def test_supcon_differs_from_infonce_on_the_same_steps():
+    train = tiny_set()
+    sup = train_encoder(train, TrainConfig(**BASE), progress=False)
+    plain = train_encoder(train, TrainConfig(**{**BASE, "objective": "infonce"}), progress=False)
+    assert sup.history[-1]["loss"] != pytest.approx(plain.history[-1]["loss"], rel=1e-6)
+
+
+def test_config_errors():
+    train = tiny_set()
+    unlabelled = dataclasses.replace(train, labels=np.full(len(train), -1))
+    with pytest.raises(ValueError, match="objective='supcon' needs a labelled training set"):
+        train_encoder(unlabelled, TrainConfig(**BASE), progress=False)
+    with pytest.raises(ValueError, match="objective='infonce' only"):
+        train_encoder(train, TrainConfig(**BASE, rotation="negatives"), progress=False)
+    with pytest.raises(ValueError, match="objective='infonce' only"):
+        train_encoder(train, TrainConfig(**BASE, small_crops=2), progress=False)
+    with pytest.raises(ValueError, match="'infonce', 'supervised' or 'supcon'"):
+        train_encoder(train, TrainConfig(**{**BASE, "objective": "simclr"}), progress=False)
