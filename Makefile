@@ -4,7 +4,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test bench bench-quick demo gaussianity speed train train-open-set train-reg train-2x train-open-set-rot train-twin train-small train-fashion recipe train-speed clean
+.PHONY: test bench bench-quick demo gaussianity speed train train-open-set train-reg train-2x train-open-set-supcon train-open-set-rot train-twin train-small train-fashion recipe train-speed clean
 
 # The CIFAR-10 archive of this project's machines, when it is there.
 export GAUSSOOD_DATA ?= $(if $(wildcard ../shared/data/cifar10_jpeg_q75.tar.xz),$(abspath ../shared/data),)
@@ -53,12 +53,17 @@ train-open-set: $(VENV)/.core ## CIFAR-10 classes 0-5 encoder, the same recipe a
 	$(BIN)/python benchmarks/train_encoder.py $(RECIPE) --classes 0-5 --steps 8680 --knn-every 5 \
 	  --snapshots --name cifar10-cpu-c0to5 --work-dir benchmarks/checkpoints/runs/cifar10-cpu-c0to5
 
+train-open-set-supcon: $(VENV)/.core ## classes 0-5 with SupCon (labels of the known classes), half the open-set steps (resumable)
+	$(BIN)/python benchmarks/train_encoder.py $(RECIPE) --classes 0-5 --steps 4340 --knn-every 5 \
+	  --objective supcon --snapshots --name cifar10-cpu-c0to5-supcon \
+	  --work-dir benchmarks/checkpoints/runs/cifar10-cpu-c0to5-supcon
+
 train-reg: $(VENV)/.core     ## the shipped recipe and steps with the paper's regulariser (resumable; issue 20 item 4)
 	$(BIN)/python benchmarks/train_encoder.py $(RECIPE) --steps 17359 --knn-every 5 --snapshots \
 	  --norm-weight 0.005 --entropy-weight 0.01 --name cifar10-cpu-reg \
 	  --work-dir benchmarks/checkpoints/runs/cifar10-cpu-reg
 
-train-2x: $(VENV)/.core      ## the shipped recipe at twice its steps (34,718; about 8 h on one core, resumable; issue 20)
+train-2x: $(VENV)/.core      ## the shipped recipe at twice its steps (34,718; 5-8 h on one core, resumable; issue 20)
 	$(BIN)/python benchmarks/train_encoder.py $(RECIPE) --steps 34718 --knn-every 10 --snapshots \
 	  --name cifar10-cpu-2x --work-dir benchmarks/checkpoints/runs/cifar10-cpu-2x
 
@@ -76,8 +81,9 @@ train-twin: $(VENV)/.core    ## CIFAR-10 regulariser twin: the recipe for 8 epoc
 train-small: $(VENV)/.core   ## the first CPU encoder (small convnet, 4 epochs; the shipped cifar10-small.pt)
 	$(BIN)/python benchmarks/train_encoder.py --threads 1
 
-train-fashion: $(VENV)/.core ## Fashion-MNIST encoders: plain, classes 0-5, supervised, regularised
+train-fashion: $(VENV)/.core ## Fashion-MNIST encoders: plain, classes 0-5 (InfoNCE, SupCon), supervised, regularised
 	for extra in "" "--classes 0-5 --name fashion-mnist-cpu-c0to5" \
+	    "--classes 0-5 --objective supcon --name fashion-mnist-cpu-c0to5-supcon" \
 	    "--objective supervised --name fashion-mnist-cpu-supervised" \
 	    "--norm-weight 0.005 --entropy-weight 0.01 --name fashion-mnist-cpu-regularised"; do \
 	  $(BIN)/python benchmarks/train_encoder.py $(RECIPE) --knn-every 1 --dataset fashion-mnist \

@@ -298,6 +298,7 @@ TRAIN_HELP = {
     "rotation_negatives": "fraction of the batch with an extra view at another rotation, "
                           "as explicit negatives",
     "rotation_weight": "weight of the rotation cross-entropy (--rotation predict)",
+    "supcon_weight": "with --objective supcon: loss = w SupCon + (1 - w) InfoNCE (w in [0, 1])",
     "proxy_monitor": "OOD-proxy AUROC (noise, pixel-permuted, jigsaw, rotated ID images) "
                      "next to the k-NN monitor",
 }

@@ -194,7 +194,9 @@ class SupConLoss(InfoNCELoss):
         loss = mean_i l_i  over the 2N anchors,
 
     plus the same norm and entropy terms as ``InfoNCELoss``. With all labels distinct
-    it is exactly ``InfoNCELoss``. The encoder stays a contrastive one (an L2-normalised
+    it is exactly ``InfoNCELoss``. ``weight`` w in [0, 1] mixes in the instance term:
+    ``w * SupCon + (1 - w) * InfoNCE`` on the same logits (w = 1, the default: SupCon
+    alone; w = 0: InfoNCE); the instance term keeps the views of one class apart. The encoder stays a contrastive one (an L2-normalised
     projection trained with a softmax over the batch), so the paper's shell-and-Gaussian
     account applies as for InfoNCE; the labels only decide which pairs attract.
     https://arxiv.org/abs/2004.11362
@@ -207,6 +209,17 @@ class SupConLoss(InfoNCELoss):
     >>> bool(torch.isclose(distinct, InfoNCELoss(0.2)(z1, z2)))
     True
     """
+
+    def __init__(self, temperature: float = 0.5, norm_weight: float = 0.0,
+                 entropy_weight: float = 0.0, weight: float = 1.0) -> None:
+        super().__init__(temperature, norm_weight, entropy_weight)
+        weight = _check_weight("weight", weight)
+        if weight > 1:
+            raise ValueError(f"weight must be in [0, 1], got {weight!r}")
+        self.weight = weight
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", weight={self.weight}"
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor,  # type: ignore[override]
                 labels: torch.Tensor) -> torch.Tensor:
@@ -225,6 +238,10 @@ class SupConLoss(InfoNCELoss):
         log_prob = torch.log_softmax(logits.masked_fill(self_mask, float("-inf")), dim=1)
         positive = (y[:, None] == y[None, :]) & ~self_mask
         loss = -(log_prob.masked_fill(~positive, 0.0).sum(dim=1) / positive.sum(dim=1)).mean()
+        if self.weight < 1:
+            idx = torch.arange(2 * n, device=z.device)
+            instance = -log_prob[idx, (idx + n) % (2 * n)].mean()
+            loss = self.weight * loss + (1 - self.weight) * instance
         if self.norm_weight > 0:
             loss = loss + norm_penalty(z, self.norm_weight)
         if self.entropy_weight > 0:

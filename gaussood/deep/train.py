@@ -88,6 +88,7 @@ class TrainConfig:
                                      # architecture, head output = one logit per class;
                                      # or "supcon": InfoNCE whose positives are the other
                                      # views of the same class (SupConLoss)
+    supcon_weight: float = 1.0       # "supcon": loss = w * SupCon + (1 - w) * InfoNCE
     budget_minutes: float | None = None  # train for this many minutes (replaces epochs)
     checkpoint_minutes: float = 10.0     # wall clock between checkpoints (mid-epoch too)
     resolution: str = "32"           # crop side per phase, e.g. "16:0.75,32" (see above)
@@ -393,6 +394,10 @@ def _validate(train_set, config: TrainConfig, snapshots: bool, checkpoint_dir,
             raise ValueError("small_crops applies to objective='infonce' only.")
         if train_set.labels is None or not len(train_set) or train_set.labels.min() < 0:
             raise ValueError(f"objective={config.objective!r} needs a labelled training set.")
+    if not (isinstance(config.supcon_weight, (int, float)) and 0 <= config.supcon_weight <= 1):
+        raise ValueError(f"supcon_weight must be in [0, 1]; got {config.supcon_weight!r}.")
+    if config.supcon_weight != 1 and config.objective != "supcon":
+        raise ValueError("supcon_weight applies to objective='supcon' only.")
     if config.objective == "supcon":
         if config.rotation != "none":
             raise ValueError("rotation applies to objective='infonce' only.")
@@ -432,9 +437,10 @@ def _train(train_set, config: TrainConfig, *, eval_set, checkpoint_dir, device, 
                                 nesterov=True)
     loss_class = (SupConLoss if config.objective == "supcon"
                   else distributed.GatheredInfoNCELoss if world > 1 else InfoNCELoss)
+    mix = {"weight": config.supcon_weight} if config.objective == "supcon" else {}
     criterion = (torch.nn.CrossEntropyLoss() if supervised
                  else loss_class(config.temperature, norm_weight=config.norm_weight,
-                                 entropy_weight=config.entropy_weight))
+                                 entropy_weight=config.entropy_weight, **mix))
     images = torch.from_numpy(train_set.images).to(device).permute(0, 3, 1, 2)
 
     path = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None

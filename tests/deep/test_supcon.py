@@ -125,3 +125,34 @@ def test_config_errors():
         train_encoder(train, TrainConfig(**BASE, small_crops=2), progress=False)
     with pytest.raises(ValueError, match="'infonce', 'supervised' or 'supcon'"):
         train_encoder(train, TrainConfig(**{**BASE, "objective": "simclr"}), progress=False)
+
+
+@pytest.mark.parametrize("w", [0.0, 0.3, 0.5, 1.0])
+def test_weight_mixes_supcon_and_infonce(w):
+    g = torch.Generator().manual_seed(7)
+    z1 = torch.randn(6, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    z2 = torch.randn(6, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 0, 1, 1, 1, 2])
+    got = SupConLoss(0.2, weight=w)(z1, z2, y)
+    want = w * naive_supcon(z1, z2, y, 0.2) + (1 - w) * InfoNCELoss(0.2)(z1, z2)
+    assert got.item() == pytest.approx(want.item(), rel=1e-10)
+    for a, b in zip(torch.autograd.grad(got, (z1, z2)), torch.autograd.grad(want, (z1, z2))):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("w", [-0.1, 1.5, float("nan")])
+def test_bad_weight_is_rejected(w):
+    with pytest.raises(ValueError, match="weight"):
+        SupConLoss(0.2, weight=w)
+
+
+def test_supcon_weight_config():
+    train = tiny_set()
+    mixed = train_encoder(train, TrainConfig(**BASE, supcon_weight=0.5), progress=False)
+    pure = train_encoder(train, TrainConfig(**BASE), progress=False)
+    assert mixed.history[-1]["loss"] != pytest.approx(pure.history[-1]["loss"], rel=1e-6)
+    with pytest.raises(ValueError, match="supcon_weight applies to objective='supcon' only"):
+        train_encoder(train, TrainConfig(**{**BASE, "objective": "infonce"}, supcon_weight=0.5),
+                      progress=False)
+    with pytest.raises(ValueError, match=r"supcon_weight must be in \[0, 1\]"):
+        train_encoder(train, TrainConfig(**BASE, supcon_weight=2.0), progress=False)
