@@ -150,11 +150,14 @@ def _fresh(estimator, seed: int):
     return copy.deepcopy(estimator)
 
 
-def _fit_score(est, labels: bool, X, y, evals):
-    """(scores of every eval set, false-alarm rate on ``evals["__id__"]`` or None)."""
+def _fit_score(est, labels: bool, X, y, evals, X_cal=None):
+    """(scores of every eval set, false-alarm rate on ``evals["__id__"]`` or None).
+    With ``X_cal``, a detector that has ``calibrate`` is calibrated on it after the fit."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         est.fit(X, y) if labels else est.fit(X)
+        if X_cal is not None and hasattr(est, "calibrate"):
+            est.calibrate(X_cal)
     if hasattr(est, "score_pvalue_decision"):     # a gaussood scorer: its own threshold
         scored = est.score_pvalue_decision(evals["__id__"])   # fold models too (cv+)
         scores = {k: est.score_samples(v) for k, v in evals.items() if k != "__id__"}
@@ -169,6 +172,7 @@ def _fit_score(est, labels: bool, X, y, evals):
 def evaluate_embeddings(scorers: Mapping[str, Any] | None, X_fit, y_fit, X_id,
                         ood_sets: Mapping[str, Any], *, seeds=(0,), n_fit: int | None = None,
                         n_eval: int | None = None, alpha: float = 0.05,
+                        n_calibrate: int | None = None,
                         name: str = "evaluation", layer: str | None = None,
                         describe: Mapping[str, Any] | None = None,
                         log: Callable[[str], None] | None = None) -> Evaluation:
@@ -192,6 +196,12 @@ def evaluate_embeddings(scorers: Mapping[str, Any] | None, X_fit, y_fit, X_id,
         held-out rows, then each OOD set in order.
     alpha : float
         Target false-alarm rate, reported beside each detector's false alarms.
+    n_calibrate : int, optional
+        Also draw this many rows of ``X_id`` per seed, disjoint from the held-out rows
+        (drawn after every other draw, so the other draws do not change), and calibrate
+        every detector that has ``calibrate`` on them after its fit (split conformal on
+        ID rows the fit never saw; e.g. images the encoder was not trained on). Needs
+        ``n_eval + n_calibrate <= len(X_id)``.
     name, layer : str
         Setting name and feature layer in the report.
     describe : mapping, optional
@@ -239,21 +249,30 @@ def evaluate_embeddings(scorers: Mapping[str, Any] | None, X_fit, y_fit, X_id,
         raise ValueError(f"No OOD set for {name}.")
     n_fit = Xtr.shape[0] if n_fit is None else n_fit
     n_eval = Xte.shape[0] if n_eval is None else n_eval
+    if n_calibrate is not None and not 1 <= n_calibrate <= Xte.shape[0] - min(n_eval, Xte.shape[0]):
+        raise ValueError(f"n_calibrate must be in 1..{Xte.shape[0] - min(n_eval, Xte.shape[0])} "
+                         f"(the {Xte.shape[0]} held-out ID rows less the {min(n_eval, Xte.shape[0])} "
+                         f"evaluated); got {n_calibrate!r}")
 
     per_seed, first_scores = [], {}
     for seed in seeds:
         rng = np.random.default_rng(seed)
         fit_rows = draw(rng, Xtr.shape[0], n_fit)
         X, y = Xtr[fit_rows], ytr[fit_rows]
-        evals = {"__id__": Xte[draw(rng, Xte.shape[0], n_eval)]}
+        id_rows = draw(rng, Xte.shape[0], n_eval)
+        evals = {"__id__": Xte[id_rows]}
         evals.update({k: v[2][draw(rng, v[2].shape[0], n_eval)] for k, v in sets.items()})
+        X_cal = None
+        if n_calibrate is not None:
+            rest = np.setdiff1d(np.arange(Xte.shape[0]), id_rows)
+            X_cal = Xte[rest[draw(rng, rest.shape[0], n_calibrate)]]
         results = {}
         report(f"[{name}] seed {seed}: fit on {X.shape[0]} x {X.shape[1]}")
         for method, spec in methods.items():
             est = _fresh(spec.estimator, seed)
             t0 = time.perf_counter()
             try:
-                scores, far = _fit_score(est, spec.labels, X, y, evals)
+                scores, far = _fit_score(est, spec.labels, X, y, evals, X_cal)
             except Exception as exc:  # noqa: BLE001 - an optional method must not sink the run
                 if not spec.optional:
                     raise
@@ -289,6 +308,7 @@ def evaluate_embeddings(scorers: Mapping[str, Any] | None, X_fit, y_fit, X_id,
             "skipped": dict(describe.get("skipped", {})),
             "n_fit": int(min(n_fit, Xtr.shape[0])),
             "n_eval_id": int(min(n_eval, Xte.shape[0])),
+            "n_calibrate": None if n_calibrate is None else int(n_calibrate),
             "n_eval_ood": {k: int(min(n_eval, v[2].shape[0])) for k, v in sets.items()},
             "kinds": {k: v[0] for k, v in sets.items()},
             "labels": {k: v[1] for k, v in sets.items()},
@@ -386,6 +406,10 @@ def _markdown(ev: Evaluation) -> str:
     lines += ["", "Data:", f"- ID fit: {data['n_fit']} random images per seed of "
               f"{data['id_train']}", f"- ID held-out: {data['n_eval_id']} random images per "
               f"seed of {data['id_test']}"]
+    if data.get("n_calibrate"):
+        lines.append(f"- ID calibration: {data['n_calibrate']} other random images per seed of "
+                     "the same held-out set; every gaussood scorer is calibrated on them "
+                     "after its fit (`calibrate`, split conformal); the peers are not")
     for k, src in data["ood"].items():
         note = ev.notes.get(k)
         lines.append(f"- {data['labels'][k]} ({data['kinds'][k]}): {data['n_eval_ood'][k]} "

@@ -98,3 +98,52 @@ def test_quick_mode_is_defined_once():
     args = cifar10_ood.parse_args(["--quick"])
     assert (args.seeds, args.n_fit, args.n_eval, args.ee_max, args.lof_max) == (
         [0], QUICK["n_fit"], QUICK["n_eval"], QUICK["ee_max"], QUICK["lof_max"])
+
+
+def test_held_out_calibration_fixes_a_shift_between_fit_and_new_id_rows():
+    """Fit rows tighter than new ID rows (an encoder's own training images): calibrated on
+    the fit rows the scorer flags far more than alpha; calibrated on other held-out ID
+    rows it flags about alpha. AUROC, the peers and every other draw stay the same."""
+    rng = np.random.default_rng(0)
+    X_fit = rng.normal(size=(4000, 5))
+    X_id = 1.25 * rng.normal(size=(6000, 5))
+    ood = {"far": 3.0 + rng.normal(size=(1000, 5))}
+    scorers = {"Gaussian": GaussianScorer(alpha=0.05, calibration="conformal"),
+               "minus norm": MinusNorm()}
+    kw = dict(seeds=(0, 1), n_eval=3000, alpha=0.05)
+    plain = evaluate_embeddings(scorers, X_fit, None, X_id, ood, **kw)
+    held = evaluate_embeddings(scorers, X_fit, None, X_id, ood, n_calibrate=3000, **kw)
+    far_plain = [s["Gaussian"]["far"] for s in plain.per_seed]
+    far_held = [s["Gaussian"]["far"] for s in held.per_seed]
+    assert min(far_plain) > 0.15
+    assert all(0.035 < f < 0.065 for f in far_held)  # 3,000 rows: sd of a rate ~0.4 points
+    for a, b in zip(plain.per_seed, held.per_seed):
+        for m in scorers:
+            assert a[m]["metrics"] == b[m]["metrics"]
+    assert held.data["n_calibrate"] == 3000 and plain.data["n_calibrate"] is None
+    assert "ID calibration: 3000 other random images" in held.to_markdown()
+    with pytest.raises(ValueError, match=r"n_calibrate must be in 1\.\.3000"):
+        evaluate_embeddings(scorers, X_fit, None, X_id, ood, n_calibrate=3001, **kw)
+
+
+def test_held_out_calibration_rows_are_disjoint_from_the_evaluated_ones():
+    # X_id rows carry their index; a scorer that records what it was calibrated on
+    X_id = np.arange(50, dtype=float)[:, None].repeat(2, axis=1)
+
+    class Recorder(GaussianScorer, register=False):
+        seen = []
+
+        def calibrate(self, X):
+            Recorder.seen.append(X[:, 0].copy())
+            return super().calibrate(X)
+
+        def score_pvalue_decision(self, X):
+            Recorder.seen.append(-1 - X[:, 0])  # evaluated rows, negated
+            return super().score_pvalue_decision(X)
+
+    rng = np.random.default_rng(1)
+    evaluate_embeddings({"r": Recorder()}, rng.normal(size=(200, 2)), None, X_id,
+                        {"o": rng.normal(size=(30, 2))}, n_eval=30, n_calibrate=20)
+    cal, ev = Recorder.seen[0], -1 - Recorder.seen[1]
+    assert len(cal) == 20 and len(ev) == 30 and not set(cal) & set(ev)
+    assert sorted(set(cal) | set(ev)) == list(range(50))

@@ -88,7 +88,8 @@ def _encoder_file(encoder) -> Path:
 # ------------------------------------------------------------------ evaluate
 def evaluate(encoder, id_fit, id_test, ood: Mapping[str, Any], *,
              scorers: Mapping[str, Any] | None = None, seeds=(0,), n_fit: int | None = None,
-             n_eval: int | None = None, alpha: float = 0.05, layer: str = "backbone",
+             n_eval: int | None = None, alpha: float = 0.05, n_calibrate: int | None = None,
+             layer: str = "backbone",
              views: str | None = None, id_labels=None, peers: Mapping[str, Any] | None = None,
              name: str = "evaluation", encoder_label: str | None = None,
              progress: bool = True) -> Evaluation:
@@ -112,6 +113,9 @@ def evaluate(encoder, id_fit, id_test, ood: Mapping[str, Any], *,
         (default: all).
     alpha : float
         Target false-alarm rate, reported beside each scorer's false alarms.
+    n_calibrate : int, optional
+        Calibrate the scorers on this many other ``id_test`` rows per seed after the fit
+        (see ``gaussood.evaluation.evaluate_embeddings``).
     layer : {"backbone", "head"}
     views : None, "flip", "flip-crop" or "rot4"
         Test-time views of the encoder (``gaussood.deep.embed_images``), for every set.
@@ -164,7 +168,7 @@ def evaluate(encoder, id_fit, id_test, ood: Mapping[str, Any], *,
         methods[key] = Method(peer.estimator, peer.labels, peer.note, optional=True)
     return evaluate_embeddings(
         methods, Xtr, ytr, Xte, sets, seeds=seeds, n_fit=n_fit, n_eval=n_eval, alpha=alpha,
-        name=name, layer=layer, log=report,
+        n_calibrate=n_calibrate, name=name, layer=layer, log=report,
         describe={"id_train": src_tr, "id_test": src_te, "views": views, "ood": described,
                   "skipped": skipped, "skipped_labels": skipped_labels,
                   "encoder": encoder_label if encoder_label is not None else str(encoder)})
