@@ -12,13 +12,13 @@ from .embed import embed_images, extract_embeddings
 from .encoders import Embeddings, ImageEncoder, make_encoder
 from .evaluate import Evaluation, OODSet, evaluate
 from .images import ImageFiles, open_images
-from .loss import InfoNCELoss
+from .loss import InfoNCELoss, SupConLoss
 from .models import Encoder
 from .preprocess import imagenet_preprocessing
 from .train import TrainConfig, TrainResult, knn_top1, train_encoder
 
 __all__ = ["ImageSet", "load_dataset", "jpeg_reencode", "SimCLRAugment", "two_views",
-           "eval_transform", "InfoNCELoss", "Encoder", "TrainConfig", "TrainResult",
+           "eval_transform", "InfoNCELoss", "SupConLoss", "Encoder", "TrainConfig", "TrainResult",
            "train_encoder", "knn_top1", "embed_images", "extract_embeddings",
            "load_encoder", "save_encoder", "parse_classes", "evaluate", "Evaluation", "OODSet",
            "make_encoder", "ImageEncoder", "Embeddings", "open_images", "ImageFiles", "imagenet_preprocessing"]
