@@ -208,6 +208,16 @@ def test_bench_evaluates_an_encoder_file(encoder, tmp_path, capsys):
     assert "encoder file not found" in err
 
 
+def test_bench_calibrates_on_held_out_images(encoder, tmp_path, capsys):
+    code, out, err = run(capsys, "bench", "--encoder", encoder, "--dataset", "uniform-noise",
+                         "--ood", "gaussian-noise", "--quick", "--n-fit", 100, "--n-eval", 100,
+                         "--calibrate-held-out", 60, "--seeds", 4, "--quiet")
+    assert code == 0, err
+    assert "- ID calibration: 60 other random images per seed" in out
+    code, _, err = run(capsys, "bench", "--encoder", encoder, "--calibrate-held-out", 0)
+    assert_one_line_error(err, "bench", code, 2)
+
+
 def test_train_nproc_is_passed_through_and_only_rank_0_writes(tmp_path, monkeypatch, capsys):
     """``--nproc`` reaches train_encoder (not TrainConfig); a rank other than 0 (under
     torchrun) returns 0 without writing --out or the provenance."""

@@ -41,6 +41,10 @@ def add_arguments(p) -> None:
                    help="held-out ID test images and images per OOD set, per seed")
     p.add_argument("--alpha", type=param_types()["alpha"], default=0.05,
                    help="target false-alarm rate of every scorer")
+    p.add_argument("--calibrate-held-out", type=positive_int, default=None, metavar="N",
+                   help="calibrate every gaussood scorer on N other ID test images per seed "
+                        "(disjoint from the evaluated ones; images the encoder never saw) "
+                        "instead of on its fit rows")
     p.add_argument("--quick", action="store_true",
                    help=f"one seed, at most {QUICK['n_fit']:,} fit / {QUICK['n_eval']:,} "
                         "eval images")
@@ -87,8 +91,9 @@ def run(args) -> int:
                             classes=classes, n=n, jpeg_quality=quality)
 
     result = evaluate(args.encoder, id_set("train", pool(n_fit, args.quick)),
-                      id_set("test", pool(n_eval, args.quick)), ood, seeds=seeds,
-                      n_fit=n_fit, n_eval=n_eval, alpha=args.alpha, layer=args.layer,
+                      id_set("test", pool(n_eval + (args.calibrate_held_out or 0), args.quick)),
+                      ood, seeds=seeds, n_fit=n_fit, n_eval=n_eval, alpha=args.alpha,
+                      n_calibrate=args.calibrate_held_out, layer=args.layer,
                       name=args.dataset, progress=not args.quiet)
     text = result.to_markdown()
     print(text)
