@@ -172,9 +172,12 @@ class InfoNCELoss(torch.nn.Module):
         logits = logits.masked_fill(self_mask, float("-inf"))
         idx = torch.arange(n, device=z.device)
         target = torch.cat([idx + n, idx])
-        loss = F.cross_entropy(logits, target)
+        return self._regularised(F.cross_entropy(logits, target), z1, z2)
+
+    def _regularised(self, loss, z1, z2):
+        """``loss`` plus the norm term, minus the entropy term (when their weights are > 0)."""
         if self.norm_weight > 0:
-            loss = loss + norm_penalty(z, self.norm_weight)
+            loss = loss + norm_penalty(torch.cat([z1, z2]), self.norm_weight)
         if self.entropy_weight > 0:
             # per view: in [z1; z2] each row's nearest neighbour is its own other view,
             # and the estimate would measure (and reward) pair distances, not spread
@@ -196,9 +199,9 @@ class SupConLoss(InfoNCELoss):
     plus the same norm and entropy terms as ``InfoNCELoss``. With all labels distinct
     it is exactly ``InfoNCELoss``. ``weight`` w in [0, 1] mixes in the instance term:
     ``w * SupCon + (1 - w) * InfoNCE`` on the same logits (w = 1, the default: SupCon
-    alone; w = 0: InfoNCE); the instance term keeps the views of one class apart. The encoder stays a contrastive one (an L2-normalised
-    projection trained with a softmax over the batch), so the paper's shell-and-Gaussian
-    account applies as for InfoNCE; the labels only decide which pairs attract.
+    alone; w = 0: InfoNCE); the instance term keeps the views of one class apart. The
+    encoder stays a contrastive one (an L2-normalised projection trained with a softmax
+    over the batch); the labels only decide which pairs attract.
     https://arxiv.org/abs/2004.11362
 
     Examples
@@ -242,8 +245,4 @@ class SupConLoss(InfoNCELoss):
             idx = torch.arange(2 * n, device=z.device)
             instance = -log_prob[idx, (idx + n) % (2 * n)].mean()
             loss = self.weight * loss + (1 - self.weight) * instance
-        if self.norm_weight > 0:
-            loss = loss + norm_penalty(z, self.norm_weight)
-        if self.entropy_weight > 0:
-            loss = loss - self.entropy_weight * 0.5 * (knn_entropy(z1) + knn_entropy(z2))
-        return loss
+        return self._regularised(loss, z1, z2)

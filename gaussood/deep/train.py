@@ -398,12 +398,9 @@ def _validate(train_set, config: TrainConfig, snapshots: bool, checkpoint_dir,
         raise ValueError(f"supcon_weight must be in [0, 1]; got {config.supcon_weight!r}.")
     if config.supcon_weight != 1 and config.objective != "supcon":
         raise ValueError("supcon_weight applies to objective='supcon' only.")
-    if config.objective == "supcon":
-        if config.rotation != "none":
-            raise ValueError("rotation applies to objective='infonce' only.")
-        if world > 1:
-            raise ValueError("objective='supcon' runs in one process (its positives are not "
-                             "gathered across ranks); use nproc=1.")
+    if config.objective == "supcon" and world > 1:  # rotation: check_rotation_config
+        raise ValueError("objective='supcon' runs in one process (its positives are not "
+                         "gathered across ranks); use nproc=1.")
     check_rotation_config(config, world)
     return steps_per_epoch
 
