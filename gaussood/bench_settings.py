@@ -54,9 +54,10 @@ SETTINGS = {
     "fashion-mnist": Setting("fashion-mnist", None, "fashion-mnist-cpu.pt",
                              f"{_FASHION_RECIPE} --name fashion-mnist-cpu",
                              ("cifar10-gray", "mnist", "uniform-noise", "gaussian-noise")),
-    "fashion-open-set": Setting("fashion-mnist", list(range(6)), "fashion-mnist-cpu-c0to5.pt",
-                                f"{_FASHION_RECIPE} --classes 0-5 --name "
-                                "fashion-mnist-cpu-c0to5"),
+    "fashion-open-set": Setting("fashion-mnist", list(range(6)),
+                                "fashion-mnist-cpu-c0to5-rotneg.pt",
+                                f"{_FASHION_RECIPE} --classes 0-5 --rotation negatives "
+                                "--name fashion-mnist-cpu-c0to5-rotneg"),
 }
 
 # the quick mode: the first seed only, and at most these many rows
