@@ -18,6 +18,11 @@ Here (``TrainConfig.rotation``):
   predicts r with cross-entropy, weighted ``rotation_weight`` beside InfoNCE. The head is
   trained and checkpointed with the run but is not part of the encoder file.
 
+With ``objective="supcon"`` the classes of SupCon become (class, rotation) pairs, label
+``4 y + r`` (CSI's supervised variant): the positives of a view are the views of the
+same class at the same rotation, and the same class at another rotation is a negative.
+``rotation_negatives`` applies to InfoNCE only.
+
 At score time ``rotation_views(x)`` gives the 4 rotated copies of a batch, whose
 features an ``ImageEncoder(views="rot4")`` averages.
 """
@@ -82,8 +87,11 @@ def check_rotation_config(config, world: int = 1) -> None:
         if config.rotation_negatives:
             raise ValueError("rotation_negatives needs rotation='negatives' or 'predict'.")
         return
-    if config.objective != "infonce":
-        raise ValueError("rotation applies to objective='infonce' only.")
+    if config.objective not in ("infonce", "supcon"):
+        raise ValueError("rotation applies to objective='infonce' or 'supcon' only.")
+    if config.objective == "supcon" and config.rotation_negatives:
+        raise ValueError("rotation_negatives applies to objective='infonce' only (under "
+                         "'supcon' the other rotations of a class are negatives already).")
     if world > 1 and (config.rotation == "predict" or config.rotation_negatives):
         raise ValueError("rotation='predict' and rotation_negatives > 0 run in one process "
                          "only (the gathered loss has no extra negatives and the rotation "

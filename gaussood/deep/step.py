@@ -80,7 +80,10 @@ class _Step:
         h, z = self._embed(torch.cat(views), features=True)
         z1, z2, extra = z[:n], z[n:2 * n], z[2 * n:]
         if self.labels is not None and self.config.objective == "supcon":
-            loss = self.criterion(z1, z2, self.labels[index])
+            y = self.labels[index]
+            if r is not None:  # (class, rotation) pairs are the classes (CSI's SupCLR + shift)
+                y = y * 4 + r
+            loss = self.criterion(z1, z2, y)
         elif self.labels is not None:
             loss = self.criterion(torch.cat([z1, z2]), self.labels[index].repeat(2))
         elif self.config.small_crops:

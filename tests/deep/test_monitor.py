@@ -91,3 +91,18 @@ def test_auroc_is_what_the_features_predict():
     for name in ("noise", "permuted", "jigsaw", "rotated"):
         assert out[name] > 0.95, out
     assert 0.4 < out["fresh ID"] < 0.6, out   # ID against ID: chance
+
+
+def test_proxy_auroc_does_not_warn_about_the_unused_chi2_law():
+    # the monitor uses scores only; a non-Gaussian bank must not warn at every epoch
+    import warnings
+
+    from gaussood.deep.monitor import proxy_auroc
+
+    rng = np.random.default_rng(0)
+    bank = rng.exponential(size=(600, 8)) ** 3           # far from Gaussian after L2
+    held = rng.exponential(size=(200, 8)) ** 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = proxy_auroc(lambda x: x, bank, held, {"shifted": held + 5.0})
+    assert set(out) == {"shifted", "mean"} and 0.0 <= out["shifted"] <= 1.0

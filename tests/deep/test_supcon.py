@@ -119,8 +119,9 @@ def test_config_errors():
     unlabelled = dataclasses.replace(train, labels=np.full(len(train), -1))
     with pytest.raises(ValueError, match="objective='supcon' needs a labelled training set"):
         train_encoder(unlabelled, TrainConfig(**BASE), progress=False)
-    with pytest.raises(ValueError, match="objective='infonce' only"):
-        train_encoder(train, TrainConfig(**BASE, rotation="negatives"), progress=False)
+    with pytest.raises(ValueError, match="rotation_negatives applies to objective='infonce'"):
+        train_encoder(train, TrainConfig(**BASE, rotation="negatives", rotation_negatives=0.5),
+                      progress=False)
     with pytest.raises(ValueError, match="objective='infonce' only"):
         train_encoder(train, TrainConfig(**BASE, small_crops=2), progress=False)
     with pytest.raises(ValueError, match="'infonce', 'supervised' or 'supcon'"):
@@ -156,3 +157,54 @@ def test_supcon_weight_config():
                       progress=False)
     with pytest.raises(ValueError, match=r"supcon_weight must be in \[0, 1\]"):
         train_encoder(train, TrainConfig(**BASE, supcon_weight=2.0), progress=False)
+
+
+class _Recorder(torch.nn.Module):
+    """A criterion that records the labels it is given (and returns SupCon's loss)."""
+
+    def __init__(self):
+        super().__init__()
+        self.loss, self.seen = SupConLoss(0.2), []
+
+    def forward(self, z1, z2, y):
+        self.seen.append(y.clone())
+        return self.loss(z1, z2, y)
+
+
+def test_rotation_makes_class_rotation_pairs_the_classes(monkeypatch):
+    # under rotation, SupCon's label of image i is 4 * y_i + r_i: same class at another
+    # rotation is a negative (CSI's supervised variant)
+    from gaussood.deep import step as step_module
+    from gaussood.deep.models import Encoder
+
+    r = torch.tensor([0, 1, 2, 3, 1, 0])
+    monkeypatch.setattr(step_module, "draw_rotations", lambda n, gen, device: r[:n])
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 0, 1])
+    model = Encoder("small", 16)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    for rotation, want in (("negatives", labels[:6] * 4 + r), ("none", labels[:6])):
+        config = TrainConfig(**BASE, rotation=rotation)
+        crit = _Recorder()
+        step = step_module._Step(config, model, opt, sched, crit, labels, torch.device("cpu"))
+        images = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        loss = step(images, torch.arange(6), 32, torch.Generator().manual_seed(1))
+        assert torch.isfinite(loss)
+        assert torch.equal(crit.seen[0], want)
+
+
+def test_supcon_with_rotation_trains_and_resumes_exactly(tmp_path):
+    train, test = tiny_set(), tiny_set(seed=1)
+    config = TrainConfig(**BASE, rotation="negatives")
+    full = train_encoder(train, config, eval_set=test, checkpoint_dir=tmp_path / "a",
+                         progress=False)
+    train_encoder(train, config, eval_set=test, checkpoint_dir=tmp_path / "b",
+                  progress=False, stop_after_steps=1)
+    resumed = train_encoder(train, config, eval_set=test, checkpoint_dir=tmp_path / "b",
+                            progress=False)
+    a, b = (torch.cat([p.detach().flatten() for p in m.state_dict().values()
+                       if p.is_floating_point()]) for m in (full.model, resumed.model))
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    plain = train_encoder(train, TrainConfig(**BASE), progress=False)
+    assert full.history[-1]["loss"] != pytest.approx(plain.history[-1]["loss"], rel=1e-6)
+    assert all(np.isfinite(h["loss"]) for h in full.history)
