@@ -89,6 +89,10 @@ FULL_RUNS = {
     "cifar10-cpu-c0to5": "open-set (InfoNCE): classes 0-5, 8,680 steps",
     "cifar10-cpu-c0to5-supcon": "shipped open-set: classes 0-5, SupCon on their labels, 4,340 steps",
     "cifar10-cpu-c0to5-rot": "open-set + rotation-prediction head",
+    "cifar10-cpu-2x": "the shipped recipe at twice its steps (34,718)",
+    "fashion-mnist-cpu-c0to5": "Fashion-MNIST open set (InfoNCE): classes 0-5, 12 epochs",
+    "fashion-mnist-cpu-c0to5-rotneg": "shipped Fashion-MNIST open set: the same + rotations as "
+                                      "shifted negatives (more arms: results/fashion_arms/)",
 }
 
 
@@ -184,10 +188,12 @@ def final_proxy(history: list) -> dict:
 
 
 def full_run(name: str) -> dict | None:
-    """One full-budget run's row from its training record: ``RESULTS/<name>.json``
-    (provenance, history, full protocol), else ``CHECKPOINTS/<name>.json`` (provenance
-    only); None when neither exists (the run has not finished)."""
-    for path in (RESULTS / f"{name}.json", CHECKPOINTS / f"{name}.json"):
+    """One full-budget run's row from its training record: ``RESULTS/<name>.json`` or
+    ``RESULTS/fashion_arms/<name>.json`` (provenance, history, full protocol), else
+    ``CHECKPOINTS/<name>.json`` (provenance only); None when none exists (the run has
+    not finished)."""
+    for path in (RESULTS / f"{name}.json", RESULTS / "fashion_arms" / f"{name}.json",
+                 CHECKPOINTS / f"{name}.json"):
         if path.is_file():
             rec = json.loads(path.read_text())
             prov = rec.get("provenance", rec)

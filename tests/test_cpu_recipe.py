@@ -112,6 +112,10 @@ def test_report_with_and_without_proxy(recipe, tmp_path, monkeypatch):
                                                          "jigsaw": 0.85, "mean": 0.94}}]}))
     (checkpoints / "cifar10-cpu-c0to5-rot.json").write_text(json.dumps(
         {**prov, "knn_top1": 0.70, "train_seconds": 1200.0}))  # provenance only
+    (results / "fashion_arms").mkdir()  # benchmarks/fashion_arms.sh writes its records there
+    (results / "fashion_arms" / "fashion-mnist-cpu-c0to5-rotneg.json").write_text(json.dumps({
+        "provenance": {**prov, "knn_top1": 0.8542}, "history": [],
+        "full_protocol": {"knn_top1": 0.8542, "bank": 36000, "queries": 6000}}))
 
     recipe.report()
     md = (results / "cpu_recipe.md").read_text()
@@ -140,7 +144,11 @@ def test_report_with_and_without_proxy(recipe, tmp_path, monkeypatch):
     assert end["end32"]["proxy AUROC mean, seed 0 / 1 (%)"] == "- / -"
 
     full = _table(md, "run")
-    assert set(full) == {"cifar10-cpu", "cifar10-cpu-c0to5", "cifar10-cpu-c0to5-rot"}
+    assert set(full) == {"cifar10-cpu", "cifar10-cpu-c0to5", "cifar10-cpu-c0to5-rot",
+                         "fashion-mnist-cpu-c0to5-rotneg"}
+    fashion = full["fashion-mnist-cpu-c0to5-rotneg"]
+    assert fashion["record"] == "fashion_arms/fashion-mnist-cpu-c0to5-rotneg.json"
+    assert fashion["k-NN full protocol (%)"] == "85.42 (36000 / 6000)"
     assert full["cifar10-cpu-c0to5"]["proxy AUROC mean (per proxy) (%)"] == \
         "94.0 (noise 99.0 / permuted 98.0 / jigsaw 85.0)"
     plain, rot = full["cifar10-cpu"], full["cifar10-cpu-c0to5-rot"]
@@ -150,7 +158,7 @@ def test_report_with_and_without_proxy(recipe, tmp_path, monkeypatch):
     assert rot["record"] == "checkpoints/cifar10-cpu-c0to5-rot.json"
     assert rot["k-NN full protocol (%)"] == "70.00" and rot["training min"] == "20"
     assert ("Not recorded yet (no results/ or checkpoints/ record): cifar10-cpu-reg, "
-            "cifar10-cpu-c0to5-supcon.") in md
+            "cifar10-cpu-c0to5-supcon, cifar10-cpu-2x, fashion-mnist-cpu-c0to5.") in md
     assert data["full_budget"]["cifar10-cpu-reg"] is None
     assert data["full_budget"]["cifar10-cpu-c0to5-supcon"] is None
     assert set(data["arms"]) == set(records)

@@ -123,7 +123,7 @@ def test_rotation_config_errors():
         train_encoder(tiny_set(), TrainConfig(**BASE, rotation="all"), progress=False)
     with pytest.raises(ValueError, match="needs rotation="):
         train_encoder(tiny_set(), TrainConfig(**BASE, rotation_negatives=0.5), progress=False)
-    with pytest.raises(ValueError, match="objective='infonce' only"):
+    with pytest.raises(ValueError, match="objective='infonce' or 'supcon' only"):
         train_encoder(tiny_set(), TrainConfig(**BASE, rotation="negatives",
                                               objective="supervised"), progress=False)
 
@@ -187,7 +187,7 @@ def test_flip_crop_views_average_four_deterministic_views():
     crop (1/16 border cut, resized back) and that crop's mirror; in the identity."""
     import torch.nn.functional as F
 
-    from gaussood.deep import embed_images, make_encoder
+    from gaussood.deep import make_encoder
     from gaussood.deep.models import Encoder
 
     torch.manual_seed(0)
