@@ -81,8 +81,9 @@ train-twin: $(VENV)/.core    ## CIFAR-10 regulariser twin: the recipe for 8 epoc
 train-small: $(VENV)/.core   ## the first CPU encoder (small convnet, 4 epochs; the shipped cifar10-small.pt)
 	$(BIN)/python benchmarks/train_encoder.py --threads 1
 
-train-fashion: $(VENV)/.core ## Fashion-MNIST encoders: plain, classes 0-5 (rotation negatives, InfoNCE, SupCon), supervised, regularised
-	for extra in "" "--classes 0-5 --rotation negatives --name fashion-mnist-cpu-c0to5-rotneg" \
+train-fashion: $(VENV)/.core ## Fashion-MNIST encoders: all classes and classes 0-5, each with rotation negatives and plain; SupCon, supervised, regularised
+	for extra in "--rotation negatives --name fashion-mnist-cpu-rotneg" "" \
+	    "--classes 0-5 --rotation negatives --name fashion-mnist-cpu-c0to5-rotneg" \
 	    "--classes 0-5 --name fashion-mnist-cpu-c0to5" \
 	    "--classes 0-5 --objective supcon --name fashion-mnist-cpu-c0to5-supcon" \
 	    "--objective supervised --name fashion-mnist-cpu-supervised" \

@@ -51,8 +51,9 @@ SETTINGS = {
     "open-set": Setting("cifar10", list(range(6)), "cifar10-cpu-c0to5-supcon.pt",
                         "make train-open-set-supcon  (the recipe with SupCon on the labels of "
                         "classes 0-5, 4,340 steps; resumable)"),
-    "fashion-mnist": Setting("fashion-mnist", None, "fashion-mnist-cpu.pt",
-                             f"{_FASHION_RECIPE} --name fashion-mnist-cpu",
+    "fashion-mnist": Setting("fashion-mnist", None, "fashion-mnist-cpu-rotneg.pt",
+                             f"{_FASHION_RECIPE} --rotation negatives --name "
+                             "fashion-mnist-cpu-rotneg",
                              ("cifar10-gray", "mnist", "uniform-noise", "gaussian-noise")),
     "fashion-open-set": Setting("fashion-mnist", list(range(6)),
                                 "fashion-mnist-cpu-c0to5-rotneg.pt",
