@@ -1,5 +1,5 @@
 #!/bin/bash
-# Fashion-MNIST open set (issue 20): recipe arms against the shipped InfoNCE encoder
+# Fashion-MNIST open set (issue 20): recipe arms against the earlier InfoNCE encoder
 # `fashion-mnist-cpu-c0to5.pt` (12 epochs on classes 0-5, 1,680 steps, 16:0.75,32 px,
 # T 0.2, batch 256; open-set best 82.5). Each arm changes one thing, trains 12 epochs on
 # one thread, then runs the fashion-open-set bench on it (3 seeds, no peers):
@@ -19,17 +19,18 @@ WORK=${WORK:-$HOME/.cache/gaussood/fashion_arms}
 RES=benchmarks/results/fashion_arms
 R="--threads 1 --model small --resolution 16:0.75,32 --temperature 0.2 --knn-every 1 --dataset fashion-mnist --epochs 12 --classes 0-5"
 arm_args() {
-  local seed=""
+  local seed="" opts
   if [[ $1 =~ ^(.*)-s([0-9]+)$ ]]; then seed=" --seed ${BASH_REMATCH[2]}"; set -- "${BASH_REMATCH[1]}"; fi
   case $1 in
-    base) echo "$seed" ;;
-    rotneg) echo "--rotation negatives$seed" ;;
-    end16) echo "--resolution 16$seed" ;;
-    reg) echo "--norm-weight 0.005 --entropy-weight 0.01$seed" ;;
-    crop30) echo "--crop-min-scale 0.3$seed" ;;
-    crop50) echo "--crop-min-scale 0.5$seed" ;;
+    base) opts="" ;;
+    rotneg) opts="--rotation negatives" ;;
+    end16) opts="--resolution 16" ;;
+    reg) opts="--norm-weight 0.005 --entropy-weight 0.01" ;;
+    crop30) opts="--crop-min-scale 0.3" ;;
+    crop50) opts="--crop-min-scale 0.5" ;;
     *) echo "unknown arm: $1 (base, rotneg, end16, reg, crop30, crop50, each with an optional -s<seed>)" >&2; return 1 ;;
   esac
+  echo "$opts$seed"
 }
 arms=("$@")
 [ ${#arms[@]} -gt 0 ] || arms=(rotneg end16 reg crop30 crop50)
