@@ -39,7 +39,8 @@ import numpy as np
 
 from gaussood._atomic import atomic_path
 from gaussood._env import environment
-from gaussood.bench_settings import OOD_SETS, SETTINGS, pool, quick
+from gaussood.bench_settings import OOD_SETS, SETTINGS, pool, quick, test_pool
+from gaussood.cli.options import add_calibration_flag
 from gaussood.deep.evaluate import OODSet, dataset_loader, evaluate, log
 
 HERE = Path(__file__).resolve().parent
@@ -79,10 +80,7 @@ def parse_args(argv):
     p.add_argument("--n-eval", type=int, default=5_000,
                    help="held-out ID test images and images per OOD set, per seed")
     p.add_argument("--alpha", type=float, default=0.05)
-    p.add_argument("--calibrate-held-out", type=int, default=None, metavar="N",
-                   help="calibrate every gaussood scorer on N other ID test images per seed "
-                        "(disjoint from the evaluated ones, never seen by the encoder) after "
-                        "its fit, instead of on its fit rows")
+    add_calibration_flag(p)
     p.add_argument("--no-peers", action="store_true")
     p.add_argument("--ee-max", type=int, default=3_000,
                    help="EllipticEnvelope fits on at most this many rows (its MCD is slow)")
@@ -101,8 +99,6 @@ def parse_args(argv):
         vars(args).update(sizes)
     if args.n_fit < 100 or args.n_eval < 100:
         p.error("--n-fit and --n-eval must be at least 100.")
-    if args.calibrate_held_out is not None and args.calibrate_held_out < 1:
-        p.error("--calibrate-held-out must be at least 1.")
     if not 0 < args.alpha < 1:
         p.error("--alpha must lie in (0, 1).")
     args.name = args.name or ("cifar10_ood_quick" if args.quick else "cifar10_ood")
@@ -142,7 +138,7 @@ def run_setting(setting, encoder, args, root):
         return load_dataset(id_name, split, root=root, classes=classes, n=n,
                             jpeg_quality=75)  # a no-op on the CIFAR-10 q75 archive
 
-    n_test = pool(args.n_eval + (args.calibrate_held_out or 0), args.quick)
+    n_test = test_pool(args.n_eval, args.calibrate_held_out, args.quick)
     if classes is not None:
         ood = {f"{id_name}-classes-6-9": OODSet(id_set("test", n_test, [6, 7, 8, 9]), "near",
                                                 f"{id_label} test, classes 6-9 (open-set)")}

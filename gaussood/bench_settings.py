@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["OODSpec", "Setting", "OOD_SETS", "SETTINGS", "QUICK", "near_sets", "quick", "pool"]
+__all__ = ["OODSpec", "Setting", "OOD_SETS", "SETTINGS", "QUICK", "near_sets", "quick", "pool", "test_pool"]
 
 
 class OODSpec(NamedTuple):
@@ -82,3 +82,11 @@ def pool(n: int, quick_mode: bool) -> int | None:
     """Images read from a split of which ``n`` are drawn per seed: ``2 n`` in quick mode
     (a smaller read, still a random draw), None (all) otherwise."""
     return 2 * n if quick_mode else None
+
+
+def test_pool(n_eval: int, calibrate, quick_mode: bool) -> int | None:
+    """Held-out ID images to read: the evaluated ``n_eval`` and, for held-out calibration
+    on N images (an int), N more; ``"rest"`` or None adds none (in quick mode the read is
+    ``2 n_eval``, so "rest" leaves ``n_eval`` for calibration)."""
+    extra = calibrate if isinstance(calibrate, int) else 0
+    return pool(n_eval + extra, quick_mode)

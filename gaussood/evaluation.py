@@ -172,7 +172,7 @@ def _fit_score(est, labels: bool, X, y, evals, X_cal=None):
 def evaluate_embeddings(scorers: Mapping[str, Any] | None, X_fit, y_fit, X_id,
                         ood_sets: Mapping[str, Any], *, seeds=(0,), n_fit: int | None = None,
                         n_eval: int | None = None, alpha: float = 0.05,
-                        n_calibrate: int | None = None,
+                        n_calibrate: int | str | None = None,
                         name: str = "evaluation", layer: str | None = None,
                         describe: Mapping[str, Any] | None = None,
                         log: Callable[[str], None] | None = None) -> Evaluation:
@@ -196,12 +196,15 @@ def evaluate_embeddings(scorers: Mapping[str, Any] | None, X_fit, y_fit, X_id,
         held-out rows, then each OOD set in order.
     alpha : float
         Target false-alarm rate, reported beside each detector's false alarms.
-    n_calibrate : int, optional
+    n_calibrate : int or "rest", optional
         Also draw this many rows of ``X_id`` per seed, disjoint from the held-out rows
         (drawn after every other draw, so the other draws do not change), and calibrate
         every detector that has ``calibrate`` on them after its fit (split conformal on
         ID rows the fit never saw; e.g. images the encoder was not trained on). Needs
-        ``n_eval + n_calibrate <= len(X_id)``.
+        ``n_eval + n_calibrate <= len(X_id)``. ``"rest"``: every row of ``X_id`` that is
+        not evaluated; when none is left (``n_eval >= len(X_id)``) the detectors keep the
+        calibration of their fit, and the report says so. None (default): no held-out
+        calibration.
     name, layer : str
         Setting name and feature layer in the report.
     describe : mapping, optional
@@ -249,10 +252,19 @@ def evaluate_embeddings(scorers: Mapping[str, Any] | None, X_fit, y_fit, X_id,
         raise ValueError(f"No OOD set for {name}.")
     n_fit = Xtr.shape[0] if n_fit is None else n_fit
     n_eval = Xte.shape[0] if n_eval is None else n_eval
-    if n_calibrate is not None and not 1 <= n_calibrate <= Xte.shape[0] - min(n_eval, Xte.shape[0]):
-        raise ValueError(f"n_calibrate must be in 1..{Xte.shape[0] - min(n_eval, Xte.shape[0])} "
-                         f"(the {Xte.shape[0]} held-out ID rows less the {min(n_eval, Xte.shape[0])} "
-                         f"evaluated); got {n_calibrate!r}")
+    n_left = Xte.shape[0] - min(n_eval, Xte.shape[0])
+    if isinstance(n_calibrate, str):
+        if n_calibrate != "rest":
+            raise ValueError(f"n_calibrate must be an int, 'rest' or None; got {n_calibrate!r}")
+        n_calibrate = n_left or None
+        if n_calibrate is None:
+            report(f"[{name}] no held-out ID row is left for calibration (n_eval = "
+                   f"{min(n_eval, Xte.shape[0])} of {Xte.shape[0]}); the detectors keep the "
+                   "calibration of their fit")
+    elif n_calibrate is not None and not 1 <= n_calibrate <= n_left:
+        raise ValueError(f"n_calibrate must be in 1..{n_left} (the {Xte.shape[0]} held-out ID "
+                         f"rows less the {min(n_eval, Xte.shape[0])} evaluated); "
+                         f"got {n_calibrate!r}")
 
     per_seed, first_scores = [], {}
     for seed in seeds:
@@ -410,6 +422,9 @@ def _markdown(ev: Evaluation) -> str:
         lines.append(f"- ID calibration: {data['n_calibrate']} other random images per seed of "
                      "the same held-out set; every gaussood scorer is calibrated on them "
                      "after its fit (`calibrate`, split conformal); the peers are not")
+    elif "n_calibrate" in data:
+        lines.append("- ID calibration: on the fit rows (each scorer's own out-of-fold "
+                     "calibration); no held-out ID images")
     for k, src in data["ood"].items():
         note = ev.notes.get(k)
         lines.append(f"- {data['labels'][k]} ({data['kinds'][k]}): {data['n_eval_ood'][k]} "

@@ -126,6 +126,30 @@ def test_held_out_calibration_fixes_a_shift_between_fit_and_new_id_rows():
         evaluate_embeddings(scorers, X_fit, None, X_id, ood, n_calibrate=3001, **kw)
 
 
+def test_rest_calibrates_on_every_held_out_row_not_evaluated():
+    rng = np.random.default_rng(2)
+    X_fit, X_id = rng.normal(size=(300, 3)), rng.normal(size=(250, 3))
+    ood = {"far": 4.0 + rng.normal(size=(100, 3))}
+    scorers = {"Gaussian": GaussianScorer(alpha=0.1)}
+    rest = evaluate_embeddings(scorers, X_fit, None, X_id, ood, n_eval=100, n_calibrate="rest")
+    explicit = evaluate_embeddings(scorers, X_fit, None, X_id, ood, n_eval=100,
+                                   n_calibrate=150)
+    assert rest.data["n_calibrate"] == 150
+    assert rest.per_seed[0]["Gaussian"]["far"] == explicit.per_seed[0]["Gaussian"]["far"]
+    assert "ID calibration: 150 other random images" in rest.to_markdown()
+    # nothing left over: the fit's own calibration, and the report says so
+    lines = []
+    none_left = evaluate_embeddings(scorers, X_fit, None, X_id, ood, n_calibrate="rest",
+                                    log=lines.append)
+    fit_only = evaluate_embeddings(scorers, X_fit, None, X_id, ood)
+    assert none_left.data["n_calibrate"] is None
+    assert none_left.per_seed[0]["Gaussian"]["far"] == fit_only.per_seed[0]["Gaussian"]["far"]
+    assert any("no held-out ID row is left for calibration" in m for m in lines)
+    assert "ID calibration: on the fit rows" in none_left.to_markdown()
+    with pytest.raises(ValueError, match="n_calibrate must be an int, 'rest' or None"):
+        evaluate_embeddings(scorers, X_fit, None, X_id, ood, n_calibrate="all")
+
+
 def test_held_out_calibration_rows_are_disjoint_from_the_evaluated_ones():
     # X_id rows carry their index; a scorer that records what it was calibrated on
     X_id = np.arange(50, dtype=float)[:, None].repeat(2, axis=1)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ._common import one_line
 
-__all__ = ["positive_int", "scorer_options", "add_scorer_flags", "scorer_params",
+__all__ = ["positive_int", "calibration_rows", "add_calibration_flag", "scorer_options", "add_scorer_flags", "scorer_params",
            "add_train_config_flags", "train_config"]
 
 FIT_FLAGS = ("embeddings", "labels", "scorer", "out")  # the command's own options
@@ -55,6 +55,29 @@ _positive_int = checked(int, positive_int_check("the value"), "a positive intege
 def positive_int(text) -> int:
     """An argparse ``type``: an integer of at least 1."""
     return _positive_int(text)
+
+
+def calibration_rows(text):
+    """An argparse ``type`` for ``--calibrate-held-out``: ``rest`` -> ``"rest"``, ``fit``
+    -> None (the scorers keep the calibration of their fit), N -> N >= 1."""
+    word = text.strip().lower()
+    if word in ("rest", "fit"):
+        return None if word == "fit" else "rest"
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"want 'rest', 'fit' or a positive integer; got {text!r}") from None
+
+
+def add_calibration_flag(p) -> None:
+    """``--calibrate-held-out {rest,fit,N}`` of the benchmarks (default rest)."""
+    p.add_argument("--calibrate-held-out", type=calibration_rows, default="rest",
+                   metavar="{rest,fit,N}",
+                   help="calibrate every gaussood scorer after its fit on ID test images the "
+                        "encoder never saw, disjoint from the evaluated ones: all the others "
+                        "(rest, default), or N of them; fit: keep the calibration on the fit "
+                        "rows (images the encoder was trained on: its false alarms run high)")
 
 
 def _number_or_word(text):

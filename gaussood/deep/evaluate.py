@@ -88,8 +88,8 @@ def _encoder_file(encoder) -> Path:
 # ------------------------------------------------------------------ evaluate
 def evaluate(encoder, id_fit, id_test, ood: Mapping[str, Any], *,
              scorers: Mapping[str, Any] | None = None, seeds=(0,), n_fit: int | None = None,
-             n_eval: int | None = None, alpha: float = 0.05, n_calibrate: int | None = None,
-             layer: str = "backbone",
+             n_eval: int | None = None, alpha: float = 0.05,
+             n_calibrate: int | str | None = None, layer: str = "backbone",
              views: str | None = None, id_labels=None, peers: Mapping[str, Any] | None = None,
              name: str = "evaluation", encoder_label: str | None = None,
              progress: bool = True) -> Evaluation:
@@ -113,9 +113,10 @@ def evaluate(encoder, id_fit, id_test, ood: Mapping[str, Any], *,
         (default: all).
     alpha : float
         Target false-alarm rate, reported beside each scorer's false alarms.
-    n_calibrate : int, optional
-        Calibrate the scorers on this many other ``id_test`` rows per seed after the fit
-        (see ``gaussood.evaluation.evaluate_embeddings``).
+    n_calibrate : int or "rest", optional
+        Calibrate the scorers on this many other ``id_test`` rows per seed after the fit,
+        or on every ``id_test`` row not evaluated (``"rest"``); see
+        ``gaussood.evaluation.evaluate_embeddings``.
     layer : {"backbone", "head"}
     views : None, "flip", "flip-crop" or "rot4"
         Test-time views of the encoder (``gaussood.deep.embed_images``), for every set.

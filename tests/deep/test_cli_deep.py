@@ -214,8 +214,20 @@ def test_bench_calibrates_on_held_out_images(encoder, tmp_path, capsys):
                          "--calibrate-held-out", 60, "--seeds", 4, "--quiet")
     assert code == 0, err
     assert "- ID calibration: 60 other random images per seed" in out
-    code, _, err = run(capsys, "bench", "--encoder", encoder, "--calibrate-held-out", 0)
-    assert_one_line_error(err, "bench", code, 2)
+    code, out, err = run(capsys, "bench", "--encoder", encoder, "--dataset", "uniform-noise",
+                         "--ood", "gaussian-noise", "--quick", "--n-fit", 100, "--n-eval", 100,
+                         "--seeds", 4, "--quiet")  # default: every other read image (2 n_eval)
+    assert code == 0, err
+    assert "- ID calibration: 100 other random images per seed" in out
+    code, out, err = run(capsys, "bench", "--encoder", encoder, "--dataset", "uniform-noise",
+                         "--ood", "gaussian-noise", "--quick", "--n-fit", 100, "--n-eval", 100,
+                         "--calibrate-held-out", "fit", "--seeds", 4, "--quiet")
+    assert code == 0, err
+    assert "- ID calibration: on the fit rows" in out
+    for bad in (0, "all"):
+        code, _, err = run(capsys, "bench", "--encoder", encoder, "--calibrate-held-out", bad)
+        assert_one_line_error(err, "bench", code, 2)
+        assert "want 'rest', 'fit' or a positive integer" in err
 
 
 def test_train_nproc_is_passed_through_and_only_rank_0_writes(tmp_path, monkeypatch, capsys):

@@ -6,11 +6,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ...bench_settings import OOD_SETS, QUICK, near_sets, pool, quick
+from ...bench_settings import OOD_SETS, QUICK, near_sets, pool, quick, test_pool
 
 from .._common import (existing_file, load_dataset, need_torch,
                        refuse_overwriting_by_reports, write_text)
-from ..options import add_data_flags, add_quiet_flag, classes_arg, param_types, positive_int
+from ..options import (add_calibration_flag, add_data_flags, add_quiet_flag, classes_arg,
+                       param_types, positive_int)
 
 HELP = "evaluate every scorer on an encoder's embeddings (torch)"
 DESCRIPTION = ("Embed an ID dataset and OOD sets with an encoder file, fit gaussood's scorers "
@@ -41,10 +42,7 @@ def add_arguments(p) -> None:
                    help="held-out ID test images and images per OOD set, per seed")
     p.add_argument("--alpha", type=param_types()["alpha"], default=0.05,
                    help="target false-alarm rate of every scorer")
-    p.add_argument("--calibrate-held-out", type=positive_int, default=None, metavar="N",
-                   help="calibrate every gaussood scorer on N other ID test images per seed "
-                        "(disjoint from the evaluated ones; images the encoder never saw) "
-                        "instead of on its fit rows")
+    add_calibration_flag(p)
     p.add_argument("--quick", action="store_true",
                    help=f"one seed, at most {QUICK['n_fit']:,} fit / {QUICK['n_eval']:,} "
                         "eval images")
@@ -91,7 +89,7 @@ def run(args) -> int:
                             classes=classes, n=n, jpeg_quality=quality)
 
     result = evaluate(args.encoder, id_set("train", pool(n_fit, args.quick)),
-                      id_set("test", pool(n_eval + (args.calibrate_held_out or 0), args.quick)),
+                      id_set("test", test_pool(n_eval, args.calibrate_held_out, args.quick)),
                       ood, seeds=seeds, n_fit=n_fit, n_eval=n_eval, alpha=args.alpha,
                       n_calibrate=args.calibrate_held_out, layer=args.layer,
                       name=args.dataset, progress=not args.quiet)
