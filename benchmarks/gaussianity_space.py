@@ -3,10 +3,11 @@
     python benchmarks/gaussianity_space.py      # ~3 min on one core (make gaussianity)
 
 InfoNCE compares embeddings by cosine similarity, so the paper's Gaussian law is a
-statement about the normalised representation. For each shipped encoder (CIFAR-10:
-cifar10-cpu and the regulariser twin; Fashion-MNIST: plain and regularised), layer
-(backbone, head) and space, ``gaussood.diagnostics.diagnose`` on 5,000 held-out test
-images, beside two references of the same n and d:
+statement about the normalised representation. For each encoder (CIFAR-10:
+cifar10-cpu, the regulariser twin, the 2x-steps run when trained, the SupCon open-set
+encoder; Fashion-MNIST: plain, regularised and the two rotation-negatives encoders the
+bench ships), layer (backbone, head) and space, ``gaussood.diagnostics.diagnose`` on
+5,000 held-out test images of the encoder's own ID classes, beside two references of the same n and d:
   * "Gaussian": an exact Gaussian sample with the features' mean and covariance
     (diagnose's own reference), for every space;
   * for the normalised spaces, "sphere": the same Gaussian reference sample
@@ -34,12 +35,19 @@ from gaussood.diagnostics import diagnose  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CKPT = HERE / "checkpoints"
-ENCODERS = {  # label -> (file, dataset)
-    "CIFAR-10 shipped (cifar10-cpu)": ("cifar10-cpu.pt", "cifar10"),
-    "CIFAR-10 twin, plain (8 ep.)": ("cifar10-twin-plain.pt", "cifar10"),
-    "CIFAR-10 twin, regulariser (8 ep.)": ("cifar10-twin-reg.pt", "cifar10"),
-    "Fashion-MNIST plain": ("fashion-mnist-cpu.pt", "fashion-mnist"),
-    "Fashion-MNIST regulariser": ("fashion-mnist-cpu-regularised.pt", "fashion-mnist"),
+OPEN = (0, 1, 2, 3, 4, 5)  # the open-set encoders' ID classes
+ENCODERS = {  # label -> (file, dataset, ID classes or None)
+    "CIFAR-10 shipped (cifar10-cpu)": ("cifar10-cpu.pt", "cifar10", None),
+    "CIFAR-10 twin, plain (8 ep.)": ("cifar10-twin-plain.pt", "cifar10", None),
+    "CIFAR-10 twin, regulariser (8 ep.)": ("cifar10-twin-reg.pt", "cifar10", None),
+    "CIFAR-10 2x steps (cifar10-cpu-2x)": ("cifar10-cpu-2x.pt", "cifar10", None),
+    "CIFAR-10 classes 0-5, SupCon (open-set)": ("cifar10-cpu-c0to5-supcon.pt", "cifar10", OPEN),
+    "Fashion-MNIST plain": ("fashion-mnist-cpu.pt", "fashion-mnist", None),
+    "Fashion-MNIST regulariser": ("fashion-mnist-cpu-regularised.pt", "fashion-mnist", None),
+    "Fashion-MNIST rotation negatives (fashion-mnist setting)": (
+        "fashion-mnist-cpu-rotneg.pt", "fashion-mnist", None),
+    "Fashion-MNIST classes 0-5, rotation negatives (open-set)": (
+        "fashion-mnist-cpu-c0to5-rotneg.pt", "fashion-mnist", OPEN),
 }
 SHOWN = ("norm_cv_centered", "ad_pass_coordinates", "ad_pass_projections")
 
@@ -62,15 +70,16 @@ def main(argv=None):
     start = time.perf_counter()
     rng = np.random.default_rng(args.seed)
     rows, data = [], {}
-    for label, (file, dataset) in ENCODERS.items():
+    for label, (file, dataset, classes) in ENCODERS.items():
         path = CKPT / file
         if not path.is_file():
             print(f"skipped {label}: {path} not found", file=sys.stderr)
             continue
-        if dataset not in data:
-            data[dataset] = load_dataset(dataset, "test", n=args.n_eval, seed=args.seed)
+        if (dataset, classes) not in data:  # the encoder's own ID classes only
+            data[dataset, classes] = load_dataset(dataset, "test", n=args.n_eval,
+                                                  seed=args.seed, classes=classes)
         for layer in ("backbone", "head"):
-            raw = extract_embeddings(path, data[dataset], layer=layer,
+            raw = extract_embeddings(path, data[dataset, classes], layer=layer,
                                      progress=False).astype(np.float64)
             mean = raw.mean(axis=0)
             gauss = rng.multivariate_normal(mean, np.cov(raw, rowvar=False), size=raw.shape[0],
@@ -79,7 +88,8 @@ def main(argv=None):
             for space in ("raw", "l2", "center-l2"):
                 rep = diagnose(transform(raw, space, mean), max_samples=args.n_eval,
                                seed=args.seed)
-                row = {"encoder": label, "file": file, "layer": layer, "space": space,
+                row = {"encoder": label, "file": file, "classes": classes,
+                       "layer": layer, "space": space,
                        "n": rep.n, "d": rep.d, **numbers(rep),
                        "reference_gaussian": {k: float(rep.reference[k]) for k in SHOWN}}
                 if space != "raw":
