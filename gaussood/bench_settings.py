@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["OODSpec", "Setting", "OOD_SETS", "SETTINGS", "QUICK", "near_sets", "quick", "pool", "test_pool"]
+__all__ = ["OODSpec", "Setting", "OOD_SETS", "SETTINGS", "QUICK", "near_sets", "quick", "pool",
+           "test_pool"]
 
 
 class OODSpec(NamedTuple):

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from ._common import one_line
 
-__all__ = ["positive_int", "calibration_rows", "add_calibration_flag", "scorer_options", "add_scorer_flags", "scorer_params",
-           "add_train_config_flags", "train_config"]
+__all__ = ["positive_int", "calibration_rows", "add_calibration_flag", "scorer_options",
+           "add_scorer_flags", "scorer_params", "add_train_config_flags", "train_config"]
 
 FIT_FLAGS = ("embeddings", "labels", "scorer", "out")  # the command's own options
 _PARAM_DEFAULTS = {"random_state": 0}  # where 'fit' differs from the class default
