@@ -39,7 +39,7 @@ import numpy as np
 
 from gaussood._atomic import atomic_path
 from gaussood._env import environment
-from gaussood.bench_settings import OOD_SETS, SETTINGS, pool, quick, test_pool
+from gaussood.bench_settings import OOD_SETS, SETTINGS, pool, quick, held_out_pool
 from gaussood.cli.options import add_calibration_flag
 from gaussood.deep.evaluate import OODSet, dataset_loader, evaluate, log
 
@@ -138,7 +138,7 @@ def run_setting(setting, encoder, args, root):
         return load_dataset(id_name, split, root=root, classes=classes, n=n,
                             jpeg_quality=75)  # a no-op on the CIFAR-10 q75 archive
 
-    n_test = test_pool(args.n_eval, args.calibrate_held_out, args.quick)
+    n_test = held_out_pool(args.n_eval, args.calibrate_held_out, args.quick)
     if classes is not None:
         ood = {f"{id_name}-classes-6-9": OODSet(id_set("test", n_test, [6, 7, 8, 9]), "near",
                                                 f"{id_label} test, classes 6-9 (open-set)")}

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 __all__ = ["OODSpec", "Setting", "OOD_SETS", "SETTINGS", "QUICK", "near_sets", "quick", "pool",
-           "test_pool"]
+           "held_out_pool"]
 
 
 class OODSpec(NamedTuple):
@@ -85,7 +85,7 @@ def pool(n: int, quick_mode: bool) -> int | None:
     return 2 * n if quick_mode else None
 
 
-def test_pool(n_eval: int, calibrate, quick_mode: bool) -> int | None:
+def held_out_pool(n_eval: int, calibrate, quick_mode: bool) -> int | None:
     """Held-out ID images to read: the evaluated ``n_eval`` and, for held-out calibration
     on N images (an int), N more; ``"rest"`` or None adds none (in quick mode the read is
     ``2 n_eval``, so "rest" leaves ``n_eval`` for calibration)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ...bench_settings import OOD_SETS, QUICK, near_sets, pool, quick, test_pool
+from ...bench_settings import OOD_SETS, QUICK, near_sets, pool, quick, held_out_pool
 
 from .._common import (existing_file, load_dataset, need_torch,
                        refuse_overwriting_by_reports, write_text)
@@ -89,7 +89,7 @@ def run(args) -> int:
                             classes=classes, n=n, jpeg_quality=quality)
 
     result = evaluate(args.encoder, id_set("train", pool(n_fit, args.quick)),
-                      id_set("test", test_pool(n_eval, args.calibrate_held_out, args.quick)),
+                      id_set("test", held_out_pool(n_eval, args.calibrate_held_out, args.quick)),
                       ood, seeds=seeds, n_fit=n_fit, n_eval=n_eval, alpha=args.alpha,
                       n_calibrate=args.calibrate_held_out, layer=args.layer,
                       name=args.dataset, progress=not args.quiet)
