@@ -58,7 +58,7 @@ train-open-set-supcon: $(VENV)/.core ## classes 0-5 with SupCon (labels of the k
 	  --objective supcon --snapshots --name cifar10-cpu-c0to5-supcon \
 	  --work-dir benchmarks/checkpoints/runs/cifar10-cpu-c0to5-supcon
 
-train-open-set-supcon-2x: $(VENV)/.core ## the SupCon open-set encoder at the full open-set steps (8,680; about 80 min on one core, resumable)
+train-open-set-supcon-2x: $(VENV)/.core ## the shipped open-set encoder: SupCon at the full open-set steps (8,680; 85 min on one core, resumable)
 	$(BIN)/python benchmarks/train_encoder.py $(RECIPE) --classes 0-5 --steps 8680 --knn-every 5 \
 	  --objective supcon --snapshots --name cifar10-cpu-c0to5-supcon-2x \
 	  --work-dir benchmarks/checkpoints/runs/cifar10-cpu-c0to5-supcon-2x

@@ -49,9 +49,9 @@ SETTINGS = {
     "cifar10": Setting("cifar10", None, "cifar10-cpu.pt",
                        "make train  (the CPU recipe: small net, 16:0.75,32 px, T 0.2, 17,359 "
                        "steps; resumable)", tuple(OOD_SETS)),
-    "open-set": Setting("cifar10", list(range(6)), "cifar10-cpu-c0to5-supcon.pt",
-                        "make train-open-set-supcon  (the recipe with SupCon on the labels of "
-                        "classes 0-5, 4,340 steps; resumable)"),
+    "open-set": Setting("cifar10", list(range(6)), "cifar10-cpu-c0to5-supcon-2x.pt",
+                        "make train-open-set-supcon-2x  (the recipe with SupCon on the labels "
+                        "of classes 0-5, 8,680 steps; resumable)"),
     "fashion-mnist": Setting("fashion-mnist", None, "fashion-mnist-cpu-rotneg.pt",
                              f"{_FASHION_RECIPE} --rotation negatives --name "
                              "fashion-mnist-cpu-rotneg",
