@@ -46,8 +46,8 @@ _FASHION_RECIPE = ("python benchmarks/train_encoder.py --threads 1 --dataset fas
                    "--model small --resolution 16:0.75,32 --temperature 0.2 --epochs 12")
 
 SETTINGS = {
-    "cifar10": Setting("cifar10", None, "cifar10-cpu.pt",
-                       "make train  (the CPU recipe: small net, 16:0.75,32 px, T 0.2, 17,359 "
+    "cifar10": Setting("cifar10", None, "cifar10-cpu-2x.pt",
+                       "make train-2x  (the CPU recipe: small net, 16:0.75,32 px, T 0.2, 34,718 "
                        "steps; resumable)", tuple(OOD_SETS)),
     "open-set": Setting("cifar10", list(range(6)), "cifar10-cpu-c0to5-supcon-2x.pt",
                         "make train-open-set-supcon-2x  (the recipe with SupCon on the labels "
