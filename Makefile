@@ -45,7 +45,7 @@ speed: $(VENV)/.bench        ## speed benchmark against numpy, scikit-learn, pyt
 # The CPU recipe of benchmarks/results/cpu_recipe.md; resumable (checkpoints in the work dir).
 RECIPE = --threads 1 --model small --resolution 16:0.75,32 --temperature 0.2
 
-train: $(VENV)/.core         ## the CPU encoder: best recipe, 4 h budget on one core (resumable)
+train: $(VENV)/.core         ## the CPU encoder: best recipe, 4 h budget on one core (resumable; cifar10-cpu.pt)
 	$(BIN)/python benchmarks/train_encoder.py $(RECIPE) --budget-minutes 240 --knn-every 5 \
 	  --name cifar10-cpu --work-dir benchmarks/checkpoints/runs/cifar10-cpu
 
@@ -68,7 +68,7 @@ train-reg: $(VENV)/.core     ## the shipped recipe and steps with the paper's re
 	  --norm-weight 0.005 --entropy-weight 0.01 --name cifar10-cpu-reg \
 	  --work-dir benchmarks/checkpoints/runs/cifar10-cpu-reg
 
-train-2x: $(VENV)/.core      ## the shipped recipe at twice its steps (34,718; 5-8 h on one core, resumable; issue 20)
+train-2x: $(VENV)/.core      ## the shipped CIFAR-10 encoder: the recipe at twice its steps (34,718; 5.3 h on one core, resumable)
 	$(BIN)/python benchmarks/train_encoder.py $(RECIPE) --steps 34718 --knn-every 10 --snapshots \
 	  --name cifar10-cpu-2x --work-dir benchmarks/checkpoints/runs/cifar10-cpu-2x
 
