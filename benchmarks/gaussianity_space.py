@@ -37,11 +37,12 @@ HERE = Path(__file__).resolve().parent
 CKPT = HERE / "checkpoints"
 OPEN = (0, 1, 2, 3, 4, 5)  # the open-set encoders' ID classes
 ENCODERS = {  # label -> (file, dataset, ID classes or None)
-    "CIFAR-10 shipped (cifar10-cpu)": ("cifar10-cpu.pt", "cifar10", None),
+    "CIFAR-10 89 epochs (cifar10-cpu)": ("cifar10-cpu.pt", "cifar10", None),
     "CIFAR-10 twin, plain (8 ep.)": ("cifar10-twin-plain.pt", "cifar10", None),
     "CIFAR-10 twin, regulariser (8 ep.)": ("cifar10-twin-reg.pt", "cifar10", None),
-    "CIFAR-10 2x steps (cifar10-cpu-2x)": ("cifar10-cpu-2x.pt", "cifar10", None),
-    "CIFAR-10 classes 0-5, SupCon (open-set)": ("cifar10-cpu-c0to5-supcon.pt", "cifar10", OPEN),
+    "CIFAR-10 178 epochs, shipped (cifar10-cpu-2x)": ("cifar10-cpu-2x.pt", "cifar10", None),
+    "CIFAR-10 classes 0-5, SupCon 8,680 steps (open-set)": (
+        "cifar10-cpu-c0to5-supcon-2x.pt", "cifar10", OPEN),
     "Fashion-MNIST plain": ("fashion-mnist-cpu.pt", "fashion-mnist", None),
     "Fashion-MNIST regulariser": ("fashion-mnist-cpu-regularised.pt", "fashion-mnist", None),
     "Fashion-MNIST rotation negatives (fashion-mnist setting)": (
