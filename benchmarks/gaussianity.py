@@ -7,7 +7,8 @@ Six parts, all written to benchmarks/results/gaussianity.{json,md} (+ figures):
    MLP trained with InfoNCE (two noisy views) or with cross-entropy (labels from the
    mixture component, or from a fixed random linear teacher). Diagnostics of the
    encoder output on held-out inputs.
-2. cifar10: the shipped contrastive encoder (cifar10-cpu.pt, 89 epochs) and the first
+2. cifar10: the 89-epoch contrastive encoder (cifar10-cpu.pt; the bench's encoder when
+   this study ran, now cifar10-cpu-2x.pt) and the first
    one (cifar10-small.pt, 4 epochs) against the same architecture trained with
    cross-entropy for 4 epochs (all in benchmarks/checkpoints), on CIFAR-10 test
    images, backbone and head features.
