@@ -84,13 +84,13 @@ ARMS.update(END_ARMS)
 
 # Full-budget runs of the shipped recipe (benchmarks/train_encoder.py records): name -> what
 FULL_RUNS = {
-    "cifar10-cpu": "shipped: best recipe, 240-min budget (17,359 steps), all classes",
+    "cifar10-cpu": "best recipe, 240-min budget (17,359 steps), all classes",
     "cifar10-cpu-reg": "the same steps + the paper's regulariser (norm 0.005, entropy 0.01)",
     "cifar10-cpu-c0to5": "open-set (InfoNCE): classes 0-5, 8,680 steps",
     "cifar10-cpu-c0to5-supcon": "open-set: classes 0-5, SupCon on their labels, 4,340 steps",
     "cifar10-cpu-c0to5-supcon-2x": "shipped open-set: the same SupCon at 8,680 steps",
     "cifar10-cpu-c0to5-rot": "open-set + rotation-prediction head",
-    "cifar10-cpu-2x": "the shipped recipe at twice its steps (34,718)",
+    "cifar10-cpu-2x": "shipped: the same recipe at twice its steps (34,718)",
     "fashion-mnist-cpu-c0to5": "Fashion-MNIST open set (InfoNCE): classes 0-5, 12 epochs",
     "fashion-mnist-cpu-c0to5-rotneg": "shipped Fashion-MNIST open set: the same + rotations as "
                                       "shifted negatives (more arms: results/fashion_arms/)",

@@ -158,7 +158,8 @@ def test_report_with_and_without_proxy(recipe, tmp_path, monkeypatch):
     assert rot["record"] == "checkpoints/cifar10-cpu-c0to5-rot.json"
     assert rot["k-NN full protocol (%)"] == "70.00" and rot["training min"] == "20"
     assert ("Not recorded yet (no results/ or checkpoints/ record): cifar10-cpu-reg, "
-            "cifar10-cpu-c0to5-supcon, cifar10-cpu-2x, fashion-mnist-cpu-c0to5.") in md
+            "cifar10-cpu-c0to5-supcon, cifar10-cpu-c0to5-supcon-2x, cifar10-cpu-2x, "
+            "fashion-mnist-cpu-c0to5.") in md
     assert data["full_budget"]["cifar10-cpu-reg"] is None
     assert data["full_budget"]["cifar10-cpu-c0to5-supcon"] is None
     assert set(data["arms"]) == set(records)
