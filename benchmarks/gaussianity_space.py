@@ -3,11 +3,11 @@
     python benchmarks/gaussianity_space.py      # ~3 min on one core (make gaussianity)
 
 InfoNCE compares embeddings by cosine similarity, so the paper's Gaussian law is a
-statement about the normalised representation. For each encoder (CIFAR-10:
-cifar10-cpu, the regulariser twin, the 2x-steps run when trained, the SupCon open-set
-encoder; Fashion-MNIST: plain, regularised and the two rotation-negatives encoders the
-bench ships), layer (backbone, head) and space, ``gaussood.diagnostics.diagnose`` on
-5,000 held-out test images of the encoder's own ID classes, beside two references of the same n and d:
+statement about the normalised representation. For each encoder (CIFAR-10: the 89-
+and 178-epoch runs, the regulariser twin, the SupCon open-set encoder; Fashion-MNIST:
+plain, regularised and the two rotation-negatives encoders the bench ships), layer
+(backbone, head) and space, ``gaussood.diagnostics.diagnose`` on 5,000 held-out test
+images of the encoder's own ID classes, beside two references of the same n and d:
   * "Gaussian": an exact Gaussian sample with the features' mean and covariance
     (diagnose's own reference), for every space;
   * for the normalised spaces, "sphere": the same Gaussian reference sample

@@ -252,19 +252,19 @@ def evaluate_embeddings(scorers: Mapping[str, Any] | None, X_fit, y_fit, X_id,
         raise ValueError(f"No OOD set for {name}.")
     n_fit = Xtr.shape[0] if n_fit is None else n_fit
     n_eval = Xte.shape[0] if n_eval is None else n_eval
-    n_left = Xte.shape[0] - min(n_eval, Xte.shape[0])
+    n_evaluated = min(n_eval, Xte.shape[0])
+    n_left = Xte.shape[0] - n_evaluated
     if isinstance(n_calibrate, str):
         if n_calibrate != "rest":
             raise ValueError(f"n_calibrate must be an int, 'rest' or None; got {n_calibrate!r}")
         n_calibrate = n_left or None
         if n_calibrate is None:
             report(f"[{name}] no held-out ID row is left for calibration (n_eval = "
-                   f"{min(n_eval, Xte.shape[0])} of {Xte.shape[0]}); the detectors keep the "
-                   "calibration of their fit")
+                   f"{n_evaluated} of {Xte.shape[0]}); the detectors keep the calibration "
+                   "of their fit")
     elif n_calibrate is not None and not 1 <= n_calibrate <= n_left:
         raise ValueError(f"n_calibrate must be in 1..{n_left} (the {Xte.shape[0]} held-out ID "
-                         f"rows less the {min(n_eval, Xte.shape[0])} evaluated); "
-                         f"got {n_calibrate!r}")
+                         f"rows less the {n_evaluated} evaluated); got {n_calibrate!r}")
 
     per_seed, first_scores = [], {}
     for seed in seeds:
